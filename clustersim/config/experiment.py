@@ -1,0 +1,182 @@
+"""The experiment file: what the user wrote, validated, before any preset is resolved.
+
+Keys are a stable contract (DESIGN.md); more may be added, none removed. Resolution of preset
+names into hardware, topology and model objects happens downstream, so this module only checks
+shape, types and units.
+
+>>> from clustersim.config.yamlio import load_yaml
+>>> doc = load_yaml('''
+... name: demo
+... cluster: {topology: dgx-h100, devices: 16}
+... model: llama3-8b
+... training: {global_batch: 64, parallelism: {tp: 8}}
+... ''', "demo.yaml")
+>>> exp = load_experiment(doc)
+>>> exp.model.preset, exp.training.parallelism.tp, exp.simulation.fidelity
+('llama3-8b', 8, 'flow')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from clustersim.config.validation import StrictModel, validate
+from clustersim.config.yamlio import YamlDocument, load_yaml_file
+
+__all__ = [
+    "ClusterConfig", "MoEConfig", "ModelConfig", "ParallelismConfig", "OffloadConfig",
+    "OverlapConfig", "TrainingConfig", "SimulationConfig", "SweepConfig", "OutputConfig",
+    "ExperimentConfig", "load_experiment", "MESH_AXES", "DEFAULT_PLACEMENT",
+]
+
+MESH_AXES = ("tp", "cp", "ep", "dp", "pp")
+DEFAULT_PLACEMENT = ["tp", "cp", "ep", "dp", "pp"]  # innermost (closest devices) first
+
+
+class ClusterConfig(StrictModel):
+    topology: str = Field(description="a preset in topologies/, or a path to a topology YAML")
+    devices: PositiveInt | None = Field(None, description="number of compute devices (ranks)")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="dotted topology parameters")
+
+
+class MoEConfig(StrictModel):
+    experts: PositiveInt
+    top_k: PositiveInt = 2
+    capacity_factor: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _top_k_fits(self):
+        if self.top_k > self.experts:
+            raise ValueError(f"moe.top_k ({self.top_k}) cannot exceed moe.experts "
+                             f"({self.experts})")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """A preset name, the dimensions inline, or a preset with some dimensions changed."""
+
+    preset: str | None = None
+    name: str | None = None
+    layers: PositiveInt | None = None
+    hidden: PositiveInt | None = None
+    heads: PositiveInt | None = None
+    kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    ffn_hidden: PositiveInt | None = None
+    vocab: PositiveInt | None = None
+    seq_len: PositiveInt | None = None
+    ffn: Literal["gelu", "swiglu"] | None = None
+    moe: MoEConfig | None = None
+    parallel_attention: bool | None = None
+    tied_embeddings: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_name(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _preset_or_dimensions(self):
+        needed = ("layers", "hidden", "heads", "vocab")
+        missing = [k for k in needed if getattr(self, k) is None]
+        if self.preset is None and missing:
+            raise ValueError("give a model preset (e.g. `preset: gpt3-175b`) or the dimensions "
+                             f"inline; missing: {', '.join(missing)}")
+        return self
+
+
+class ParallelismConfig(StrictModel):
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    dp: PositiveInt | None = Field(None, description="default: devices / (tp*pp*cp)")
+    cp: PositiveInt = 1
+    ep: PositiveInt = 1
+    sp: bool = False
+    zero: int = Field(0, ge=0, le=3, description="0-3; 3 = FSDP")
+    shard_group: PositiveInt | None = Field(
+        None, description="hybrid sharding: shard within groups of N data-parallel ranks")
+    schedule: Literal["gpipe", "1f1b", "1f1b-interleaved"] = "1f1b"
+    virtual_stages: PositiveInt = 1
+    placement: list[Literal["tp", "cp", "ep", "dp", "pp"]] = Field(
+        default_factory=lambda: list(DEFAULT_PLACEMENT),
+        description="mesh axes from innermost (closest devices) outwards")
+    stage_layers: list[PositiveInt] | None = Field(
+        None, description="layers per pipeline stage when they are not equal")
+
+    @field_validator("placement")
+    @classmethod
+    def _placement_is_permutation(cls, value: list[str]) -> list[str]:
+        if sorted(set(value)) != sorted(value):
+            raise ValueError(f"placement lists an axis twice: {value}")
+        missing = [a for a in MESH_AXES if a not in value]
+        return list(value) + missing  # unnamed axes go outermost, in default order
+
+
+class OffloadConfig(StrictModel):
+    """ZeRO-Offload style: where optimizer states / master weights / parameters live."""
+
+    optimizer: Literal["none", "host", "cxl"] = "none"
+    parameters: Literal["none", "host", "cxl"] = "none"
+
+
+class OverlapConfig(StrictModel):
+    """Which communications frameworks overlap with compute (Megatron-Core flags)."""
+
+    grad_reduce: bool = True
+    param_gather: bool = True
+    tp_comm: bool = False
+    p2p: bool = True
+
+
+class TrainingConfig(StrictModel):
+    global_batch: PositiveInt = Field(description="sequences per step")
+    micro_batch: PositiveInt = 1
+    seq_len: PositiveInt | None = None
+    precision: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    recompute: Literal["none", "selective", "full"] = "none"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
+    overlap: OverlapConfig = Field(default_factory=OverlapConfig)
+    offload: OffloadConfig = Field(default_factory=OffloadConfig)
+
+
+class SimulationConfig(StrictModel):
+    fidelity: Literal["flow", "analytic"] = "flow"
+    ranks: Literal["representative", "all"] = "representative"
+    seed: int = 0
+
+
+class SweepConfig(StrictModel):
+    grid: dict[str, list[Any]] = Field(default_factory=dict,
+                                       description="cartesian product over dotted keys")
+    zip: dict[str, list[Any]] = Field(default_factory=dict,
+                                      description="parallel lists of equal length")
+    cases: list[dict[str, Any]] = Field(default_factory=list,
+                                        description="explicit scenarios as dotted overrides")
+
+
+class OutputConfig(StrictModel):
+    dir: str | None = None
+    plots: bool = True
+    trace: bool = False
+
+
+class ExperimentConfig(StrictModel):
+    name: str
+    description: str = ""
+    cluster: ClusterConfig
+    model: ModelConfig
+    training: TrainingConfig
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def load_experiment(source: str | Path | YamlDocument) -> ExperimentConfig:
+    """Load and validate an experiment file; errors are InputErrors with file:line:col."""
+    doc = source if isinstance(source, YamlDocument) else load_yaml_file(source)
+    return validate(ExperimentConfig, doc)
