@@ -1,0 +1,148 @@
+"""Structural routing: dimension order on tori and meshes, up/down ECMP on fat-trees, striping
+over switch planes, direct links on meshes, and the walk from a device to the fabric it needs
+(die -> package gateway -> NIC). Never an all-pairs path search.
+
+A route is a list of ``(edge, weight)``: the weight is the fraction of the flow crossing that
+edge, so a flow split evenly over 4 NVSwitch planes puts weight 1/4 on each plane's edges, and
+ECMP over 32 spines puts 1/32 on each. Latency is the weighted sum of edge latencies (the
+latency of one path, since parallel paths are equally long).
+
+>>> from clustersim.topology.torus import torus
+>>> G = torus((8,), link="ici-v4")
+>>> r = Router(G)
+>>> [e for e, w in r.edges("c0", "c3")]
+[('c0', 'c1'), ('c1', 'c2'), ('c2', 'c3')]
+>>> sorted(w for e, w in r.edges("c0", "c4"))  # half-way round: split both ways
+[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import networkx as nx
+
+from clustersim.topology.graph import (DirectFabric, FatTreeFabric, SwitchFabric,
+                                       TorusFabric)
+
+__all__ = ["Router", "NoRoute"]
+
+
+class NoRoute(ValueError):
+    """Two nodes share no fabric."""
+
+
+def _add_path(out: dict, path: tuple, weight: float) -> None:
+    for u, v in zip(path, path[1:]):
+        out[(u, v)] += weight
+
+
+def _switch_route(G: nx.DiGraph, f: SwitchFabric, a, b, w: float, out: dict) -> None:
+    caps = [G.edges[a, s]["bw_Bps"] for s in f.planes]
+    total = sum(caps)
+    for s, cap in zip(f.planes, caps):
+        share = w * cap / total
+        out[(a, s)] += share
+        out[(s, b)] += share
+
+
+def _torus_route(f: TorusFabric, a, b, w: float, out: dict) -> None:
+    here, target = list(f.coords[a]), f.coords[b]
+    for d, size in enumerate(f.dims):
+        delta = (target[d] - here[d]) % size
+        if delta == 0:
+            continue
+        if not f.wrap[d]:
+            plans = [(1 if target[d] > here[d] else -1, abs(target[d] - here[d]), 1.0)]
+        elif delta * 2 < size:
+            plans = [(1, delta, 1.0)]
+        elif delta * 2 > size:
+            plans = [(-1, size - delta, 1.0)]
+        else:  # exactly half-way round: split over both directions
+            plans = [(1, delta, 0.5), (-1, delta, 0.5)]
+        for step, count, share in plans:
+            pos = list(here)
+            for _ in range(count):
+                _add_path(out, f.hops[(f.at[tuple(pos)], d, step)], w * share)
+                pos[d] = (pos[d] + step) % size
+        here[d] = target[d]
+
+
+def _fattree_route(G: nx.DiGraph, f: FatTreeFabric, a, b, w: float, out: dict) -> None:
+    la, lb = f.leaf_of[a], f.leaf_of[b]
+    out[(a, la)] += w
+    out[(lb, b)] += w
+    if la == lb:
+        return
+    pa, pb = f.pod_of[la], f.pod_of[lb]
+    up = [G.edges[la, agg]["bw_Bps"] for agg in f.aggs[pa]]
+    total = sum(up)
+    for j, (agg_a, cap) in enumerate(zip(f.aggs[pa], up)):
+        share = w * cap / total
+        out[(la, agg_a)] += share
+        if pa == pb:
+            out[(agg_a, lb)] += share
+            continue
+        agg_b = f.aggs[pb][j]
+        cores = f.cores[j]
+        for core in cores:
+            out[(agg_a, core)] += share / len(cores)
+            out[(core, agg_b)] += share / len(cores)
+        out[(agg_b, lb)] += share
+
+
+class Router:
+    """Routes between any two routable nodes of a topology graph, cached per pair."""
+
+    def __init__(self, G: nx.DiGraph):
+        self.G = G
+        self.fabrics = G.graph["fabrics"]
+        self._cache: dict[tuple, list] = {}
+
+    def _shared(self, a, b):
+        theirs = {att.fabric: att for att in self.G.nodes[b]["attach"]}
+        for att in self.G.nodes[a]["attach"]:
+            if att.fabric in theirs:
+                return att, theirs[att.fabric]
+        raise NoRoute(f"no fabric joins {a!r} and {b!r}")
+
+    def edges(self, a: Any, b: Any) -> list[tuple[tuple, float]]:
+        """The edges a flow from ``a`` to ``b`` crosses, with the fraction on each."""
+        key = (a, b)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        out: dict = defaultdict(float)
+        if a == b:
+            pass
+        elif self.G.has_edge(a, b):
+            out[(a, b)] = 1.0
+        else:
+            att_a, att_b = self._shared(a, b)
+            _add_path(out, att_a.up, 1.0)
+            self._fabric_route(self.fabrics[att_a.fabric], att_a.entry, att_b.entry, out)
+            _add_path(out, tuple(reversed(att_b.up)), 1.0)
+        result = list(out.items())
+        self._cache[key] = result
+        return result
+
+    def _fabric_route(self, f, a, b, out: dict) -> None:
+        if a == b:
+            return
+        if isinstance(f, TorusFabric):
+            _torus_route(f, a, b, 1.0, out)
+        elif isinstance(f, FatTreeFabric):
+            _fattree_route(self.G, f, a, b, 1.0, out)
+        elif isinstance(f, SwitchFabric):
+            _switch_route(self.G, f, a, b, 1.0, out)
+        elif isinstance(f, DirectFabric):
+            out[(a, b)] += 1.0
+        else:
+            raise TypeError(f"no router for fabric {type(f).__name__}")
+
+    def shared_fabric(self, a: Any, b: Any):
+        """The innermost fabric joining ``a`` and ``b`` (None for the same node)."""
+        if a == b:
+            return None
+        return self.fabrics[self._shared(a, b)[0].fabric]
