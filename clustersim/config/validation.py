@@ -55,6 +55,11 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a user writes (the alias when there is one)."""
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
 def allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """The keys allowed in the mapping at ``loc`` inside ``model`` (None if not a model)."""
     current: type[BaseModel] | None = model
@@ -63,11 +68,12 @@ def allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
             return None
         if isinstance(part, int):
             continue
-        info = current.model_fields.get(part)
+        fields = _fields_by_key(current)
+        info = fields.get(part) or current.model_fields.get(part)
         if info is None:
             continue  # a union tag pydantic put in the path
         current = _model_in(info.annotation)
-    return list(current.model_fields) if current is not None else None
+    return list(_fields_by_key(current)) if current is not None else None
 
 
 def _message(model: type[BaseModel], err: dict) -> str:

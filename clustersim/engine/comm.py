@@ -1,0 +1,78 @@
+"""How communication calls become batches of flows on the cluster's links.
+
+A collective call expands (``clustersim.collectives.expand``) into phases over group
+positions; every group of the call runs each phase at the same time, so one phase of a call is
+one batch of flows. A transfer call is one batch of point-to-point flows. Link capacities are
+the calibrated effective capacities, and latencies the calibrated per-step latencies, that the
+analytic model uses too, so an uncontended collective costs the same in both fidelities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from clustersim.engine.program import CollectiveCall, TransferCall
+
+__all__ = ["CommModel", "BatchSpec"]
+
+BatchSpec = tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, float, str]
+
+
+class CommModel:
+    """Expands calls into flow batches on one cluster (caching what repeats)."""
+
+    def __init__(self, cluster, capacity_Bps: np.ndarray | None = None):
+        """``capacity_Bps`` defaults to the calibrated effective capacity of every link."""
+        if capacity_Bps is None:
+            from clustersim.collectives import effective_capacity_Bps
+
+            capacity_Bps = effective_capacity_Bps(cluster)
+        self.cluster = cluster
+        self.capacity_Bps = capacity_Bps
+        self._algorithms: dict = {}
+
+    def algorithm(self, call: CollectiveCall) -> str:
+        """The algorithm a call runs: as given, or the fastest for its size and groups."""
+        if call.algorithm != "auto":
+            return call.algorithm
+        key = (call.op, call.size_B, call.groups[0], len(call.groups))
+        found = self._algorithms.get(key)
+        if found is None:
+            from clustersim.collectives import select_algorithm
+
+            found = select_algorithm(self.cluster, [list(g) for g in call.groups], call.op,
+                                     call.size_B)
+            self._algorithms[key] = found
+        return found
+
+    def batches(self, call: CollectiveCall | TransferCall) -> Iterator[BatchSpec]:
+        """``(routes, bytes, latency_s, label)`` for each sequential batch of the call."""
+        if isinstance(call, TransferCall):
+            yield self._transfer(call)
+            return
+        from clustersim.collectives import expand, phase_latency_s
+
+        algorithm = self.algorithm(call)
+        first = list(call.groups[0])
+        for phase in expand(self.cluster, first, call.op, call.size_B, algorithm):
+            routes, nbytes = [], []
+            for group in call.groups:
+                for s, d, b in zip(phase.src, phase.dst, phase.bytes):
+                    links, weights, _ = self.cluster.route(group[s], group[d])
+                    routes.append((links, weights))
+                    nbytes.append(b * call.repeat)
+            latency = phase_latency_s(self.cluster, first, phase) * call.repeat
+            yield routes, np.asarray(nbytes), latency, f"{call.label} {algorithm} {phase.label}"
+
+    def _transfer(self, call: TransferCall) -> BatchSpec:
+        from clustersim.collectives import transfer_latency_s
+
+        routes = []
+        for src, dst in call.pairs:
+            links, weights, _ = self.cluster.route(src, dst)
+            routes.append((links, weights))
+        latency = transfer_latency_s(self.cluster, *call.pairs[0]) * call.repeat
+        nbytes = np.full(len(routes), call.size_B * call.repeat)
+        return routes, nbytes, latency, call.label

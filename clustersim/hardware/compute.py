@@ -1,0 +1,206 @@
+"""The compute model: how long one kernel (an OpCost) takes on one device.
+
+A roofline with efficiency curves by shape. An op takes ``max(compute, memory)`` plus a fixed
+per-kernel overhead, where
+
+- compute = FLOPs / (peak(dtype) x efficiency). For a GEMM the efficiency is
+  ``max_eff(dtype) x occupancy x m/(m+c) x n/(n+c) x k/(k+c_k)``: occupancy is the fraction of
+  the device's SMs that get an output tile (split-K spreads a long k over idle SMs), and each
+  dimension acts as if padded by a constant (tile quantisation, per-tile prologue/epilogue).
+  Every factor is non-decreasing in m, n and k and at most 1, so a bigger GEMM is never less
+  efficient and no op runs faster than its FLOPs at peak. Flash attention has the same form
+  over key length and head dimension; elementwise ops run on the vector units.
+- memory = bytes / (memory_efficiency x bandwidth), where the bandwidth is that of the memory
+  edges (``mem_bw_Bps``, default the device's own), so swapping HBM for LPDDR slows exactly
+  the memory-bound ops.
+
+Parameters per device family live in ``hardware/data/compute.yaml`` with their sources; the
+GEMM curves are fitted on measured cuBLASLt sweeps. Pure-Python arithmetic: this runs
+thousands of times per second in sweeps, so family lookups are cached by device name.
+
+>>> from clustersim.hardware.catalog import get_device
+>>> from clustersim.workload.flops import OpCost
+>>> a100 = get_device("a100-sxm-80gb")
+>>> big = OpCost("gemm", "gemm", 2 * 16384**3, 3 * 16384**2 * 2, 16384, 16384, 16384)
+>>> round(big.flops / op_time_s(big, a100, "bf16") / 1e12)  # Azure measured 256.5
+251
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, PositiveInt
+
+from clustersim.config.quantities import NonNegativeTime
+from clustersim.config.validation import StrictModel, validate
+from clustersim.config.yamlio import load_yaml_file
+from clustersim.errors import InputError, InputErrors
+
+__all__ = ["ComputeParams", "compute_params", "compute_families", "gemm_efficiency",
+           "attention_efficiency", "op_time_s", "OP_KINDS"]
+
+OP_KINDS = ("gemm", "attention", "elementwise", "embedding", "optimizer")
+_DATA = Path(__file__).parent / "data" / "compute.yaml"
+_FALLBACK = "generic"
+Fraction = float
+
+
+class ComputeParams(StrictModel):
+    """Efficiency parameters of one device family (see compute.yaml for their meaning)."""
+
+    name: str
+    devices: list[str] = Field(default_factory=list)
+    compute_units: PositiveInt
+    tile: tuple[PositiveInt, PositiveInt]
+    gemm_max_efficiency: dict[str, float]
+    gemm_dim_overhead: float = Field(ge=0)
+    gemm_k_overhead: float = Field(ge=0)
+    split_k_min: float = Field(gt=0)
+    attention_max_efficiency: float = Field(gt=0, le=1)
+    attention_seq_overhead: float = Field(ge=0)
+    attention_head_dim_overhead: float = Field(ge=0)
+    attention_bwd_ratio: float = Field(gt=0, le=1)
+    memory_efficiency: float = Field(gt=0, le=1)
+    kernel_overhead_s: NonNegativeTime = Field(alias="kernel_overhead")
+    source: str = Field(min_length=1)
+    estimated: list[str] = Field(default_factory=list)
+    notes: str = ""
+
+    model_config = {**StrictModel.model_config, "populate_by_name": True}
+
+    def max_efficiency(self, dtype: str) -> float:
+        """The GEMM plateau for ``dtype`` (the family's default when not measured)."""
+        return self.gemm_max_efficiency.get(dtype, self.gemm_max_efficiency["default"])
+
+
+@functools.cache
+def compute_families() -> dict[str, ComputeParams]:
+    """Every device family in compute.yaml, validated (read once per process).
+
+    >>> compute_families()["h100"].compute_units
+    132
+    """
+    doc = load_yaml_file(_DATA)
+    families, errors = {}, []
+    for name, entry in doc.data.items():
+        doc.data[name] = {**entry, "name": name}
+        try:
+            family = validate(ComputeParams, doc, prefix=(name,))
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        bad = {k: v for k, v in family.gemm_max_efficiency.items() if not 0 < v <= 1}
+        if "default" not in family.gemm_max_efficiency or bad:
+            errors.append(doc.error((name, "gemm_max_efficiency"), "gemm_max_efficiency "
+                                    "needs a `default` and values in (0, 1]"))
+        families[name] = family
+    if errors:
+        raise InputErrors(errors)
+    return families
+
+
+@functools.cache
+def _family_of(device_name: str) -> ComputeParams:
+    families = compute_families()
+    for family in families.values():
+        if device_name in family.devices:
+            return family
+    return families[_FALLBACK]
+
+
+def compute_params(device) -> ComputeParams:
+    """The efficiency parameters for a device (its family's, or the generic fallback).
+
+    >>> from clustersim.hardware.catalog import get_device
+    >>> compute_params(get_device("h200")).memory_efficiency
+    0.883
+    """
+    return _family_of(device.name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _gemm_eff(m: int, n: int, k: int, family: str, dtype: str) -> float:
+    p = compute_families()[family]
+    top = p.max_efficiency(dtype)
+    if m <= 0 or n <= 0 or k <= 0:   # shape unknown: the plateau
+        return top
+    c, ck = p.gemm_dim_overhead, p.gemm_k_overhead
+    tiles = m * n / (p.compute_units * p.tile[0] * p.tile[1])
+    occupancy = min(1.0, tiles * max(1.0, k / p.split_k_min))
+    return top * occupancy * (m / (m + c)) * (n / (n + c)) * (k / (k + ck))
+
+
+def gemm_efficiency(m: int, n: int, k: int, device, dtype: str) -> Fraction:
+    """Fraction of peak(dtype) a GEMM of shape (m, n, k) reaches on ``device``.
+
+    >>> from clustersim.hardware.catalog import get_device
+    >>> h100 = get_device("h100-sxm-80gb")
+    >>> [round(gemm_efficiency(s, s, s, h100, "fp8"), 2) for s in (1024, 4096, 32768)]
+    [0.24, 0.64, 0.7]
+    """
+    return _gemm_eff(int(m), int(n), int(k), compute_params(device).name, dtype)
+
+
+def attention_efficiency(rows: int, keys: int, head_dim: int, device,
+                         backward: bool = False) -> Fraction:
+    """Fraction of peak a flash-attention kernel reaches: ``rows`` query rows (tokens x
+    heads), ``keys`` keys per query on average, head dimension ``head_dim``.
+
+    >>> from clustersim.hardware.catalog import get_device
+    >>> round(attention_efficiency(2 * 16 * 8192, 8192, 128, get_device("h100-sxm-80gb")), 2)
+    0.61
+    """
+    p = compute_params(device)
+    eff = p.attention_max_efficiency
+    if rows > 0:
+        eff *= min(1.0, rows / (p.tile[0] * p.compute_units))
+    if keys > 0:
+        eff *= keys / (keys + p.attention_seq_overhead)
+    if head_dim > 0:
+        eff *= head_dim / (head_dim + p.attention_head_dim_overhead)
+    return eff * p.attention_bwd_ratio if backward else eff
+
+
+def _vector_flops(device, dtype: str) -> float:
+    """Peak of the non-matrix units that run elementwise ops: fp32 where the catalog has it."""
+    if "fp32" in device.peak_flops:
+        return device.peak_flops["fp32"]
+    return device.flops_for(dtype)
+
+
+def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None) -> float:
+    """Seconds one op (a :class:`~clustersim.workload.flops.OpCost`) takes on ``device``.
+
+    ``dtype`` is the run's precision (``op.dtype`` overrides it when set); ``mem_bw_Bps`` the
+    bandwidth of the memory the device reads, default its own.
+
+    >>> from clustersim.hardware.catalog import get_device
+    >>> from clustersim.workload.flops import OpCost
+    >>> h100 = get_device("h100-sxm-80gb")
+    >>> add = OpCost("add", "elementwise", 1e9, 6e9)
+    >>> round(op_time_s(add, h100, "bf16") * 1e3, 3), round(op_time_s(add, h100, "bf16",
+    ...       mem_bw_Bps=0.5e12) * 1e3, 3)
+    (1.978, 13.233)
+    """
+    if op.flops <= 0 and op.bytes <= 0:
+        return 0.0
+    p = _family_of(device.name)
+    bw = device.memory.bw_Bps if mem_bw_Bps is None else mem_bw_Bps
+    if bw <= 0:
+        raise InputError(f"memory bandwidth must be positive, got {bw!r} B/s")
+    memory_s = op.bytes / (p.memory_efficiency * bw)
+    kind = op.kind
+    dt = op.dtype or dtype
+    if kind == "gemm":
+        rate = device.flops_for(dt) * _gemm_eff(op.m, op.n, op.k, p.name, dt)
+    elif kind == "attention":
+        rate = device.flops_for(dt) * attention_efficiency(op.m, op.n, op.k, device,
+                                                           op.name.endswith("_bwd"))
+    elif kind in OP_KINDS:
+        rate = _vector_flops(device, dt)
+    else:
+        raise ValueError(f"unknown op kind {kind!r}; allowed: {', '.join(OP_KINDS)}")
+    compute_s = op.flops / rate if op.flops > 0 else 0.0
+    return max(compute_s, memory_s) + p.kernel_overhead_s
