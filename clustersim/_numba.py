@@ -6,10 +6,7 @@ chose one. Kernels are pure functions over flat numpy arrays with ``cache=True``
 ``parallel=True`` (it makes forked process pools hang).
 
 >>> from clustersim._numba import njit
->>> @njit
-... def twice(x):
-...     return 2 * x
->>> twice(3)
+>>> njit(lambda x: 2 * x, cache=False)(3)   # a lambda has no source file to cache beside
 6
 """
 
@@ -50,6 +47,6 @@ def njit(*args, **kwargs):
     kwargs.setdefault("nogil", True)
     if kwargs.get("parallel"):
         raise ValueError("parallel=True makes forked process pools hang; do not use it")
-    if args and callable(args[0]) and len(args) == 1:
+    if len(args) == 1 and callable(args[0]):
         return numba.njit(**kwargs)(args[0])
     return numba.njit(*args, **kwargs)

@@ -10,7 +10,7 @@ dimension is L, ``N/2 * b / r`` for a fat-tree with oversubscription r.
 >>> from clustersim.topology.cluster import Cluster
 >>> from clustersim.topology.torus import torus
 >>> c = Cluster.from_graph(torus((8,), link="ici-v4"))
->>> round(bisection_bandwidth(c) / c.links.capacity_Bps[0], 6)   # a ring: 2 links cross
+>>> round(bisection_bandwidth(c) / float(c.links.capacity_Bps[0]), 6)   # a ring: 2 cross
 2.0
 """
 

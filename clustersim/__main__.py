@@ -1,0 +1,7 @@
+"""``python -m clustersim``: the same as the ``clustersim`` command."""
+
+import sys
+
+from clustersim.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,566 @@
+"""FLOPs, memory traffic and collectives of one transformer training step, per rank.
+
+Everything here is per micro-batch and per rank, for a rank that holds one shard of the model
+(:class:`Shard`: tensor, sequence, context and expert parallelism). Conventions:
+
+- A GEMM ``Y[m,n] = X[m,k] W[k,n]`` costs ``2mnk`` FLOPs. Its backward is a data-gradient GEMM
+  ``dX = dY W^T`` (shape m, k, n) and a weight-gradient GEMM ``dW = X^T dY`` (shape k, n, m).
+- Attention is flash-style (Dao et al. 2022/2023): no s^2 tensor touches device memory.
+  Causal attention executes half the score/value FLOPs of full attention (masked tiles are
+  skipped; the diagonal tiles are ignored). The backward executes 2.5x the forward FLOPs
+  (five matmuls against two: it recomputes QK^T), the FlashAttention-2 benchmark convention.
+- Model FLOPs for MFU (:func:`model_flops_per_token`) follow PaLM (Chowdhery et al. 2022,
+  App. B): ``6N + 12 L H Q T``, attention counted *without* causal halving.
+- Bytes are device-memory reads plus writes, activations in 16 bits (32 for fp32), GEMM inputs
+  in 8 bits under fp8 (Transformer Engine keeps attention and elementwise ops in bf16).
+- Op names: a backward op ends in ``_dgrad``, ``_wgrad`` or ``_bwd``; a recomputed forward op
+  ends in ``_recompute``. The compute model relies on the ``_bwd`` suffix for attention.
+- Collective sizes are buffer sizes as nccl-tests defines them: all_gather the total output,
+  reduce_scatter the total input, all_reduce and all_to_all the buffer of one rank.
+
+>>> from clustersim.workload.models import get_model
+>>> ops = layer_ops(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")
+>>> [op.name for op in ops["fwd"]][:4]
+['attn_norm', 'qkv_proj', 'attention', 'out_proj']
+>>> [c.op for c in layer_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")["fwd"]]
+['all_reduce', 'all_reduce']
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from clustersim.errors import InputError
+from clustersim.workload.models import ModelSpec
+
+__all__ = [
+    "OpCost", "CommCost", "Shard", "PRECISIONS", "element_bytes", "layer_params_on_rank",
+    "layer_ops", "layer_comms", "embedding_ops", "embedding_comms", "logits_ops",
+    "logits_comms", "optimizer_ops", "gradient_comms",
+    "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",
+]
+
+PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
+# Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
+# much). They only matter on a device whose vector unit is slow next to its memory.
+_ELEMENTWISE_FLOPS = {"norm": 5, "residual": 1, "gelu": 8, "swiglu": 5, "permute": 0,
+                      "softmax": 5, "embedding": 0}
+_FA_BWD_FLOPS = 2.5     # FlashAttention backward / forward FLOPs (Dao 2023)
+_ADAM_FLOPS = 12        # per parameter: moments, bias correction, sqrt, divide, decay, update
+_SGD_FLOPS = 4          # per parameter: momentum and update
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One kernel on one rank. For a GEMM, (m, n, k) is its shape; for attention, m is query
+    rows (tokens x heads on this rank), n the mean number of keys a query sees, k head_dim.
+    ``dtype`` overrides the run's precision for this op ('' = the run's)."""
+
+    name: str
+    kind: str        # "gemm" | "attention" | "elementwise" | "embedding" | "optimizer"
+    flops: float
+    bytes: float
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    dtype: str = ""
+
+
+@dataclass(frozen=True)
+class CommCost:
+    """One collective a rank takes part in; ``axis`` names the mesh axis of its group."""
+
+    name: str
+    op: str          # "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "send"
+    axis: str        # "tp" | "cp" | "ep" | "dp" | "pp"
+    bytes: float
+    phase: str       # "fwd" | "bwd"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """How one rank's share of a layer is cut: tp (with sp: sequence-parallel norms), cp, ep.
+
+    >>> Shard(tp=8, sp=True).tp
+    8
+    """
+
+    tp: int = 1
+    sp: bool = False
+    cp: int = 1
+    ep: int = 1
+
+
+def element_bytes(precision: str) -> tuple[int, int]:
+    """(activation bytes, GEMM-input bytes) per element for a training precision.
+
+    >>> element_bytes("bf16"), element_bytes("fp8"), element_bytes("fp32")
+    ((2, 2), (2, 1), (4, 4))
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    act = 4 if precision == "fp32" else 2
+    return act, {"fp8": 1}.get(precision, act)
+
+
+@dataclass(frozen=True)
+class _Dims:
+    b: int
+    s_local: int     # tokens of one sequence on this rank (seq_len / cp)
+    s_full: int
+    t: float         # tokens on this rank (b * s_local)
+    t_norm: float    # tokens the norms/residuals run on (t / tp with SP)
+    h: int
+    heads: int       # query heads on this rank
+    kv: int          # KV heads on this rank (>= 1: replicated when tp > kv_heads)
+    q: int           # query width on this rank
+    kvw: int         # key (and value) width on this rank
+    ffn: int         # MLP width on this rank
+    vocab: int       # vocabulary slice on this rank (Megatron pads the vocab to divide)
+    experts: int     # MoE experts held on this rank
+    act_B: int
+    in_B: int
+
+
+def _dims(model: ModelSpec, shard: Shard, b: int, seq_len: int, precision: str) -> _Dims:
+    act_B, in_B = element_bytes(precision)
+    tp = shard.tp
+    kv = model.kv_heads // tp if model.kv_heads % tp == 0 else 1
+    s_local = seq_len // shard.cp
+    t = b * s_local
+    return _Dims(b, s_local, seq_len, t, t / tp if shard.sp else t, model.hidden,
+                 model.heads // tp, kv, model.heads // tp * model.head_dim, kv * model.head_dim,
+                 -(-model.ffn_hidden // tp), -(-model.vocab // tp),
+                 max(1, model.experts // shard.ep), act_B, in_B)
+
+
+def _gemm(name: str, m: float, n: float, k: float, d: _Dims, groups: int = 1) -> OpCost:
+    """``groups`` equal GEMMs of m/groups rows each (grouped expert GEMM: weights per group)."""
+    m_each = max(1, round(m / groups))
+    return OpCost(name, "gemm", 2.0 * m * n * k, (m * k + groups * k * n) * d.in_B
+                  + m * n * d.act_B, m_each, int(n), int(k))
+
+
+def _gemm_bwd(op: OpCost, m: float, d: _Dims, groups: int = 1) -> list[OpCost]:
+    n, k = op.n, op.k
+    dgrad = OpCost(op.name + "_dgrad", "gemm", op.flops,
+                   (m * n + groups * n * k) * d.in_B + m * k * d.act_B, op.m, k, n)
+    wgrad = OpCost(op.name + "_wgrad", "gemm", op.flops,
+                   (k * m + m * n) * d.in_B + groups * k * n * d.act_B, k, n, op.m)
+    return [dgrad, wgrad]
+
+
+def _elementwise(name: str, what: str, elements: float, reads: float, writes: float,
+                 d: _Dims, extra_B: float = 0.0) -> OpCost:
+    return OpCost(name, "elementwise", _ELEMENTWISE_FLOPS[what] * elements,
+                  (reads + writes) * elements * d.act_B + extra_B)
+
+
+def _attention(model: ModelSpec, d: _Dims, causal: bool, dtype: str) -> OpCost:
+    full = 4.0 * d.b * d.s_local * d.s_full * d.q
+    keys = d.s_full // 2 if causal else d.s_full
+    bytes_ = (2 * d.t * d.q + 2 * d.b * d.s_full * d.kvw) * d.act_B + 4 * d.t * d.heads
+    return OpCost("attention", "attention", full / 2 if causal else full, bytes_,
+                  int(d.t * d.heads), max(1, keys), model.head_dim, dtype)
+
+
+def _attention_bwd(fwd: OpCost, d: _Dims) -> OpCost:
+    bytes_ = (4 * d.t * d.q + 4 * d.b * d.s_full * d.kvw) * d.act_B + 8 * d.t * d.heads
+    return replace(fwd, name="attention_bwd", flops=_FA_BWD_FLOPS * fwd.flops, bytes=bytes_)
+
+
+def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str
+             ) -> list[tuple[OpCost, tuple]]:
+    """Forward ops of one layer, each with how to build its backward."""
+    drop_B = d.t_norm * d.h if model.dropout else 0.0      # 1-byte dropout mask
+    up_width = 2 * d.ffn if model.ffn == "swiglu" else d.ffn
+    act = model.ffn
+    act_rw = (2, 1, 3, 2) if act == "swiglu" else (1, 1, 2, 1)  # fwd reads, writes; bwd ...
+    ops: list[tuple[OpCost, tuple]] = []
+
+    def add_ew(name, what, elems, rw, extra=0.0):
+        ops.append((_elementwise(name, what, elems, rw[0], rw[1], d, extra),
+                    ("ew", what, elems, rw[2], rw[3], extra)))
+
+    def add_gemm(name, m, n, k, groups=1):
+        ops.append((_gemm(name, m, n, k, d, groups), ("gemm", m, groups)))
+
+    def mlp():
+        if model.moe is None:
+            add_gemm("mlp_up", d.t, up_width, d.h)
+            add_ew("mlp_act", act, d.t * d.ffn, act_rw)
+            add_gemm("mlp_down", d.t, d.h, d.ffn)
+            return
+        routed = d.t * model.moe.top_k * model.moe.capacity_factor
+        add_gemm("router", d.t, model.moe.experts, d.h)
+        add_ew("moe_permute", "permute", routed * d.h, (1, 1, 1, 1))
+        add_gemm("expert_up", routed, up_width, d.h, d.experts)
+        add_ew("expert_act", act, routed * d.ffn, act_rw)
+        add_gemm("expert_down", routed, d.h, d.ffn, d.experts)
+        add_ew("moe_unpermute", "permute", routed * d.h, (1, 1, 1, 1))
+
+    if model.parallel_attention:   # PaLM: y = x + Attn(LN(x)) + MLP(LN(x))
+        add_ew("norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
+        add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
+        ops.append((_attention(model, d, causal, attn_dtype), ("attention",)))
+        add_gemm("out_proj", d.t, d.h, d.q)
+        mlp()
+        add_ew("residual", "residual", d.t_norm * d.h, (3, 1, 1, 2), drop_B)
+        return ops
+    add_ew("attn_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
+    add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
+    ops.append((_attention(model, d, causal, attn_dtype), ("attention",)))
+    add_gemm("out_proj", d.t, d.h, d.q)
+    add_ew("attn_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), drop_B)
+    add_ew("mlp_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
+    mlp()
+    add_ew("mlp_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), drop_B)
+    return ops
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, precision: str,
+              recompute: str = "none", causal: bool = True) -> MappingProxyType:
+    """The kernels of one transformer layer for one micro-batch on one rank.
+
+    Returns a read-only ``{"fwd": (OpCost, ...), "bwd": (OpCost, ...)}``. ``recompute``:
+    ``full`` replays the whole layer forward at the start of the backward, ``selective``
+    replays the attention core just before its backward (Korthikanti et al. 2022).
+
+    >>> from clustersim.workload.models import get_model
+    >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16", "selective")
+    >>> [op.name for op in ops["bwd"]][:3]
+    ['mlp_residual_bwd', 'mlp_down_dgrad', 'mlp_down_wgrad']
+    >>> "attention_recompute" in [op.name for op in ops["bwd"]]
+    True
+    """
+    if recompute not in ("none", "selective", "full"):
+        raise InputError(f"recompute must be none, selective or full, got {recompute!r}")
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    # Transformer Engine runs GEMMs in fp8 but attention in bf16
+    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "")
+    fwd, bwd = [op for op, _ in forward], []
+    for op, how in reversed(forward):
+        if how[0] == "gemm":
+            bwd.extend(_gemm_bwd(op, how[1], d, how[2]))
+        elif how[0] == "attention":
+            if recompute == "selective":
+                bwd.append(replace(op, name="attention_recompute"))
+            bwd.append(_attention_bwd(op, d))
+        else:
+            _, what, elems, reads, writes, extra = how
+            bwd.append(OpCost(op.name + "_bwd", "elementwise",
+                              2 * _ELEMENTWISE_FLOPS[what] * elems,
+                              (reads + writes) * elems * d.act_B + extra))
+    if recompute == "full":
+        bwd = [replace(op, name=op.name + "_recompute") for op in fwd] + bwd
+    return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
+
+
+def layer_params_on_rank(model: ModelSpec, tp: int, ep: int = 1) -> tuple[float, float]:
+    """(dense, expert) parameters of one layer on one rank: matrices cut by tp (KV heads
+    replicated when tp exceeds them), experts by ep; norm gains and the router replicated.
+
+    >>> from clustersim.workload.models import get_model
+    >>> layer_params_on_rank(get_model("gpt3-175b"), 1) == (get_model("gpt3-175b").layer_params, 0)
+    True
+    """
+    q = model.heads // tp * model.head_dim
+    kv = (model.kv_heads // tp if model.kv_heads % tp == 0 else 1) * model.head_dim
+    attention = 2 * model.hidden * q + 2 * model.hidden * kv
+    mlp = model.ffn_matrices * model.hidden * -(-model.ffn_hidden // tp)
+    if model.moe is None:
+        return attention + mlp + model.norm_params, 0
+    return attention + model.router_params + model.norm_params, model.experts // ep * mlp
+
+
+def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
+    """Megatron tensor-parallel collectives of ``blocks`` attention/MLP blocks.
+
+    Without SP: an all-reduce after each block's forward and of its input gradient in the
+    backward (Shoeybi et al. 2019). With SP (Korthikanti et al. 2022): all-gather before and
+    reduce-scatter after each block; the backward all-gathers the output gradient, all-gathers
+    the saved sharded input again for the weight gradient, and reduce-scatters the input
+    gradient.
+    """
+    if shard.tp == 1:
+        return [], []
+    fwd, bwd = [], []
+    for i in range(blocks):
+        if shard.sp:
+            fwd += [CommCost(f"tp_all_gather_{i}", "all_gather", "tp", buffer_B, "fwd"),
+                    CommCost(f"tp_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B, "fwd")]
+            bwd += [CommCost(f"tp_grad_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
+                    CommCost(f"tp_input_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
+                    CommCost(f"tp_grad_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B,
+                             "bwd")]
+        else:
+            fwd.append(CommCost(f"tp_all_reduce_{i}", "all_reduce", "tp", buffer_B, "fwd"))
+            bwd.append(CommCost(f"tp_grad_all_reduce_{i}", "all_reduce", "tp", buffer_B, "bwd"))
+    if recompute == "full":
+        bwd = [replace(c, name=c.name + "_recompute", phase="bwd") for c in fwd] + bwd
+    return fwd, bwd
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                precision: str, recompute: str = "none", zero: int = 0) -> MappingProxyType:
+    """The collectives one transformer layer implies for one micro-batch on one rank.
+
+    TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
+    whose attention and MLP outputs are summed before a single reduction). CP: the forward
+    all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
+    the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
+    combine of the routed tokens in the forward and again in the backward. ZeRO-3: the layer's
+    parameters are all-gathered before its forward and again before its backward, and its
+    gradients reduce-scattered (axis ``dp``, the data-parallel replicas of the weights; for
+    expert weights the expert-data-parallel group).
+
+    >>> from clustersim.workload.models import get_model
+    >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
+    >>> [x.op for x in c["fwd"]], c["fwd"][0].bytes == 2048 * 12288 * 2
+    (['all_gather', 'reduce_scatter', 'all_gather', 'reduce_scatter'], True)
+    """
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    blocks = 1 if model.parallel_attention else 2
+    fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
+    if shard.cp > 1:
+        kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
+        fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
+        bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
+    if model.moe is not None and shard.ep > 1:
+        routed_B = d.t * model.moe.top_k * model.moe.capacity_factor * d.h * d.act_B
+        for phase, out in (("fwd", fwd), ("bwd", bwd)):
+            out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
+                    CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
+    if zero >= 3:
+        param_B = 4 if precision == "fp32" else 2
+        dense, expert = layer_params_on_rank(model, shard.tp, shard.ep)
+        for name, size in (("zero3", dense * param_B), ("zero3_expert", expert * param_B)):
+            if size:
+                fwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
+                                       "fwd"))
+                bwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
+                                       "bwd"))
+                bwd.append(CommCost(f"{name}_grad_reduce_scatter", "reduce_scatter", "dp",
+                                    size, "bwd"))
+    return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
+
+
+# ------------------------------------------------------------------ first and last stage
+
+def embedding_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                  precision: str) -> MappingProxyType:
+    """Vocab-parallel input embedding (first pipeline stage): a row gather and its scatter-add.
+
+    >>> from clustersim.workload.models import get_model
+    >>> embedding_ops(get_model("llama3-8b"), Shard(), 1, 8192, "bf16")["fwd"][0].kind
+    'embedding'
+    """
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    rows_B = d.t * d.h * d.act_B
+    fwd = OpCost("embedding", "embedding", 0.0, rows_B / shard.tp + rows_B + 8 * d.t)
+    # the gradient rows are accumulated into an fp32 table slice: read + write 4 bytes each
+    bwd = OpCost("embedding_bwd", "embedding", d.t * d.h / shard.tp,
+                 rows_B + 8 * d.t * d.h / shard.tp)
+    return MappingProxyType({"fwd": (fwd,), "bwd": (bwd,)})
+
+
+def embedding_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                    precision: str) -> MappingProxyType:
+    """TP reduction of the vocab-parallel embedding output (reduce-scatter with SP).
+
+    >>> from clustersim.workload.models import get_model
+    >>> embedding_comms(get_model("llama3-8b"), Shard(tp=4), 1, 8192, "bf16")["fwd"][0].op
+    'all_reduce'
+    """
+    if shard.tp == 1:
+        return MappingProxyType({"fwd": (), "bwd": ()})
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    size = d.t * d.h * d.act_B
+    if shard.sp:
+        return MappingProxyType({
+            "fwd": (CommCost("embedding_reduce_scatter", "reduce_scatter", "tp", size, "fwd"),),
+            "bwd": (CommCost("embedding_grad_all_gather", "all_gather", "tp", size, "bwd"),)})
+    return MappingProxyType({
+        "fwd": (CommCost("embedding_all_reduce", "all_reduce", "tp", size, "fwd"),),
+        "bwd": ()})
+
+
+def logits_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+               precision: str) -> MappingProxyType:
+    """Final norm, vocab-parallel output projection and cross-entropy (last pipeline stage).
+
+    The cross-entropy reads the logits and writes fp32 softmax statistics over the vocabulary
+    slice (Megatron's vocab_parallel_cross_entropy); its backward writes the logit gradient.
+
+    >>> from clustersim.workload.models import get_model
+    >>> ops = logits_ops(get_model("llama3-8b"), Shard(), 1, 8192, "bf16")
+    >>> ops["fwd"][1].flops == 2 * 8192 * 4096 * 128256
+    True
+    """
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    norm = _elementwise("final_norm", "norm", d.t_norm * d.h, 1, 1, d)
+    logits = _gemm("logits", d.t, d.vocab, d.h, d)
+    entries = d.t * d.vocab
+    ce = OpCost("cross_entropy", "elementwise", _ELEMENTWISE_FLOPS["softmax"] * entries,
+                entries * (d.act_B + 4))
+    ce_bwd = OpCost("cross_entropy_bwd", "elementwise", 2 * _ELEMENTWISE_FLOPS["softmax"]
+                    * entries, entries * (4 + d.act_B))
+    norm_bwd = _elementwise("final_norm_bwd", "norm", d.t_norm * d.h, 2, 1, d)
+    return MappingProxyType({"fwd": (norm, logits, ce),
+                             "bwd": (ce_bwd, *_gemm_bwd(logits, d.t, d), norm_bwd)})
+
+
+def logits_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                 precision: str) -> MappingProxyType:
+    """SP all-gather before the output projection (or the all-reduce of its input gradient
+    without SP) and the three small all-reduces of the vocab-parallel cross-entropy (max,
+    target logit, sum of exponentials; fp32 per token).
+
+    >>> from clustersim.workload.models import get_model
+    >>> c = logits_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")
+    >>> [x.name for x in c["fwd"]]
+    ['ce_max_all_reduce', 'ce_target_all_reduce', 'ce_sum_all_reduce']
+    """
+    if shard.tp == 1:
+        return MappingProxyType({"fwd": (), "bwd": ()})
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    size = d.t * d.h * d.act_B
+    ce = tuple(CommCost(f"ce_{what}_all_reduce", "all_reduce", "tp", 4 * d.t, "fwd")
+               for what in ("max", "target", "sum"))
+    if shard.sp:
+        return MappingProxyType({
+            "fwd": (CommCost("logits_input_all_gather", "all_gather", "tp", size, "fwd"), *ce),
+            "bwd": (CommCost("logits_grad_reduce_scatter", "reduce_scatter", "tp", size,
+                             "bwd"),)})
+    return MappingProxyType({
+        "fwd": ce,
+        "bwd": (CommCost("logits_grad_all_reduce", "all_reduce", "tp", size, "bwd"),)})
+
+
+# ------------------------------------------------------------------ optimizer and gradients
+
+def optimizer_ops(params_on_rank: float, precision: str, optimizer: str = "adam",
+                  zero: int = 0, shard_group: int = 1) -> list:
+    """The optimizer step of one rank; with ZeRO >= 1 it updates 1/shard_group of its params.
+
+    Memory-bound: Adam reads the gradient and the fp32 master weight and two moments, writes
+    the three back and the 16-bit model copy (ZeRO paper's 2+2+12 bytes layout); SGD with
+    momentum has one moment. fp32 training keeps no separate master copy. Call it once for
+    dense and once for expert parameters when their shard groups differ.
+
+    >>> optimizer_ops(1e9, "bf16")[0].bytes / 1e9, optimizer_ops(1e9, "bf16", zero=1,
+    ...                                                          shard_group=8)[0].bytes / 1e9
+    (28.0, 3.5)
+    """
+    if optimizer not in ("adam", "sgd"):
+        raise InputError(f"optimizer must be adam or sgd, got {optimizer!r}")
+    act_B, _ = element_bytes(precision)
+    updated = params_on_rank / shard_group if zero >= 1 else params_on_rank
+    master = 0 if precision == "fp32" else 4
+    state_B = master + 4 * (2 if optimizer == "adam" else 1)
+    bytes_per = act_B + 2 * state_B + act_B
+    flops = _ADAM_FLOPS if optimizer == "adam" else _SGD_FLOPS
+    return [OpCost("optimizer_step", "optimizer", flops * updated, bytes_per * updated)]
+
+
+def gradient_comms(dense_params: float, expert_params: float, zero: int, precision: str,
+                   tied_embedding_params: float = 0.0) -> MappingProxyType:
+    """Data-parallel gradient and parameter collectives, split by how often they run.
+
+    ``dense_params``/``expert_params`` are the parameters on this rank before ZeRO sharding.
+    ZeRO 0: all-reduce the gradients once per step. ZeRO 1 (Megatron's distributed
+    optimizer): reduce-scatter gradients, all-gather updated parameters, once per step. ZeRO 2:
+    sharded gradients cannot be accumulated whole, so the reduce-scatter runs every
+    micro-batch. ZeRO 3: per-layer collectives in :func:`layer_comms`, nothing here but nothing
+    extra. Tied embeddings split over pipeline stages need their gradients summed between
+    the first and last stage (axis ``pp``, a group of two).
+
+    >>> c = gradient_comms(1e9, 0, 1, "bf16")
+    >>> [(x.op, x.bytes / 1e9) for x in c["step"]]
+    [('reduce_scatter', 2.0), ('all_gather', 2.0)]
+    """
+    grad_B = 4 if precision == "fp32" else 2
+    param_B = grad_B
+    step, micro = [], []
+    for prefix, count in (("", dense_params), ("expert_", expert_params)):
+        if not count:
+            continue
+        if zero == 0:
+            step.append(CommCost(f"{prefix}grad_all_reduce", "all_reduce", "dp",
+                                 count * grad_B, "bwd"))
+        elif zero in (1, 2):
+            rs = CommCost(f"{prefix}grad_reduce_scatter", "reduce_scatter", "dp",
+                          count * grad_B, "bwd")
+            (step if zero == 1 else micro).append(rs)
+            step.append(CommCost(f"{prefix}param_all_gather", "all_gather", "dp",
+                                 count * param_B, "bwd"))
+    if tied_embedding_params:
+        step.append(CommCost("tied_embedding_grad_all_reduce", "all_reduce", "pp",
+                             tied_embedding_params * grad_B, "bwd"))
+    return MappingProxyType({"microbatch": tuple(micro), "step": tuple(step)})
+
+
+# ------------------------------------------------------------------ whole-model FLOP counts
+
+def model_flops_per_token(model: ModelSpec, seq_len: int | None = None) -> float:
+    """Model FLOPs per token for MFU, PaLM (Chowdhery et al. 2022, App. B): 6N + 12 L H Q T.
+
+    N is :attr:`ModelSpec.matmul_params` (active parameters in matrix multiplies, the output
+    projection included, the input lookup not): with it PaLM 540B's 238.3k tokens/s on 6144
+    TPU v4 (275 TFLOP/s) gives PaLM's 46.2%. The attention term counts full (non-causal)
+    attention, as PaLM does.
+
+    >>> from clustersim.workload.models import get_model
+    >>> palm = get_model("palm-540b")
+    >>> round(model_flops_per_token(palm) * 238.3e3 / (6144 * 275e12), 3)
+    0.462
+    """
+    s = seq_len or model.seq_len
+    return 6.0 * model.matmul_params + 12.0 * model.layers * model.heads * model.head_dim * s
+
+
+def hardware_flops_per_token(model: ModelSpec, seq_len: int | None = None,
+                             recompute: str = "none") -> float:
+    """Model FLOPs plus the forward work recomputation repeats (for HFU).
+
+    ``selective`` repeats the attention core (4 L H Q T); ``full`` repeats every layer's
+    forward (2 N_layers + 4 L H Q T), not the output projection. Same conventions as
+    :func:`model_flops_per_token`; a flash backward's own recomputation is not counted.
+
+    >>> from clustersim.workload.models import get_model
+    >>> gpt = get_model("gpt3-175b")
+    >>> round(hardware_flops_per_token(gpt, recompute="full") / model_flops_per_token(gpt), 3)
+    1.332
+    """
+    s = seq_len or model.seq_len
+    attention_fwd = 4.0 * model.layers * model.heads * model.head_dim * s
+    extra = {"none": 0.0, "selective": attention_fwd,
+             "full": 2.0 * (model.matmul_params - model.vocab * model.hidden) + attention_fwd}
+    if recompute not in extra:
+        raise InputError(f"recompute must be none, selective or full, got {recompute!r}")
+    return model_flops_per_token(model, s) + extra[recompute]
+
+
+def megatron_flops_per_iteration(model: ModelSpec, global_batch: int,
+                                 seq_len: int | None = None) -> float:
+    """Narayanan et al. 2021, eq. 3: 96 B s l h^2 (1 + s/6h + V/16lh).
+
+    It counts full activation recomputation (four passes over every layer) and a GPT layer
+    (MHA, 4h GELU MLP); the Megatron-LM 2021 TFLOP/s rows use it, so compare them with this
+    and not with model FLOPs (their MFU is about 3/4 of the figure they print).
+
+    >>> from clustersim.workload.models import get_model
+    >>> gpt = get_model("gpt3-175b")
+    >>> round(megatron_flops_per_iteration(gpt, 1536) / 1e18, 2)
+    4.51
+    >>> per_token = megatron_flops_per_iteration(gpt, 1536) / (1536 * 2048)
+    >>> round(per_token / hardware_flops_per_token(gpt, recompute="full"), 4)  # norms aside
+    1.0
+    """
+    s = seq_len or model.seq_len
+    B, l, h, V = global_batch, model.layers, model.hidden, model.vocab
+    return 96.0 * B * s * l * h * h * (1 + s / (6.0 * h) + V / (16.0 * l * h))

@@ -1,0 +1,267 @@
+"""Device memory of a training step: weights, gradients, optimizer state, activations, buffers.
+
+Model state (Rajbhandari et al. 2020, ZeRO, Sec. 3.1): mixed-precision Adam keeps 2 bytes of
+16-bit parameters, 2 of 16-bit gradients and 12 of fp32 master weights and moments per
+parameter (K = 12); ZeRO stage 1 shards the optimizer states, 2 also the gradients, 3 also
+the parameters, over the shard group (``shard_group`` data-parallel ranks x cp, since the
+context-parallel ranks hold the same weights; expert weights over their expert-data-parallel
+ranks). fp32 training: 4 + 4 + 8 (no master copy). SGD with momentum: 8 (4 in fp32).
+
+Activations (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+Models", Sec. 4): per layer ``sbh (34 + 5as/h)`` bytes for a GPT layer with 16-bit
+activations and dropout, ``sbh (10 + 24/t + 5as/ht)`` with tensor parallelism, ``sbh/t
+(34 + 5as/h)`` with TP + SP, ``34 sbh/t`` with selective recomputation, ``2sbh`` per layer
+with full recomputation. We model the same terms, generalised to GQA/MQA, SwiGLU, other MLP
+widths, MoE and parallel blocks (see :func:`layer_activation_bytes`). With flash attention
+(the default) the ``5as/h`` term (softmax output, its dropout mask and output) is never stored:
+only the fp32 log-sum-exp (4 bytes per row) is kept. Pipeline schedules keep several
+micro-batches in flight (:func:`inflight_microbatches`).
+
+>>> from clustersim.workload.models import get_model
+>>> from clustersim.workload.plan import ParallelPlan
+>>> plan = ParallelPlan(tp=8, pp=1, dp=8, sp=True, zero=1, shard_group=8, seq_len=8192,
+...                     stage_layers=(32,))
+>>> mem = memory_footprint(get_model("llama3-8b"), plan, precision="bf16")
+>>> round(mem.parameters_B / 2**30, 2), round(mem.optimizer_states_B / 2**30, 2)
+(1.87, 1.4)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from clustersim.workload.flops import Shard, element_bytes, layer_params_on_rank
+from clustersim.workload.models import ModelSpec
+from clustersim.workload.plan import ParallelPlan
+
+__all__ = ["MemoryBreakdown", "StageParameters", "stage_parameters", "layer_activation_bytes",
+           "inflight_microbatches", "memory_footprint", "peak_memory_footprint"]
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes on one device at the step's peak, by what holds them."""
+
+    parameters_B: float
+    gradients_B: float
+    optimizer_states_B: float
+    activations_B: float
+    temporary_B: float
+
+    @property
+    def total_B(self) -> float:
+        """Everything together."""
+        return (self.parameters_B + self.gradients_B + self.optimizer_states_B
+                + self.activations_B + self.temporary_B)
+
+
+@dataclass(frozen=True)
+class StageParameters:
+    """Parameters on one rank of a pipeline stage, after TP/EP/PP cuts and before ZeRO.
+
+    ``tied_embedding``: the share of ``dense`` that is an embedding table tied across the
+    first and last stage (its gradient is summed between them).
+    """
+
+    dense: float
+    expert: float
+    tied_embedding: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """Dense and expert parameters together."""
+        return self.dense + self.expert
+
+
+def _kv_heads_on_rank(model: ModelSpec, tp: int) -> int:
+    return model.kv_heads // tp if model.kv_heads % tp == 0 else 1  # replicated KV (MQA/GQA)
+
+
+def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> StageParameters:
+    """Parameters one rank of pipeline ``stage`` holds (norm gains and routers replicated).
+
+    The first stage holds the vocab-parallel embedding, the last the output projection and
+    final norm; with tied embeddings and pp > 1 the last stage holds a copy of the embedding
+    (Megatron-LM), with pp = 1 the one table serves both.
+
+    >>> from clustersim.workload.models import get_model
+    >>> plan = ParallelPlan(stage_layers=(32,), seq_len=8192)
+    >>> stage_parameters(get_model("llama3-8b"), plan).total == get_model("llama3-8b").total_params
+    True
+    """
+    dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep)
+    layers = plan.layers_on_stage(stage)
+    table = -(-model.vocab // plan.tp) * model.hidden
+    dense, tied = layers * dense_layer, 0.0
+    first, last = stage == 0, stage == plan.pp - 1
+    if first:
+        dense += table
+    if last:
+        dense += model.hidden
+        if not model.tied_embeddings or plan.pp > 1:
+            dense += table
+    if model.tied_embeddings and plan.pp > 1 and (first or last):
+        tied = table
+    return StageParameters(dense, layers * expert_layer, tied)
+
+
+def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                           precision: str = "bf16", recompute: str = "none",
+                           flash_attention: bool = True) -> float:
+    """Activation bytes one layer stores for one micro-batch on one rank.
+
+    Terms (per layer; s tokens of a sequence on this rank, b micro-batch, e bytes per
+    activation, t = tp; the norm-region terms are divided by t only with SP): norm inputs
+    ``2e sbh``; attention input ``e sbh``; Q, K, V ``e sb (q + 2 kv)/t`` (K/V over the whole
+    gathered sequence with CP); attention core ``(2 + 3 if dropout) a s^2 b / t`` without
+    flash, ``4 a s b / t`` with it; output-projection input ``e sb q / t``; MLP input ``e sbh``;
+    activation input ``e sb f/t`` (``2f`` for SwiGLU); down-projection input ``e sb f/t``;
+    two 1-byte dropout masks ``sbh``. For a GPT layer this is Korthikanti's ``34 sbh + 5as^2b``.
+    MoE: the MLP terms scale with the routed tokens (top_k x capacity factor) and the permuted
+    expert input ``e sbh top_k`` is stored. Selective recomputation drops the attention core;
+    full recomputation keeps only the layer input ``e sbh`` (/t with SP).
+
+    >>> from clustersim.workload.models import get_model
+    >>> gpt = get_model("gpt3-175b")
+    >>> s, b, h, a = 2048, 1, 12288, 96
+    >>> layer_activation_bytes(gpt, Shard(), b, s, flash_attention=False) == s*b*h*(34 + 5*a*s/h)
+    True
+    """
+    act_B, _ = element_bytes(precision)
+    tp = shard.tp
+    s_local = seq_len // shard.cp
+    sb = s_local * micro_batch
+    norm_tokens = sb / tp if shard.sp else sb
+    h = model.hidden
+    if recompute == "full":
+        return act_B * h * norm_tokens
+    q = model.heads // tp * model.head_dim
+    kv = _kv_heads_on_rank(model, tp) * model.head_dim
+    ffn = -(-model.ffn_hidden // tp)
+    heads = model.heads // tp
+    mask_B = norm_tokens * h if model.dropout else 0.0
+    if recompute == "selective":
+        core = 0.0
+    elif flash_attention:
+        core = 4.0 * heads * sb
+    else:
+        core = (2 + (3 if model.dropout else 0)) * heads * s_local * seq_len * micro_batch
+    attention = act_B * (sb * q + micro_batch * seq_len * 2 * kv + sb * q) + core
+    if model.moe is None:
+        routed, expert_input = sb, 0.0
+    else:
+        routed = sb * model.moe.top_k * model.moe.capacity_factor
+        expert_input = act_B * routed * h
+    mlp = act_B * routed * ffn * (3 if model.ffn == "swiglu" else 2) + expert_input
+    if model.parallel_attention:  # one norm, one shared input, one residual mask
+        return act_B * 2 * norm_tokens * h + attention + mlp + mask_B
+    return act_B * 4 * norm_tokens * h + attention + mlp + 2 * mask_B
+
+
+def inflight_microbatches(plan: ParallelPlan, stage: int) -> float:
+    """Micro-batches whose activations a stage holds at its peak, in whole-stage units.
+
+    GPipe: all of them. 1F1B: ``pp - stage`` (the first stage holds pp; Narayanan et al.
+    2021). Interleaved 1F1B: Megatron's warm-up, ``2(pp - stage - 1) + (v - 1) pp + 1``
+    model chunks of 1/v of the stage each, which for the first stage is Korthikanti's
+    ``pp (1 + (pp - 1)/(pp v))``.
+
+    >>> plan = ParallelPlan(pp=4, virtual_stages=2, schedule="1f1b-interleaved",
+    ...                     num_microbatches=8, stage_layers=(1,) * 8)
+    >>> inflight_microbatches(plan, 0), inflight_microbatches(plan, 3)
+    (5.5, 2.5)
+    """
+    m, pp, v = plan.num_microbatches, plan.pp, plan.virtual_stages
+    if plan.schedule == "gpipe":
+        return float(m)
+    if plan.schedule == "1f1b-interleaved":
+        chunks = min(2 * (pp - stage - 1) + (v - 1) * pp + 1, m * v)
+        return chunks / v
+    return float(min(pp - stage, m))
+
+
+def _state_bytes(precision: str, optimizer: str) -> tuple[int, int, int]:
+    if precision == "fp32":
+        return 4, 4, {"adam": 8, "sgd": 4}[optimizer]
+    return 2, 2, {"adam": 12, "sgd": 8}[optimizer]
+
+
+def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | None = None,
+                     seq_len: int | None = None, precision: str = "bf16",
+                     recompute: str = "none", stage: int = 0, *, optimizer: str = "adam",
+                     flash_attention: bool = True) -> MemoryBreakdown:
+    """Peak memory of one device of pipeline ``stage`` (micro_batch/seq_len default: plan's).
+
+    Temporary buffers modelled: the layer being recomputed under full recomputation (its
+    whole activations), two layers of ZeRO-3 gathered parameters (current and prefetched) and
+    one of unreduced gradients, and the logit gradient on the last stage. The CUDA context,
+    NCCL buffers and allocator fragmentation are not modelled.
+
+    >>> from clustersim.workload.models import get_model
+    >>> plan = ParallelPlan(tp=8, pp=8, dp=16, sp=True, stage_layers=(12,) * 8, seq_len=2048,
+    ...                     num_microbatches=12)
+    >>> mem = memory_footprint(get_model("gpt3-175b"), plan, recompute="selective")
+    >>> round(mem.activations_B / 2**30, 1), round(mem.total_B / 2**30, 1)
+    (9.6, 51.2)
+    """
+    b = plan.micro_batch if micro_batch is None else micro_batch
+    s = plan.seq_len if seq_len is None else seq_len
+    params = stage_parameters(model, plan, stage)
+    p_B, g_B, o_B = _state_bytes(precision, optimizer)
+    dense_shard = plan.shard_group * plan.cp
+    expert_shard = math.gcd(dense_shard, max(1, plan.expert_dp))
+
+    def sharded(count: float, stage_needed: int, group: int) -> float:
+        return count / group if plan.zero >= stage_needed else count
+
+    def state(per_param: int, stage_needed: int) -> float:
+        return per_param * (sharded(params.dense, stage_needed, dense_shard)
+                            + sharded(params.expert, stage_needed, expert_shard))
+
+    shard = plan.shard
+    layer_B = layer_activation_bytes(model, shard, b, s, precision, recompute, flash_attention)
+    inflight = inflight_microbatches(plan, stage)
+    activations = layer_B * plan.layers_on_stage(stage) * inflight
+    act_B, _ = element_bytes(precision)
+    norm_tokens = b * s / plan.cp / (plan.tp if shard.sp else 1)
+    vocab_rank = -(-model.vocab // plan.tp)
+    last = stage == plan.pp - 1
+    if stage == 0 and model.dropout:
+        embed_inflight = plan.num_microbatches if plan.schedule == "gpipe" else math.ceil(
+            inflight)
+        activations += norm_tokens * model.hidden * embed_inflight  # 1-byte dropout mask
+    temporary = 0.0
+    if last:
+        logits_inflight = plan.num_microbatches if plan.schedule == "gpipe" else 1
+        tokens = b * s / plan.cp
+        activations += logits_inflight * (2 * act_B * norm_tokens * model.hidden
+                                          + 4 * tokens * vocab_rank)
+        temporary += act_B * tokens * vocab_rank
+    if recompute == "full":
+        temporary += layer_activation_bytes(model, shard, b, s, precision, "none",
+                                            flash_attention)
+    if plan.zero >= 3:
+        dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep)
+        temporary += (dense_layer + expert_layer) * (2 * p_B + g_B)
+    return MemoryBreakdown(parameters_B=state(p_B, 3), gradients_B=state(g_B, 2),
+                           optimizer_states_B=state(o_B, 1), activations_B=activations,
+                           temporary_B=temporary)
+
+
+def peak_memory_footprint(model: ModelSpec, plan: ParallelPlan, precision: str = "bf16",
+                          recompute: str = "none", **kwargs) -> tuple[int, MemoryBreakdown]:
+    """The pipeline stage with the most memory in use, and its breakdown.
+
+    >>> from clustersim.workload.models import get_model
+    >>> plan = ParallelPlan(pp=2, stage_layers=(16, 16), seq_len=8192, num_microbatches=8)
+    >>> peak_memory_footprint(get_model("llama3-8b"), plan)[0]
+    0
+    """
+    best = None
+    for stage in range(plan.pp):
+        mem = memory_footprint(model, plan, precision=precision, recompute=recompute,
+                               stage=stage, **kwargs)
+        if best is None or mem.total_B > best[1].total_B:
+            best = (stage, mem)
+    return best

@@ -1,0 +1,331 @@
+"""Transformer model specs (dense and MoE; MHA, GQA, MQA; GELU or SwiGLU) and their presets.
+
+A :class:`ModelSpec` is a frozen, hashable value: the FLOP and memory functions cache on it.
+Presets live in ``workload/data/models.yaml``, each with the paper or model card it comes from;
+:func:`resolve_model` turns the experiment's ``model:`` section into a spec, merging a preset
+with any dimension written inline.
+
+Parameter counting: weight matrices and norm gains; biases and learned position embeddings
+(GPT-3 has both, ~0.02% of its parameters) are left out.
+
+>>> m = model_presets()["llama3-8b"]
+>>> round(m.total_params / 1e9, 2), m.kv_heads, m.ffn
+(8.03, 8, 'swiglu')
+>>> round(model_presets()["mixtral-8x7b"].active_params / 1e9, 1)
+12.9
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from clustersim.config.yamlio import load_yaml_file
+from clustersim.errors import InputError, InputErrors, unknown_name
+
+__all__ = ["MoESpec", "ModelSpec", "model_presets", "get_model", "resolve_model",
+           "FFN_KINDS", "DEFAULT_SEQ_LEN"]
+
+FFN_KINDS = ("gelu", "swiglu")
+# An inline model with no seq_len gets GPT-3's context (Brown et al. 2020, Table 2.1);
+# training.seq_len overrides it in any case.
+DEFAULT_SEQ_LEN = 2048
+_DATA = Path(__file__).parent / "data" / "models.yaml"
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """Mixture-of-experts MLP: ``experts`` per layer, each token routed to ``top_k``.
+
+    ``capacity_factor`` scales the expert work over a perfectly balanced dropless router
+    (1.0: each expert processes exactly its share; 1.25: GShard-style padding).
+
+    >>> MoESpec(experts=8, top_k=2).capacity_factor
+    1.0
+    """
+
+    experts: int
+    top_k: int = 2
+    capacity_factor: float = 1.0
+
+    def __post_init__(self):
+        if self.experts < 1 or self.top_k < 1 or not self.capacity_factor > 0:
+            raise InputError(f"moe needs experts >= 1, top_k >= 1 and capacity_factor > 0, "
+                             f"got {self.experts}, {self.top_k}, {self.capacity_factor}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One decoder-only transformer; every MoE layer replaces the dense MLP (Mixtral style).
+
+    >>> gpt = ModelSpec("tiny", layers=2, hidden=64, heads=4, vocab=100, seq_len=16)
+    >>> gpt.head_dim, gpt.kv_heads, gpt.ffn_hidden, gpt.layer_params
+    (16, 4, 256, 49280)
+    """
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    vocab: int
+    seq_len: int = DEFAULT_SEQ_LEN
+    kv_heads: int = 0          # 0: as many as heads (multi-head attention)
+    head_dim: int = 0          # 0: hidden // heads
+    ffn_hidden: int = 0        # 0: 4*hidden for gelu, LLaMA's rule for swiglu
+    ffn: str = "gelu"
+    moe: MoESpec | None = None
+    parallel_attention: bool = False
+    tied_embeddings: bool = False
+    dropout: bool = False
+    source: str = ""
+
+    def __post_init__(self):
+        for key in ("layers", "hidden", "heads", "vocab", "seq_len"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise InputError(f"model {self.name!r}: {key} must be a positive integer, "
+                                 f"got {value!r}")
+        if self.ffn not in FFN_KINDS:
+            raise InputError(f"model {self.name!r}: ffn must be one of {', '.join(FFN_KINDS)}, "
+                             f"got {self.ffn!r}")
+        if not self.kv_heads:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if not self.head_dim:
+            if self.hidden % self.heads:
+                raise InputError(f"model {self.name!r}: hidden={self.hidden} is not divisible "
+                                 f"by heads={self.heads}; give head_dim explicitly")
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        if not self.ffn_hidden:
+            object.__setattr__(self, "ffn_hidden", default_ffn_hidden(self.hidden, self.ffn))
+        for key in ("kv_heads", "head_dim", "ffn_hidden"):
+            if getattr(self, key) < 0:
+                raise InputError(f"model {self.name!r}: {key} must be positive, got "
+                                 f"{getattr(self, key)}")
+        if self.heads % self.kv_heads:
+            raise InputError(f"model {self.name!r}: heads={self.heads} must be a multiple of "
+                             f"kv_heads={self.kv_heads} (grouped-query attention)")
+        if self.moe is not None and not 1 <= self.moe.top_k <= self.moe.experts:
+            raise InputError(f"model {self.name!r}: moe.top_k={self.moe.top_k} must be "
+                             f"between 1 and moe.experts={self.moe.experts}")
+
+    # ------------------------------------------------------------------ dimensions
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection: heads x head_dim."""
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (and of the value) projection: kv_heads x head_dim."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def ffn_matrices(self) -> int:
+        """Weight matrices in one MLP: 2 for GELU (up, down), 3 for SwiGLU (gate, up, down)."""
+        return 3 if self.ffn == "swiglu" else 2
+
+    @property
+    def experts(self) -> int:
+        """MLP experts per layer (1 for a dense model)."""
+        return self.moe.experts if self.moe else 1
+
+    @property
+    def top_k(self) -> int:
+        """Experts each token visits (1 for a dense model)."""
+        return self.moe.top_k if self.moe else 1
+
+    # ------------------------------------------------------------------ parameter counts
+    @property
+    def attention_params(self) -> int:
+        """Q, K, V and output projections of one layer."""
+        return 2 * self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim
+
+    @property
+    def expert_params(self) -> int:
+        """One MLP (one expert of an MoE layer)."""
+        return self.ffn_matrices * self.hidden * self.ffn_hidden
+
+    @property
+    def router_params(self) -> int:
+        """The MoE router of one layer (0 for a dense model)."""
+        return self.hidden * self.moe.experts if self.moe else 0
+
+    @property
+    def norm_params(self) -> int:
+        """Norm gains of one layer: one norm in a parallel block, two in a serial one."""
+        return (1 if self.parallel_attention else 2) * self.hidden
+
+    @property
+    def layer_params(self) -> int:
+        """All parameters of one transformer layer."""
+        return (self.attention_params + self.experts * self.expert_params
+                + self.router_params + self.norm_params)
+
+    @property
+    def active_layer_params(self) -> int:
+        """Parameters one token touches in one layer (top_k experts of an MoE layer)."""
+        return (self.attention_params + self.top_k * self.expert_params
+                + self.router_params + self.norm_params)
+
+    @property
+    def embedding_params(self) -> int:
+        """The input embedding table (vocab x hidden)."""
+        return self.vocab * self.hidden
+
+    @property
+    def output_params(self) -> int:
+        """The output projection, 0 when it is the (tied) input embedding."""
+        return 0 if self.tied_embeddings else self.vocab * self.hidden
+
+    @property
+    def non_embedding_params(self) -> int:
+        """Transformer layers and the final norm (Kaplan et al. 2020's N)."""
+        return self.layers * self.layer_params + self.hidden
+
+    @property
+    def total_params(self) -> int:
+        """Every parameter: layers, final norm, embedding and (untied) output projection.
+
+        >>> round(model_presets()["palm-540b"].total_params / 1e9, 1)
+        540.4
+        """
+        return self.non_embedding_params + self.embedding_params + self.output_params
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token touches (equal to total_params for a dense model)."""
+        return (self.layers * self.active_layer_params + self.hidden + self.embedding_params
+                + self.output_params)
+
+    @property
+    def matmul_params(self) -> int:
+        """Active parameters that take part in a matrix multiply, once per token.
+
+        This is the N of the 6N rule as PaLM counts it: layer matrices plus the output
+        projection (the shared embedding when tied); the input lookup and norms are out.
+        PaLM 540B's 46.2% MFU is reproduced with this N (see flops.model_flops_per_token).
+        """
+        per_layer = self.attention_params + self.top_k * self.expert_params + self.router_params
+        return self.layers * per_layer + self.vocab * self.hidden
+
+
+def default_ffn_hidden(hidden: int, ffn: str) -> int:
+    """MLP width when not given: 4h for GELU (GPT); 2/3 of 4h rounded up to a multiple of 256
+    for SwiGLU, the rule of LLaMA's reference code (Touvron et al. 2023).
+
+    >>> default_ffn_hidden(4096, "gelu"), default_ffn_hidden(4096, "swiglu")
+    (16384, 11008)
+    """
+    if ffn == "gelu":
+        return 4 * hidden
+    multiple = 256
+    width = int(2 * 4 * hidden / 3)
+    return multiple * -(-width // multiple)
+
+
+# ---------------------------------------------------------------------------- presets
+
+_FIELDS = {"layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
+           "seq_len", "ffn", "moe", "parallel_attention", "tied_embeddings", "dropout",
+           "source"}
+
+
+def _spec_from_entry(name: str, entry: dict[str, Any]) -> ModelSpec:
+    unknown = sorted(set(entry) - _FIELDS)
+    if unknown:
+        raise InputError(f"model preset {name!r}: unknown key {unknown[0]!r} "
+                         f"(allowed: {', '.join(sorted(_FIELDS))})")
+    data = dict(entry)
+    if data.get("moe") is not None:
+        data["moe"] = MoESpec(**data["moe"])
+    return ModelSpec(name=name, **data)
+
+
+@functools.cache
+def _presets() -> dict[str, ModelSpec]:
+    doc = load_yaml_file(_DATA)
+    presets, errors = {}, []
+    for name, entry in doc.data.items():
+        try:
+            if not entry.get("source"):
+                raise InputError(f"model preset {name!r} has no source")
+            presets[name] = _spec_from_entry(name, entry)
+        except (InputError, TypeError) as exc:
+            errors.append(InputError(str(exc), *doc.where((name,))))
+    if errors:
+        raise InputErrors(errors)
+    return presets
+
+
+def model_presets() -> dict[str, ModelSpec]:
+    """Every model preset by name (the YAML is read once per process).
+
+    >>> sorted(model_presets())[:3]
+    ['gpt3-175b', 'llama2-70b', 'llama3-405b']
+    """
+    return dict(_presets())
+
+
+def get_model(name: str) -> ModelSpec:
+    """The model preset ``name``; an unknown name suggests the closest ones.
+
+    >>> get_model("gpt3-175b").layers
+    96
+    >>> get_model("llama3-7b")
+    Traceback (most recent call last):
+    ...
+    clustersim.errors.InputError: unknown model preset 'llama3-7b'; did you mean ...
+    """
+    presets = _presets()
+    if name not in presets:
+        raise unknown_name("model preset", name, presets)
+    return presets[name]
+
+
+_INLINE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
+           "seq_len", "ffn", "parallel_attention", "tied_embeddings")
+
+
+def resolve_model(cfg) -> ModelSpec:
+    """The ModelSpec an experiment's ``model:`` section (a ModelConfig) describes.
+
+    A preset with inline keys takes the preset and replaces what is written. Dimensions that
+    follow from others are derived again when their inputs change and they were not given:
+    head_dim (= hidden/heads) when hidden or heads change, kv_heads (= heads) when heads
+    change and the preset's kv_heads no longer divides them, ffn_hidden (same ratio to hidden)
+    when hidden changes.
+
+    >>> from clustersim.config.experiment import ModelConfig
+    >>> resolve_model(ModelConfig(preset="llama3-8b", layers=16)).layers
+    16
+    >>> m = resolve_model(ModelConfig(layers=4, hidden=256, heads=8, vocab=1000))
+    >>> m.name, m.head_dim, m.ffn_hidden, m.seq_len
+    ('custom', 32, 1024, 2048)
+    """
+    given = {k: getattr(cfg, k) for k in _INLINE if getattr(cfg, k) is not None}
+    moe = MoESpec(cfg.moe.experts, cfg.moe.top_k, cfg.moe.capacity_factor) if cfg.moe else None
+    if cfg.preset is None:
+        return ModelSpec(name=cfg.name or "custom", moe=moe, source="inline", **given)
+    base = get_model(cfg.preset)
+    if not given and moe is None:
+        return base if cfg.name is None else replace(base, name=cfg.name)
+    changes: dict[str, Any] = dict(given)
+    if moe is not None:
+        changes["moe"] = moe
+    hidden = given.get("hidden", base.hidden)
+    heads = given.get("heads", base.heads)
+    if ("hidden" in given or "heads" in given) and "head_dim" not in given:
+        if hidden % heads:
+            raise InputError(f"model: hidden={hidden} is not divisible by heads={heads}; "
+                             "give head_dim explicitly")
+        changes["head_dim"] = hidden // heads
+    if "heads" in given and "kv_heads" not in given and heads % base.kv_heads:
+        changes["kv_heads"] = heads
+    if "hidden" in given and "ffn_hidden" not in given:
+        changes["ffn_hidden"] = round(base.ffn_hidden * hidden / base.hidden)
+    written = ", ".join(f"{k}={v}" for k, v in given.items())
+    name = cfg.name or (f"{base.name} ({written})" if written else f"{base.name} (moe)")
+    return replace(base, name=name, source=f"{base.source}; changed inline: {written}",
+                   **changes)
