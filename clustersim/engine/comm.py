@@ -32,6 +32,7 @@ class CommModel:
         self.cluster = cluster
         self.capacity_Bps = capacity_Bps
         self._algorithms: dict = {}
+        self._p2p: dict = {}
 
     def algorithm(self, call: CollectiveCall) -> str:
         """The algorithm a call runs: as given, or the fastest for its size and groups."""
@@ -42,8 +43,8 @@ class CommModel:
         if found is None:
             from clustersim.collectives import select_algorithm
 
-            found = select_algorithm(self.cluster, [list(g) for g in call.groups], call.op,
-                                     call.size_B)
+            found = select_algorithm(self.cluster, list(call.groups[0]), call.op, call.size_B,
+                                     groups=[list(g) for g in call.groups[1:]])
             self._algorithms[key] = found
         return found
 
@@ -66,13 +67,32 @@ class CommModel:
             latency = phase_latency_s(self.cluster, first, phase) * call.repeat
             yield routes, np.asarray(nbytes), latency, f"{call.label} {algorithm} {phase.label}"
 
-    def _transfer(self, call: TransferCall) -> BatchSpec:
-        from clustersim.collectives import transfer_latency_s
+    def _p2p_cost(self, src, dst, size_B: float) -> tuple[float, float]:
+        """``(wire bytes, latency_s)`` of one point-to-point message: the send_recv
+        collective of two devices (protocol, efficiency and per-step latency as calibrated),
+        or raw bytes and route latency to a memory endpoint (offload)."""
+        key = (self.cluster.router.shared_fabric(src, dst), size_B,
+               self.cluster.graph.nodes[dst]["kind"])
+        found = self._p2p.get(key)
+        if found is None:
+            from clustersim.collectives import expand, phase_latency_s, select_algorithm
 
+            kinds = {self.cluster.graph.nodes[n]["kind"] for n in (src, dst)}
+            if kinds <= {"accelerator", "die"}:
+                algorithm = select_algorithm(self.cluster, [src, dst], "send_recv", size_B)
+                [phase] = expand(self.cluster, [src, dst], "send_recv", size_B, algorithm)
+                found = (float(phase.bytes.sum()),
+                         phase_latency_s(self.cluster, [src, dst], phase))
+            else:
+                found = (size_B, self.cluster.route(src, dst)[2])
+            self._p2p[key] = found
+        return found
+
+    def _transfer(self, call: TransferCall) -> BatchSpec:
         routes = []
         for src, dst in call.pairs:
             links, weights, _ = self.cluster.route(src, dst)
             routes.append((links, weights))
-        latency = transfer_latency_s(self.cluster, *call.pairs[0]) * call.repeat
-        nbytes = np.full(len(routes), call.size_B * call.repeat)
-        return routes, nbytes, latency, call.label
+        wire_B, latency = self._p2p_cost(*call.pairs[0], call.size_B)
+        nbytes = np.full(len(routes), wire_B * call.repeat)
+        return routes, nbytes, latency * call.repeat, call.label

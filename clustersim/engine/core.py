@@ -50,6 +50,7 @@ class SimResult:
     reshares: int
     link_samples: list = field(default_factory=list, repr=False)
     algorithms: dict = field(default_factory=dict, repr=False)
+    call_start_s: dict = field(default_factory=dict, repr=False)
 
     def op_duration_s(self) -> np.ndarray:
         return self.op_end_s - self.op_start_s
@@ -101,8 +102,10 @@ def simulate(program: Program, cluster, comm: CommModel | None = None,
     posted: dict[int, set[int]] = {}
     call_done: dict[int, simpy.Event] = {}
     algorithms: dict[int, str] = {}
+    call_start: dict[int, float] = {}
 
     def run_call(call, finished: simpy.Event):
+        call_start[call.id] = env.now
         if isinstance(call, CollectiveCall):
             algorithms[call.id] = comm.algorithm(call)
         for routes, nbytes, latency, label in comm.batches(call):
@@ -141,4 +144,4 @@ def simulate(program: Program, cluster, comm: CommModel | None = None,
         raise Deadlock(_deadlock_message(program, end, posted))
     return SimResult(program, float(np.max(end)) if n else 0.0, start, end, net.link_bytes,
                      net.link_busy_s, net.link_peak_util, net.reshares, net.samples,
-                     algorithms)
+                     algorithms, call_start)

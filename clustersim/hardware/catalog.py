@@ -22,7 +22,7 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
 
 from clustersim.config.quantities import (Bandwidth, EnergyPerBit, FlopRate, NonNegativePower,
                                           NonNegativeTime, Power, Size)
@@ -168,6 +168,15 @@ class DeviceSpec(_Sourced):
     source: str = Field(description="where the figures come from")
     estimated: list[str] = Field(default_factory=list, description="fields that are estimates")
     notes: str = Field("", description="derivations of estimates, conflicts between sources")
+
+    # Specs key the caches of per-op timing; pydantic cannot hash the dict fields, so a spec
+    # hashes by its JSON, computed once.
+    _hash: int | None = PrivateAttr(default=None)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self.model_dump_json())
+        return self._hash
 
     @model_validator(mode="after")
     def _idle_below_tdp(self):

@@ -1,0 +1,115 @@
+"""``clustersim collective --topology NAME --devices N --op OP --sizes 1KiB:8GiB``: an
+nccl-tests-style table of one collective on a built topology.
+
+Sizes are ``FIRST:LAST`` (doubling from FIRST while not past LAST, as nccl-tests' ``-f 2``) or a
+comma list. busbw is nccl-tests' (algbw x 2(p-1)/p for all_reduce, (p-1)/p for all_gather,
+reduce_scatter and all_to_all, 1 otherwise).
+
+>>> parse_sizes("1KiB:8KiB")
+[1024.0, 2048.0, 4096.0, 8192.0]
+>>> parse_sizes("1MB,3MB")
+[1000000.0, 3000000.0]
+"""
+
+from __future__ import annotations
+
+from clustersim.cli.overrides import add_set_argument, parse_sets
+from clustersim.errors import InputError
+
+HELP = "nccl-tests-style table of one collective (time, algbw, busbw per size) on a topology"
+
+__all__ = ["HELP", "add_arguments", "run", "parse_sizes", "collective_table", "COLUMNS"]
+
+COLUMNS = ("size_bytes", "time_us", "algbw_GBps", "busbw_GBps", "algorithm")
+_MAX_SIZES = 4096
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--topology", required=True,
+                        help="a preset (see `clustersim presets`) or a topology YAML file")
+    parser.add_argument("--devices", type=int, default=None, help="devices to build")
+    parser.add_argument("--ranks", type=int, default=None,
+                        help="group size: the first RANKS devices (default: all)")
+    parser.add_argument("--op", required=True, help="all_reduce, all_gather, reduce_scatter, "
+                        "all_to_all, broadcast, reduce, send_recv")
+    parser.add_argument("--sizes", required=True,
+                        help="FIRST:LAST doubling (e.g. 1KiB:8GiB) or a comma list")
+    parser.add_argument("--algorithm", default="auto",
+                        help="auto (default), ring, tree, rhd, direct, hierarchical, multidim, "
+                             "nvls, sharp; optionally /ll or /simple")
+    parser.add_argument("--skew", type=float, default=1.0,
+                        help="all_to_all imbalance: hottest / coldest destination (1 = uniform)")
+    add_set_argument(parser)
+    parser.add_argument("--csv", default=None, metavar="FILE", help="also write the table")
+
+
+def parse_sizes(text: str) -> list[float]:
+    """Sizes in bytes from ``FIRST:LAST`` (doubling) or ``A,B,C``."""
+    from clustersim.units import UnitError, parse
+
+    def one(s: str) -> float:
+        s = s.strip()
+        try:
+            value = float(s) if s.replace(".", "", 1).isdigit() else parse(s, "size")
+        except UnitError as exc:
+            raise InputError(f"--sizes: cannot read {s!r} as a size ({exc}); write e.g. "
+                             f"1KiB:8GiB or 1MiB,4MiB") from None
+        if value <= 0:
+            raise InputError(f"--sizes: sizes must be positive, got {s!r}")
+        return value
+
+    text = str(text).strip()
+    if not text:
+        raise InputError("--sizes is empty; write e.g. 1KiB:8GiB or 1MiB,4MiB")
+    if ":" in text:
+        first, sep, last = text.partition(":")
+        lo, hi = one(first), one(last)
+        if hi < lo:
+            raise InputError(f"--sizes {text!r}: the last size is below the first")
+        sizes = [lo]
+        while sizes[-1] * 2 <= hi * (1 + 1e-12) and len(sizes) < _MAX_SIZES:
+            sizes.append(sizes[-1] * 2)
+        return sizes
+    return [one(s) for s in text.split(",")]
+
+
+def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
+                     skew: float = 1.0):
+    """The table as a DataFrame (columns COLUMNS)."""
+    import pandas as pd
+
+    from clustersim.collectives.ops import bus_factor, check_op
+    from clustersim.collectives.select import price
+
+    check_op(op)
+    times, algos = price(cluster, group, op, sizes, algorithm, skew=skew)
+    factor = bus_factor(op, len(group))
+    rows = []
+    for s, t, a in zip(sizes, times, algos):
+        algbw = s / t / 1e9 if t > 0 else float("inf")
+        rows.append((int(s), t * 1e6, algbw, algbw * factor, a))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def run(args) -> int:
+    from clustersim.collectives.ops import check_op
+    from clustersim.topology import build_cluster
+
+    check_op(args.op)
+    sizes = parse_sizes(args.sizes)
+    if args.devices is not None and args.devices < 1:
+        raise InputError(f"--devices must be a positive integer, got {args.devices}")
+    cluster = build_cluster(args.topology, args.devices, parse_sets(args.set))
+    ranks = len(cluster.devices) if args.ranks is None else args.ranks
+    if not 1 <= ranks <= len(cluster.devices):
+        raise InputError(f"--ranks {ranks}: the group must hold 1 to {len(cluster.devices)} "
+                         f"devices (the topology was built with {len(cluster.devices)})")
+    group = cluster.devices[:ranks]
+    table = collective_table(cluster, group, args.op, sizes, args.algorithm, args.skew)
+    print(f"# {args.op} on {ranks} of {len(cluster.devices)} x {cluster.device.name} "
+          f"({cluster.name})")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0

@@ -1,0 +1,226 @@
+"""The analytic price of a collective, and the pieces the flow engine shares with it.
+
+A phase costs ``steps * alpha_phase + max(max_f bytes_f / rate_f, reduce_bytes / reduce_bw)``:
+
+- rates are max-min fair shares (:func:`clustersim.network.maxmin.max_min_rates`) of the
+  phase's own transfers, of every group of the family launched together (``groups``), on the
+  effective link capacities (:func:`effective_capacity_Bps`: raw capacity x calibrated
+  efficiency of the link's technology);
+- ``alpha_phase`` (:func:`phase_latency_s` / steps) comes from each transfer's hop latency:
+  the route's per-step protocol latency (the largest of its links' technologies) plus its
+  propagation latency. A pipelined phase of several steps moves data hop after hop through
+  its transfers' routes, so it pays steps x the *mean* hop latency (NCCL's ring model sums
+  intra- and inter-node hop latencies the same way); a one-step phase waits for its slowest
+  transfer: steps x the *max*;
+- NCCL pipelines reduction with transfer, so a phase takes the longer of the two; a reduction
+  streams two operands in and one out of memory, so ``reduce_bw = memory bandwidth x
+  memory efficiency / 3`` (the slowest member).
+
+The flow engine runs the same phases as flows on the same capacities and adds the same
+per-phase latency, so both agree exactly on an uncontended collective.
+
+Collective cost is linear in S once rates are known (transfers' bytes scale with S), so a
+:class:`Profile` (per phase: steps, alpha, critical bytes per unit size and its rate, reduce
+bytes per unit size and reduce bandwidth) is cached per (cluster, groups, op, algorithm) and
+re-priced for any size by one kernel call.
+
+>>> from clustersim.topology import build_cluster
+>>> c = build_cluster("dgx-h100", 8)
+>>> t = collective_time_s(c, c.devices, "all_reduce", 2**30, "ring/simple")
+>>> round(1.75 * 2**30 / t / 1e9)   # busbw, GB/s: NVLink4 450 GB/s x efficiency, - latency
+355
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clustersim.collectives.calibration import Calibration, default_calibration, tech_table
+from clustersim.collectives.phases import Phase, expand, phase_protocol
+from clustersim.network.maxmin import max_min_rates
+
+__all__ = ["effective_capacity_Bps", "phase_latency_s", "phase_rates", "phase_time_s",
+           "reduce_bw_Bps", "Profile", "profile", "collective_time_s", "family_phases"]
+
+
+def effective_capacity_Bps(cluster, calibration: Calibration | None = None) -> np.ndarray:
+    """Capacity of every link x the calibrated efficiency of its technology.
+
+    >>> from clustersim.topology import build_cluster
+    >>> c = build_cluster("dgx-a100", 8)
+    >>> bool(np.all(effective_capacity_Bps(c) <= c.links.capacity_Bps))
+    True
+    """
+    table = tech_table(cluster, calibration or default_calibration())
+    return cluster.links.capacity_Bps * table[cluster.links.tech_id, 0]
+
+
+def _routes(cluster, pairs):
+    ptr, links, weights, lat = [0], [], [], []
+    for a, b in pairs:
+        lk, w, latency = cluster.route(a, b)
+        links.append(lk)
+        weights.append(w)
+        lat.append(latency)
+        ptr.append(ptr[-1] + len(lk))
+    link = np.concatenate(links) if links else np.zeros(0, np.int64)
+    weight = np.concatenate(weights) if weights else np.zeros(0)
+    return np.array(ptr, np.int64), link, weight, np.array(lat)
+
+
+def _step_latency(cluster, pairs, protocol: str, cal: Calibration, steps: int) -> float:
+    """Per-step latency of a phase: mean (several steps) or max (one step) over its transfers
+    of the route's protocol alpha + propagation latency."""
+    table = tech_table(cluster, cal)
+    col = 2 if protocol == "ll" else 1
+    hops = []
+    for a, b in pairs:
+        links, _, latency = cluster.route(a, b)
+        if len(links):
+            hops.append(float(table[cluster.links.tech_id[links], col].max()) + latency)
+    if not hops:
+        return 0.0
+    return max(hops) if steps <= 1 else float(np.mean(hops))
+
+
+def phase_latency_s(cluster, group, phase: Phase, calibration: Calibration | None = None
+                    ) -> float:
+    """``steps`` x the phase's per-step latency (see the module docstring for the rule).
+
+    >>> from clustersim.topology import build_cluster
+    >>> c = build_cluster("dgx-a100", 8)
+    >>> [ph] = expand(c, c.devices, "all_gather", 1e6, "ring/ll")
+    >>> from clustersim.collectives.calibration import default_calibration
+    >>> alpha = default_calibration().tech("nvlink3").alpha_ll_s + 300e-9  # + NVLink route
+    >>> abs(phase_latency_s(c, c.devices, ph) - 7 * alpha) < 1e-12
+    True
+    """
+    members = list(group)
+    pairs = [(members[s], members[d]) for s, d in zip(phase.src, phase.dst)]
+    return phase.steps * _step_latency(cluster, pairs, phase_protocol(phase),
+                                       calibration or default_calibration(), phase.steps)
+
+
+def reduce_bw_Bps(cluster, members, calibration: Calibration | None = None) -> float:
+    """Bytes/s a rank reduces: slowest member's memory bandwidth x efficiency / 3."""
+    cal = calibration or default_calibration()
+    return min(_memory_bw(cluster, m) for m in members) * cal.memory_efficiency / 3.0
+
+
+def _memory_bw(cluster, device) -> float:
+    """The device's memory edges, else its catalog spec (standalone tori have no memory
+    nodes), else unlimited."""
+    node = cluster.graph.nodes[device]
+    if "memory" in node:
+        return cluster.memory_bw_Bps(device)
+    if node.get("device"):
+        from clustersim.hardware import get_device
+
+        return get_device(node["device"]).memory.bw_Bps
+    return float("inf")
+
+
+def family_phases(cluster, groups, op, size_bytes, algorithm, calibration=None, **kwargs):
+    """Expand ``algorithm`` on every group of a family; returns, per phase index, the list of
+    ``(phase, members)`` of all groups (their transfers run concurrently)."""
+    per_group = [expand(cluster, g, op, size_bytes, algorithm, calibration=calibration,
+                        **kwargs) for g in groups]
+    n = len(per_group[0])
+    if any(len(ph) != n for ph in per_group):
+        raise ValueError("groups of one family expand to different numbers of phases")
+    return [[(per_group[g][k], list(groups[g])) for g in range(len(groups))] for k in range(n)]
+
+
+def phase_rates(cluster, parts, capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """Max-min rates of the concurrent transfers ``parts = [(phase, members), ...]``; returns
+    ``(bytes, rates, node pairs)``."""
+    pairs = [(m[s], m[d]) for ph, m in parts for s, d in zip(ph.src, ph.dst)]
+    nbytes = np.concatenate([ph.bytes for ph, _ in parts]) if parts else np.zeros(0)
+    if not pairs:
+        return nbytes, np.zeros(0), pairs
+    ptr, link, weight, _ = _routes(cluster, pairs)
+    return nbytes, max_min_rates(ptr, link, weight, capacity), pairs
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per phase of one (cluster, groups, op, algorithm): what pricing a size needs."""
+
+    steps: np.ndarray        # int64
+    alpha_s: np.ndarray      # per-step latency
+    coef: np.ndarray         # wire bytes per byte of S of the slowest transfer
+    rate_Bps: np.ndarray     # its max-min rate
+    reduce_coef: np.ndarray  # bytes reduced per byte of S
+    reduce_Bps: np.ndarray   # reduction bandwidth
+    algorithm: str
+
+    def time_s(self, size_bytes: float) -> float:
+        """Plain-numpy price of one size (the kernels price many at once)."""
+        xfer = np.where(self.rate_Bps > 0, self.coef * size_bytes / self.rate_Bps, 0.0)
+        red = self.reduce_coef * size_bytes / self.reduce_Bps
+        return float(np.sum(self.steps * self.alpha_s + np.maximum(xfer, red)))
+
+
+def _build_profile(cluster, groups, op, algorithm, cal, **kwargs) -> Profile:
+    capacity = effective_capacity_Bps(cluster, cal)
+    red_bw = reduce_bw_Bps(cluster, [m for g in groups for m in g], cal)
+    rows = []
+    for parts in family_phases(cluster, groups, op, 1.0, algorithm, cal, **kwargs):
+        nbytes, rates, pairs = phase_rates(cluster, parts, capacity)
+        steps = max(ph.steps for ph, _ in parts)
+        alpha = _step_latency(cluster, pairs, phase_protocol(parts[0][0]), cal, steps)
+        if len(nbytes):
+            per = np.where(np.isfinite(rates), nbytes / rates, 0.0)
+            k = int(np.argmax(per))
+            coef, rate = (float(nbytes[k]), float(rates[k])) if per[k] > 0 else (0.0, 1.0)
+        else:
+            coef, rate = 0.0, 1.0
+        rows.append((steps, alpha, coef, rate, max(ph.reduce_bytes for ph, _ in parts), red_bw))
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    return Profile(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4],
+                   arr[:, 5], algorithm)
+
+
+_PROFILES: dict = {}
+
+
+def profile(cluster, groups, op: str, algorithm: str, calibration: Calibration | None = None,
+            root: int = 0, skew: float = 1.0) -> Profile:
+    """The cached :class:`Profile` of ``algorithm`` (with a protocol) for a family of groups."""
+    cal = calibration or default_calibration()
+    key = (id(cluster), tuple(tuple(g) for g in groups), op, algorithm, id(cal), root, skew)
+    hit = _PROFILES.get(key)
+    if hit is not None and hit[0] is cluster and hit[1] is cal:
+        return hit[2]
+    prof = _build_profile(cluster, [list(g) for g in groups], op, algorithm, cal, root=root,
+                          skew=skew)
+    if len(_PROFILES) > 4096:
+        _PROFILES.clear()
+    _PROFILES[key] = (cluster, cal, prof)
+    return prof
+
+
+def phase_time_s(cluster, group, phase: Phase, calibration: Calibration | None = None,
+                 groups=None) -> float:
+    """Analytic time of one expanded phase of ``group`` (optionally alongside the same phase
+    of the other ``groups`` of its family, given as ``[(phase, members), ...]``)."""
+    cal = calibration or default_calibration()
+    parts = [(phase, list(group))] + list(groups or [])
+    nbytes, rates, _ = phase_rates(cluster, parts, effective_capacity_Bps(cluster, cal))
+    xfer = float(np.max(np.where(np.isfinite(rates), nbytes / rates, 0.0))) if len(rates) \
+        else 0.0
+    red = phase.reduce_bytes / reduce_bw_Bps(cluster, group, cal)
+    return phase_latency_s(cluster, group, phase, cal) + max(xfer, red)
+
+
+def collective_time_s(cluster, group, op: str, size_bytes: float, algorithm: str = "auto",
+                      groups=None, calibration: Calibration | None = None) -> float:
+    """Seconds for ``op`` of ``size_bytes`` on ``group`` (and its concurrent family
+    ``groups``) by ``algorithm`` (``auto`` picks the fastest; see :mod:`.select`)."""
+    from clustersim.collectives.select import price
+
+    times, _ = price(cluster, group, op, [size_bytes], algorithm, groups=groups,
+                     calibration=calibration)
+    return float(times[0])

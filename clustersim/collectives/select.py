@@ -1,0 +1,122 @@
+"""Algorithm selection (``algorithm="auto"``) and vectorised pricing over sizes.
+
+``auto`` prices every candidate the platform's collective library would consider, with each
+of its protocols, and keeps the fastest per size, as NCCL's tuner does with its own cost
+model:
+
+- switched GPU fabrics (NVSwitch, InfiniBand; NCCL): ring and tree (double binary tree) with
+  the LL and Simple protocols, and NVLS/SHARP where the fabric reduces; all_to_all and
+  send_recv are direct point-to-point, as in NCCL;
+- tori (TPU ICI): bidirectional rings and, on sub-grids, multi-dimensional rings.
+
+Across nodes ``auto`` prices the tree with LL only: NCCL's tuner caps inter-node tree
+bandwidth per channel (``perChMaxTreeBw`` in its tuning.cc) and runs bulk transfers on rings;
+the bandwidth-optimal double binary tree of this model would be optimistic there (about 2x
+on the 2-node A100 row of the bundled data).
+
+``rhd``, ``direct`` (MPI-style) and ``hierarchical`` are priced only when forced: NCCL, whose
+sweeps the calibration comes from, has none of them (its rings and trees are node-aware
+instead), and including them would make the fit describe algorithms that never ran. A forced name without a protocol (``ring``) still picks its faster
+protocol; ``ring/simple`` forces both.
+
+>>> from clustersim.topology import build_cluster
+>>> c = build_cluster("dgx-h100", 8)
+>>> times, algos = price(c, c.devices, "all_reduce", [1024.0, 2.0**33])
+>>> list(algos)
+['tree/ll', 'nvls/simple']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clustersim.collectives.calibration import Calibration, default_calibration
+from clustersim.collectives.cost import profile
+from clustersim.collectives.groups import group_info
+from clustersim.collectives.kernels import price_points_kernel
+from clustersim.collectives.ops import check_op
+from clustersim.collectives.phases import PROTOCOLS, split_algorithm, valid_algorithms
+from clustersim.errors import InputError
+
+__all__ = ["auto_candidates", "candidates", "price", "select_algorithm"]
+
+
+def auto_candidates(cluster, group, op: str) -> list[str]:
+    """Algorithm names (without protocol) ``auto`` considers for ``op`` on ``group``."""
+    info = group_info(cluster, group)
+    valid = valid_algorithms(cluster, group, op)
+    if op in ("all_to_all", "send_recv"):
+        wanted = ["direct"]
+    elif info.torus is not None:
+        wanted = ["ring", "multidim"]
+    else:
+        wanted = ["ring", "tree", "nvls", "sharp"]
+    found = [a for a in wanted if a in valid]
+    return found or valid[:1]
+
+
+def candidates(cluster, group, op: str, algorithm: str = "auto") -> list[str]:
+    """Concrete ``name/protocol`` candidates for a request (auto, a name, or name/protocol)."""
+    check_op(op)
+    if algorithm == "auto":
+        names = auto_candidates(cluster, group, op)
+        if not names:
+            raise InputError(f"no algorithm implements {op} on this group")
+    else:
+        name, _ = split_algorithm(algorithm)
+        if "/" in str(algorithm):
+            return [str(algorithm)]
+        names = [name]
+    across_nodes = algorithm == "auto" and not group_info(cluster, group).flat
+    out = []
+    for name in names:
+        protocols = ("simple",) if name in ("nvls", "sharp") else PROTOCOLS
+        if name == "tree" and across_nodes:
+            protocols = ("ll",)
+        out += [f"{name}/{proto}" for proto in protocols]
+    return out
+
+
+def _check_forced(cluster, group, op, algorithm):
+    if algorithm == "auto":
+        return
+    name, _ = split_algorithm(algorithm)
+    valid = valid_algorithms(cluster, group, op)
+    if name not in valid:
+        from clustersim.collectives.phases import expand
+
+        expand(cluster, group, op, 1.0, algorithm)  # raises the InputError with the reason
+
+
+def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
+          calibration: Calibration | None = None, root: int = 0, skew: float = 1.0):
+    """``(times_s, algorithm per size)`` for ``op`` at every size of ``sizes`` (bytes)."""
+    cal = calibration or default_calibration()
+    _check_forced(cluster, group, op, algorithm)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    if np.any(sizes < 0) or not np.all(np.isfinite(sizes)):
+        raise InputError("collective sizes must be finite numbers of bytes >= 0")
+    family = [list(group)] + [list(g) for g in (groups or []) if list(g) != list(group)]
+    names = candidates(cluster, group, op, algorithm)
+    profs = [profile(cluster, family, op, name, cal, root=root, skew=skew) for name in names]
+    ptr = np.zeros(len(profs) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(pr.steps) for pr in profs])
+
+    def cat(attr, dtype=np.float64):
+        parts = [getattr(pr, attr) for pr in profs]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    n = len(sizes)
+    point_profile = np.repeat(np.arange(len(profs), dtype=np.int64), n)
+    point_size = np.tile(sizes, len(profs))
+    times = price_points_kernel(ptr, cat("steps", np.int64), cat("alpha_s"), cat("coef"),
+                                cat("rate_Bps"), cat("reduce_coef"), cat("reduce_Bps"),
+                                point_profile, point_size).reshape(len(profs), n)
+    best = np.argmin(times, axis=0)
+    return times[best, np.arange(n)], np.array(names, dtype=object)[best]
+
+
+def select_algorithm(cluster, group, op: str, size_bytes: float, groups=None,
+                     calibration: Calibration | None = None) -> str:
+    """The fastest ``name/protocol`` for one size (``auto``)."""
+    return str(price(cluster, group, op, [size_bytes], "auto", groups, calibration)[1][0])

@@ -1,0 +1,127 @@
+"""Predict every row of the bundled nccl-tests measurements (``data/collectives.csv``, a copy
+of the project's ground-truth file with its source columns) and report the error.
+
+How a row becomes a prediction:
+
+- the system: A100 rows on ``dgx-a100``, H100 rows on ``dgx-h100``, sized to the row's
+  accelerator count; rows whose nodes had 4 NICs per 8 GPUs get
+  ``scale_out.nics_per_node: 4``;
+- the algorithm: ``auto`` (what NCCL would pick) for "NCCL default" rows, ``nvls`` where a
+  row names NVLS/SHARP on H100, ``ring`` where it names NCCL_ALGO=RING or "no SHARP";
+- the size: the row's ``msg_bytes``; rows reporting a peak without a size are priced at
+  ``PEAK_SIZE_B`` (4 GiB, past every bandwidth knee) unless the row states one (``up to 1 GB``
+  -> 1 GiB, ``up to 128 MB`` -> 128 MiB, ``~1 GB/device`` -> 1 GiB);
+- busbw as nccl-tests defines it; the NDR row reports busbw per NIC, so the prediction is
+  divided by the NICs per node.
+
+>>> frame = predict_rows(load_measurements().head(2))
+>>> list(frame.columns)[:4]
+['id', 'system', 'collective', 'devices']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["DATA_FILE", "PEAK_SIZE_B", "load_measurements", "row_spec", "predict_rows",
+           "collective_validation", "summarize"]
+
+DATA_FILE = Path(__file__).parent / "data" / "collectives.csv"
+PEAK_SIZE_B = 4 * 2**30
+
+# Rows whose text needs reading by a human: (size, algorithm, overrides, busbw divisor, note)
+_SPECIAL = {
+    "NVTEST175-2N": (2**30, "auto", {"scale_out.nics_per_node": 4}, 1,
+                     "size not given: 1 GiB assumed; 4 HDR NICs per node"),
+    "NVTEST119-3N": (2**27, "auto", {"scale_out.nics_per_node": 4}, 1,
+                     "peak over sizes up to 128 MB: 128 MiB; 4 HDR NICs per node"),
+    "NVTEST149-1N": (2**30, "auto", {}, 1, "peak over sizes up to 1 GB: 1 GiB"),
+    "NVTEST290-NDR": (PEAK_SIZE_B, "ring", {}, 8, "busbw per NIC: ring busbw / 8 NICs"),
+    "SCALEBOOK-H100-AR": (2**30, "ring", {}, 1, "ring/tree without SHARP at ~1 GB"),
+}
+
+
+def load_measurements(path: str | Path = DATA_FILE) -> pd.DataFrame:
+    """The bundled measurement table, as published (source columns kept)."""
+    return pd.read_csv(path)
+
+
+def row_spec(row) -> dict:
+    """How to predict one row: topology, devices, overrides, op, size, algorithm, divisor."""
+    accel = str(row["accel"])
+    topology = "dgx-h100" if "H100" in accel else "dgx-a100"
+    op = str(row["collective"])
+    op = "send_recv" if op == "sendrecv" else "all_reduce" if "allreduce" in op.replace(
+        "_", "") or op.startswith("non-allreduce") else op
+    mode = f"{row['algo_or_mode']} {row['collective']}"
+    algorithm = "auto"
+    if "NCCL default" in mode:
+        algorithm = "auto"
+    elif "NVLS" in mode and "H100" in accel:
+        algorithm = "nvls"
+    elif "RING" in mode.upper().replace("RING/TREE", "") or "no SHARP" in mode:
+        algorithm = "ring"
+    size = row["msg_bytes"]
+    size = float(size) if pd.notna(size) and str(size).strip() else float(PEAK_SIZE_B)
+    spec = dict(topology=topology, devices=int(row["num_accel"]), overrides={}, op=op,
+                size_bytes=size, algorithm=algorithm, divisor=1, note="")
+    special = _SPECIAL.get(str(row["id"]))
+    if special:
+        spec.update(size_bytes=float(special[0]), algorithm=special[1], overrides=special[2],
+                    divisor=special[3], note=special[4])
+    return spec
+
+
+def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
+    """One row per measurement: predicted and measured busbw (GB/s), time and the error
+    (``predicted / measured - 1``)."""
+    from clustersim.collectives.ops import bus_factor
+    from clustersim.collectives.select import price
+    from clustersim.topology import build_cluster
+
+    records = []
+    specs = [row_spec(row) for _, row in frame.iterrows()]
+    # one price() call per (cluster, op, algorithm) so each sweep is one kernel call
+    groups: dict = {}
+    for i, spec in enumerate(specs):
+        key = (spec["topology"], spec["devices"], tuple(sorted(spec["overrides"].items())),
+               spec["op"], spec["algorithm"])
+        groups.setdefault(key, []).append(i)
+    predicted = [None] * len(specs)
+    for (topology, devices, overrides, op, algorithm), idx in groups.items():
+        cluster = build_cluster(topology, devices, dict(overrides))
+        sizes = [specs[i]["size_bytes"] for i in idx]
+        times, algos = price(cluster, cluster.devices, op, sizes, algorithm,
+                             calibration=calibration)
+        factor = bus_factor(op, devices)
+        for i, t, a in zip(idx, times, algos):
+            predicted[i] = (float(t), str(a), specs[i]["size_bytes"] / t * factor / 1e9
+                            / specs[i]["divisor"])
+    for (_, row), spec, (t, algo, busbw) in zip(frame.iterrows(), specs, predicted):
+        measured = float(row["busbw_GBps"])
+        records.append({
+            "id": row["id"], "system": row["system"], "collective": spec["op"],
+            "devices": spec["devices"], "size_bytes": spec["size_bytes"], "algorithm": algo,
+            "measured_busbw_GBps": measured, "predicted_busbw_GBps": busbw,
+            "error": busbw / measured - 1.0,
+            "measured_time_us": float(row["time_us"]) if pd.notna(row["time_us"]) else np.nan,
+            "predicted_time_us": t * 1e6, "assumption": spec["note"],
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def collective_validation(calibration=None) -> pd.DataFrame:
+    """Every bundled row predicted: what ``clustersim validate`` prints for collectives."""
+    return predict_rows(load_measurements(), calibration)
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Max and median |error| per sweep (row id prefix) and size band."""
+    key = frame["id"].str.extract(r"^([A-Z]+-[A-Za-z0-9]+)")[0]
+    band = np.where(frame["size_bytes"] <= 2**16, "<=64KiB",
+                    np.where(frame["size_bytes"] >= 2**26, ">=64MiB", "mid"))
+    out = frame.assign(sweep=key, band=band, abs_error=frame["error"].abs())
+    return out.groupby(["sweep", "band"])["abs_error"].agg(["count", "max", "median"])
