@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from clustersim.engine.program import CollectiveCall, TransferCall
+from clustersim.network.flows import FlowSet, flow_set
 
 __all__ = ["CommModel", "BatchSpec"]
 
-BatchSpec = tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, float, str]
+BatchSpec = tuple[FlowSet, np.ndarray, float, str]
 
 
 class CommModel:
@@ -33,6 +34,8 @@ class CommModel:
         self.capacity_Bps = capacity_Bps
         self._algorithms: dict = {}
         self._p2p: dict = {}
+        self._expanded: dict = {}
+        self._pair_flows: dict = {}
 
     def algorithm(self, call: CollectiveCall) -> str:
         """The algorithm a call runs: as given, or the fastest for its size and groups."""
@@ -53,19 +56,33 @@ class CommModel:
         if isinstance(call, TransferCall):
             yield self._transfer(call)
             return
+        # A step repeats the same collective on the same groups many times (every micro-batch):
+        # expand and route it once.
+        key = (call.op, call.size_B, call.algorithm, call.groups)
+        found = self._expanded.get(key)
+        if found is None:
+            found = self._expand(call)
+            self._expanded[key] = found
+        for routes, nbytes, latency, label in found:
+            yield routes, nbytes * call.repeat, latency * call.repeat, f"{call.label} {label}"
+
+    def _expand(self, call: CollectiveCall) -> list[BatchSpec]:
         from clustersim.collectives import expand, phase_latency_s
 
         algorithm = self.algorithm(call)
         first = list(call.groups[0])
+        out = []
         for phase in expand(self.cluster, first, call.op, call.size_B, algorithm):
             routes, nbytes = [], []
             for group in call.groups:
                 for s, d, b in zip(phase.src, phase.dst, phase.bytes):
                     links, weights, _ = self.cluster.route(group[s], group[d])
                     routes.append((links, weights))
-                    nbytes.append(b * call.repeat)
-            latency = phase_latency_s(self.cluster, first, phase) * call.repeat
-            yield routes, np.asarray(nbytes), latency, f"{call.label} {algorithm} {phase.label}"
+                    nbytes.append(b)
+            latency = phase_latency_s(self.cluster, first, phase)
+            out.append((flow_set(routes), np.asarray(nbytes), latency,
+                        f"{algorithm} {phase.label}"))
+        return out
 
     def _p2p_cost(self, src, dst, size_B: float) -> tuple[float, float]:
         """``(wire bytes, latency_s)`` of one point-to-point message: the send_recv
@@ -89,10 +106,10 @@ class CommModel:
         return found
 
     def _transfer(self, call: TransferCall) -> BatchSpec:
-        routes = []
-        for src, dst in call.pairs:
-            links, weights, _ = self.cluster.route(src, dst)
-            routes.append((links, weights))
+        flows = self._pair_flows.get(call.pairs)
+        if flows is None:  # pipeline sends repeat the same pairs every micro-batch
+            flows = flow_set([self.cluster.route(src, dst)[:2] for src, dst in call.pairs])
+            self._pair_flows[call.pairs] = flows
         wire_B, latency = self._p2p_cost(*call.pairs[0], call.size_B)
-        nbytes = np.full(len(routes), wire_B * call.repeat)
-        return routes, nbytes, latency * call.repeat, call.label
+        nbytes = np.full(len(flows.lengths), wire_B * call.repeat)
+        return flows, nbytes, latency * call.repeat, call.label

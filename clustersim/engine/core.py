@@ -108,8 +108,8 @@ def simulate(program: Program, cluster, comm: CommModel | None = None,
         call_start[call.id] = env.now
         if isinstance(call, CollectiveCall):
             algorithms[call.id] = comm.algorithm(call)
-        for routes, nbytes, latency, label in comm.batches(call):
-            yield net.start_batch(routes, nbytes, latency, label)
+        for flows, nbytes, latency, label in comm.batches(call):
+            yield net.start_batch(flows, nbytes, latency, label)
         finished.succeed()
 
     def post(op) -> simpy.Event:

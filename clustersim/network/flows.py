@@ -11,6 +11,9 @@ Per-link statistics: bytes carried (known when a batch is created: every flow de
 bytes, split over its route by the route's weights), busy time (time with a non-zero load) and
 peak utilisation (load over capacity at any instant).
 
+For speed, links get a *compact* index the first time a flow uses them: the kernel and the
+statistics work on the links in use, not on every link of a 100,000-link cluster.
+
 >>> import simpy, numpy as np
 >>> env = simpy.Environment()
 >>> net = FlowNetwork(env, capacity_Bps=np.array([10.0]))
@@ -23,42 +26,50 @@ peak utilisation (load over capacity at any instant).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import simpy
 
 from clustersim.network.maxmin import max_min_rates
 
-__all__ = ["FlowNetwork", "Batch"]
+__all__ = ["FlowNetwork", "Batch", "FlowSet", "flow_set"]
 
 # A flow has finished when less than this many bytes are left (float slack of rate * dt).
 _DONE_BYTES = 1e-6
 
 
+class FlowSet(NamedTuple):
+    """Routes of several flows as flat arrays (links per flow, link indices, weights)."""
+
+    lengths: np.ndarray
+    links: np.ndarray
+    weights: np.ndarray
+
+
+def flow_set(routes: Sequence[tuple[np.ndarray, np.ndarray]]) -> FlowSet:
+    """Flatten ``[(link indices, weights), ...]`` into a FlowSet (build once, reuse often)."""
+    lengths = np.fromiter((len(r[0]) for r in routes), dtype=np.int64, count=len(routes))
+    links = np.concatenate([r[0] for r in routes]) if routes else np.zeros(0, np.int64)
+    weights = np.concatenate([r[1] for r in routes]) if routes else np.zeros(0)
+    return FlowSet(lengths, links.astype(np.int64, copy=False), weights)
+
+
 class Batch:
     """Flows that start together; ``done`` fires when the last one has drained."""
 
-    __slots__ = ("ptr", "links", "weights", "remaining", "rate", "done", "uniq", "local",
-                 "start_s", "label")
+    __slots__ = ("lengths", "links", "weights", "remaining", "rate", "done", "label", "whole")
 
-    def __init__(self, routes: Sequence[tuple[np.ndarray, np.ndarray]], nbytes: np.ndarray,
-                 done: simpy.Event, label: str = ""):
-        lengths = np.fromiter((len(r[0]) for r in routes), dtype=np.int64, count=len(routes))
-        self.ptr = np.zeros(len(routes) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.ptr[1:])
-        self.links = np.concatenate([r[0] for r in routes]) if routes else np.zeros(0, np.int64)
-        self.weights = np.concatenate([r[1] for r in routes]) if routes else np.zeros(0)
+    def __init__(self, lengths: np.ndarray, links: np.ndarray, weights: np.ndarray,
+                 nbytes: np.ndarray, done: simpy.Event, label: str = ""):
+        self.lengths = lengths          # links per flow
+        self.links = links              # compact link index of every route entry
+        self.weights = weights
         self.remaining = np.asarray(nbytes, dtype=np.float64).copy()
-        self.rate = np.zeros(len(routes))
-        self.uniq, self.local = np.unique(self.links, return_inverse=True)
+        self.rate = np.zeros(len(lengths))
         self.done = done
-        self.start_s = 0.0
         self.label = label
-
-    def bytes_per_link(self) -> np.ndarray:
-        """Bytes this batch puts on each of its links (aligned with ``uniq``)."""
-        per_entry = np.repeat(self.remaining, np.diff(self.ptr)) * self.weights
-        return np.bincount(self.local, weights=per_entry, minlength=len(self.uniq))
+        self.whole = True               # no flow has finished yet: no masking needed
 
 
 class FlowNetwork:
@@ -70,23 +81,50 @@ class FlowNetwork:
         self.record = record
         self.samples: list[tuple[float, np.ndarray, np.ndarray]] = []
         self.capacity = np.asarray(capacity_Bps, dtype=np.float64)
-        m = len(self.capacity)
-        self.link_bytes = np.zeros(m)
-        self.link_busy_s = np.zeros(m)
-        self.link_peak_util = np.zeros(m)
+        self._compact_of = np.full(len(self.capacity), -1, dtype=np.int64)
+        self._used: list[int] = []                     # compact index -> link
+        self._cap = np.zeros(64)
+        self._bytes = np.zeros(64)
+        self._busy = np.zeros(64)
+        self._peak = np.zeros(64)
+        self._busy_now = np.zeros(0, dtype=np.int64)   # compact links with load right now
         self.active: list[Batch] = []
         self._last = env.now
         self._version = 0
         self.reshares = 0
 
+    # -- statistics in full link space ------------------------------------------------------
+    def _full(self, compact: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(self.capacity))
+        n = len(self._used)
+        out[np.asarray(self._used, dtype=np.int64)] = compact[:n]
+        return out
+
+    @property
+    def link_bytes(self) -> np.ndarray:
+        return self._full(self._bytes)
+
+    @property
+    def link_busy_s(self) -> np.ndarray:
+        return self._full(self._busy)
+
+    @property
+    def link_peak_util(self) -> np.ndarray:
+        return self._full(self._peak)
+
     # -- public -------------------------------------------------------------------------
-    def start_batch(self, routes: Sequence[tuple[np.ndarray, np.ndarray]], nbytes: np.ndarray,
-                    latency_s: float = 0.0, label: str = "") -> simpy.Event:
-        """Start flows (``routes[i] = (link indices, weights)``, ``nbytes[i]`` each) after
-        ``latency_s``; return the event that fires when all have drained."""
+    def start_batch(self, flows: FlowSet | Sequence[tuple[np.ndarray, np.ndarray]],
+                    nbytes: np.ndarray, latency_s: float = 0.0, label: str = "") -> simpy.Event:
+        """Start flows (a FlowSet, or routes ``[(link indices, weights), ...]``) carrying
+        ``nbytes[i]`` each after ``latency_s``; return the event that fires when all have
+        drained."""
         done = self.env.event()
-        batch = Batch(routes, nbytes, done, label)
-        np.add.at(self.link_bytes, batch.uniq, batch.bytes_per_link())
+        if not isinstance(flows, FlowSet):
+            flows = flow_set(flows)
+        lengths, links, weights = flows
+        nbytes = np.where(lengths == 0, 0.0, np.asarray(nbytes, dtype=np.float64))
+        batch = Batch(lengths, self._compact(links), weights, nbytes, done, label)
+        np.add.at(self._bytes, batch.links, np.repeat(nbytes, lengths) * weights)
         if latency_s > 0:
             self.env.process(self._join_later(batch, latency_s))
         else:
@@ -94,18 +132,32 @@ class FlowNetwork:
         return done
 
     # -- internals ----------------------------------------------------------------------
+    def _compact(self, links: np.ndarray) -> np.ndarray:
+        new = np.unique(links[self._compact_of[links] < 0])
+        if len(new):
+            start = len(self._used)
+            self._compact_of[new] = np.arange(start, start + len(new))
+            self._used.extend(new.tolist())
+            if len(self._used) > len(self._cap):
+                grow = max(len(self._used), 2 * len(self._cap))
+                for name in ("_cap", "_bytes", "_busy", "_peak"):
+                    old = getattr(self, name)
+                    fresh = np.zeros(grow)
+                    fresh[:len(old)] = old
+                    setattr(self, name, fresh)
+            self._cap[start:start + len(new)] = self.capacity[new]
+        return self._compact_of[links]
+
     def _join_later(self, batch: Batch, delay: float):
         yield self.env.timeout(delay)
         self._join(batch)
 
     def _join(self, batch: Batch) -> None:
         self._advance()
-        batch.start_s = self.env.now
-        empty = np.diff(batch.ptr) == 0
-        batch.remaining[empty] = 0.0  # same-node transfers cost no network time
         if np.all(batch.remaining <= _DONE_BYTES):
             batch.done.succeed()
             return
+        batch.whole = bool(np.all(batch.remaining > _DONE_BYTES))
         self.active.append(batch)
         self._reshare()
 
@@ -117,64 +169,67 @@ class FlowNetwork:
             return
         for b in self.active:
             b.remaining -= b.rate * dt
-        if self._busy_links is not None:
-            self.link_busy_s[self._busy_links] += dt
-
-    _busy_links: np.ndarray | None = None
+        self._busy[self._busy_now] += dt
 
     def _reshare(self) -> None:
-        """Retire drained flows and batches, re-share links, schedule the next completion."""
+        """Retire drained batches, re-share links, schedule the next completion."""
         still = []
         for b in self.active:
             if np.all(b.remaining <= _DONE_BYTES):
                 b.done.succeed()
             else:
+                if b.whole and np.any(b.remaining <= _DONE_BYTES):
+                    b.whole = False
                 still.append(b)
         self.active = still
         self._version += 1
         if not still:
-            self._busy_links = None
+            self._busy_now = np.zeros(0, dtype=np.int64)
             if self.record:
                 self.samples.append((self.env.now, np.zeros(0, np.int64), np.zeros(0)))
             return
         self.reshares += 1
-        # Compact link space: the kernel's work is proportional to the links in use, not to
-        # every link of a 100,000-link cluster.
-        uniq, inverse = np.unique(np.concatenate([b.uniq for b in still]), return_inverse=True)
-        lengths, locs, weights, live = [], [], [], []
-        offset = 0
+        lengths, links, weights = [], [], []
         for b in still:
-            mapped = inverse[offset:offset + len(b.uniq)][b.local]
-            offset += len(b.uniq)
-            alive = b.remaining > _DONE_BYTES
-            live.append(alive)
-            per_flow = np.diff(b.ptr)
-            lengths.append(per_flow * alive)  # drained flows keep no links
-            keep = np.repeat(alive, per_flow)
-            locs.append(mapped[keep])
-            weights.append(b.weights[keep])
-        ptr = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(lengths), out=ptr[1:])
-        link = np.concatenate(locs)
+            if b.whole:
+                lengths.append(b.lengths)
+                links.append(b.links)
+                weights.append(b.weights)
+            else:  # drained flows keep no links
+                alive = b.remaining > _DONE_BYTES
+                keep = np.repeat(alive, b.lengths)
+                lengths.append(b.lengths * alive)
+                links.append(b.links[keep])
+                weights.append(b.weights[keep])
+        counts = np.concatenate(lengths)
+        ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        link = np.concatenate(links)
         weight = np.concatenate(weights)
-        rates = max_min_rates(ptr, link, weight, self.capacity[uniq])
-        # hand rates back, note the load on every link in use
-        load = np.bincount(link, weights=weight * np.repeat(rates, np.diff(ptr)),
-                           minlength=len(uniq))
-        util = load / self.capacity[uniq]
-        np.maximum.at(self.link_peak_util, uniq, util)
+        n_used = len(self._used)
+        rates = max_min_rates(ptr, link, weight, self._cap[:n_used])
+        load = np.bincount(link, weights=weight * np.repeat(rates, counts), minlength=n_used)
+        util = load / self._cap[:n_used]
+        np.maximum(self._peak[:n_used], util, out=self._peak[:n_used])
+        self._busy_now = np.flatnonzero(load > 0)
         if self.record:
-            self.samples.append((self.env.now, uniq, util))
-        self._busy_links = uniq[load > 0]
+            self.samples.append((self.env.now, np.asarray(self._used)[self._busy_now],
+                                 util[self._busy_now]))
         start = 0
         next_done = np.inf
-        for b, alive in zip(still, live):
-            n = len(alive)
-            b.rate = np.where(alive, rates[start:start + n], 0.0)
-            b.remaining = np.where(alive, b.remaining, 0.0)
+        for b in still:
+            n = len(b.lengths)
+            r = rates[start:start + n]
             start += n
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(alive, b.remaining / b.rate, np.inf)
+            if b.whole:
+                b.rate = r
+                t = b.remaining / r
+            else:
+                alive = b.remaining > _DONE_BYTES
+                b.rate = np.where(alive, r, 0.0)
+                b.remaining = np.where(alive, b.remaining, 0.0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    t = np.where(alive, b.remaining / b.rate, np.inf)
             next_done = min(next_done, float(t.min()))
         if np.isfinite(next_done):
             self.env.process(self._wake(next_done, self._version))
@@ -184,7 +239,6 @@ class FlowNetwork:
         if version != self._version:
             return  # superseded by a later re-share
         self._advance()
-        # flows within float slack of done are done
-        for b in self.active:
-            b.remaining[b.remaining <= _DONE_BYTES + b.rate * 1e-9] = 0.0  # < 1 ns left
+        for b in self.active:  # flows with less than 1 ns of data left are done
+            b.remaining[b.remaining <= _DONE_BYTES + b.rate * 1e-9] = 0.0
         self._reshare()

@@ -28,12 +28,18 @@ _SATURATED = 1e-9
 
 @njit
 def _max_min_kernel(ptr, link, weight, capacity):
+    # Progressive filling by "water level": every unfixed flow's rate is the current level,
+    # so raising the level touches no flow; a flow is fixed (rate = level) when a link on its
+    # route saturates, found through the link -> flows transpose. Work per round is the
+    # links still carrying unfixed flows, not every flow. Whether a link still carries an
+    # unfixed flow is an integer count: float sums of weights leave residues.
     n = ptr.shape[0] - 1
     m = capacity.shape[0]
     rate = np.zeros(n)
     fixed = np.zeros(n, dtype=np.bool_)
     wsum = np.zeros(m)
-    touched = np.zeros(m, dtype=np.bool_)
+    carrying = np.zeros(m, dtype=np.int64)
+    degree = np.zeros(m + 1, dtype=np.int64)
     unfixed = 0
     for f in range(n):
         if ptr[f + 1] == ptr[f]:
@@ -43,34 +49,55 @@ def _max_min_kernel(ptr, link, weight, capacity):
         unfixed += 1
         for k in range(ptr[f], ptr[f + 1]):
             wsum[link[k]] += weight[k]
-            touched[link[k]] = True
-    links = np.nonzero(touched)[0]
+            carrying[link[k]] += 1
+            degree[link[k] + 1] += 1
+    lptr = np.cumsum(degree)
+    fill = lptr[:-1].copy()
+    lflow = np.empty(lptr[-1], dtype=np.int64)
+    for f in range(n):
+        for k in range(ptr[f], ptr[f + 1]):
+            lflow[fill[link[k]]] = f
+            fill[link[k]] += 1
+    active = np.nonzero(degree[1:])[0]
+    n_active = active.shape[0]
     remaining = capacity.copy()
-    while unfixed > 0:
+    level = 0.0
+    while unfixed > 0 and n_active > 0:
         inc = np.inf
-        for l in links:
-            if wsum[l] > 1e-15:
-                share = remaining[l] / wsum[l]
-                if share < inc:
-                    inc = share
-        if inc == np.inf:
-            break
-        for l in links:
+        for i in range(n_active):
+            l = active[i]
+            share = remaining[l] / wsum[l]
+            if share < inc:
+                inc = share
+        if inc < 0.0:
+            inc = 0.0
+        level += inc
+        for i in range(n_active):
+            l = active[i]
             remaining[l] -= inc * wsum[l]
-        for f in range(n):
-            if not fixed[f]:
-                rate[f] += inc
-        for f in range(n):
-            if fixed[f]:
-                continue
-            for k in range(ptr[f], ptr[f + 1]):
-                l = link[k]
-                if remaining[l] <= _SATURATED * capacity[l]:
+        for i in range(n_active):
+            l = active[i]
+            if carrying[l] > 0 and remaining[l] <= _SATURATED * capacity[l]:
+                for j in range(lptr[l], lptr[l + 1]):
+                    f = lflow[j]
+                    if fixed[f]:
+                        continue
                     fixed[f] = True
+                    rate[f] = level
                     unfixed -= 1
-                    for k2 in range(ptr[f], ptr[f + 1]):
-                        wsum[link[k2]] -= weight[k2]
-                    break
+                    for k in range(ptr[f], ptr[f + 1]):
+                        wsum[link[k]] -= weight[k]
+                        carrying[link[k]] -= 1
+        kept = 0
+        for i in range(n_active):  # drop links with no unfixed flow left
+            l = active[i]
+            if carrying[l] > 0:
+                active[kept] = l
+                kept += 1
+        n_active = kept
+    for f in range(n):
+        if not fixed[f]:
+            rate[f] = level
     return rate
 
 
@@ -92,21 +119,22 @@ def max_min_rates(ptr: np.ndarray, link: np.ndarray, weight: np.ndarray,
 
 
 def max_min_rates_py(ptr, link, weight, capacity) -> list[float]:
-    """Plain-Python twin of the kernel, for tests."""
+    """Plain-Python twin of the kernel, for tests: the textbook loop (raise every unfixed
+    flow, fix the flows of saturated links, repeat)."""
     n = len(ptr) - 1
     rate = [0.0] * n
     fixed = [False] * n
     wsum: dict[int, float] = {}
+    carrying: dict[int, int] = {}
     for f in range(n):
         if ptr[f + 1] == ptr[f]:
             rate[f], fixed[f] = math.inf, True
         for k in range(ptr[f], ptr[f + 1]):
             wsum[link[k]] = wsum.get(link[k], 0.0) + weight[k]
+            carrying[link[k]] = carrying.get(link[k], 0) + 1
     remaining = {l: float(capacity[l]) for l in wsum}
     while not all(fixed):
-        inc = min((remaining[l] / w for l, w in wsum.items() if w > 1e-15), default=math.inf)
-        if inc == math.inf:
-            break
+        inc = max(0.0, min(remaining[l] / wsum[l] for l in wsum if carrying[l] > 0))
         for l in wsum:
             remaining[l] -= inc * wsum[l]
         for f in range(n):
@@ -116,8 +144,10 @@ def max_min_rates_py(ptr, link, weight, capacity) -> list[float]:
             if fixed[f]:
                 continue
             route = range(ptr[f], ptr[f + 1])
-            if any(remaining[link[k]] <= _SATURATED * capacity[link[k]] for k in route):
+            if any(carrying[link[k]] > 0 and remaining[link[k]] <= _SATURATED * capacity[link[k]]
+                   for k in route):
                 fixed[f] = True
                 for k in route:
                     wsum[link[k]] -= weight[k]
+                    carrying[link[k]] -= 1
     return rate

@@ -38,13 +38,25 @@ class LinkTable:
 
     @classmethod
     def from_graph(cls, G: nx.DiGraph) -> LinkTable:
+        """One link per directed edge, except: a half-duplex pair shares one link, and edges
+        of one bundle (parallel links routing always loads evenly) form one link whose
+        capacity is their sum."""
         edges, index, cap, lat, energy, tech = [], {}, [], [], [], []
         techs: dict[str, int] = {}
+        bundles: dict = {}
         for u, v, data in G.edges(data=True):
             if (u, v) in index:
                 continue
+            bundle = data.get("bundle")
+            if bundle is not None and bundle in bundles:
+                i = bundles[bundle]
+                index[(u, v)] = i
+                cap[i] += data["bw_Bps"]
+                continue
             i = len(edges)
             index[(u, v)] = i
+            if bundle is not None:
+                bundles[bundle] = i
             if data["duplex"] == "half":
                 index[(v, u)] = i
             edges.append((u, v))
@@ -97,6 +109,9 @@ class Cluster:
             links = np.fromiter((index[e] for e, _ in pairs), dtype=np.int64, count=len(pairs))
             weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
             latency = float(np.dot(weights, self.links.latency_s[links])) if len(pairs) else 0.0
+            if len(np.unique(links)) < len(links):  # edges of one bundle are one link
+                links, inverse = np.unique(links, return_inverse=True)
+                weights = np.bincount(inverse, weights=weights)
             found = (links, weights, latency)
             self._routes[key] = found
         return found

@@ -60,7 +60,7 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
                  radix: int | None = None, oversubscription: float = 1.0,
                  levels: int | None = None, rail_of: Callable[[Any], int] | None = None,
                  fabric_id: str = "scaleout", level: str = "scaleout", prefix: str = "",
-                 bw_Bps: float | None = None,
+                 bw_Bps: float | None = None, latency_s: float | None = None,
                  up_paths: dict[Any, tuple] | None = None) -> FatTreeFabric | SwitchFabric:
     """Connect ``endpoints`` (NICs) through a fat-tree of ``switch`` chips; attach them.
 
@@ -95,7 +95,7 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
     if levels == 1:
         sw = switch_node("sw0", "leaf")
         for e in endpoints:
-            add_link(G, e, sw, link, bw_Bps=bw_Bps, switch_latency_s=sw_lat)
+            add_link(G, e, sw, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
         fabric = add_fabric(G, SwitchFabric(fabric_id, level, planes=(sw,),
                                             in_network_reduction=spec.in_network_reduction))
         attach_all(fabric)
@@ -116,7 +116,7 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
             leaf = switch_node(f"leaf{len(leaves)}", "leaf")
             leaves.append(leaf)
             for e in members:
-                add_link(G, e, leaf, link, bw_Bps=bw_Bps, switch_latency_s=sw_lat)
+                add_link(G, e, leaf, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
                 leaf_of[e] = leaf
 
     pod_size = len(leaves) if levels == 2 else radix // 2
@@ -130,8 +130,9 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
                         for j in range(up))
         for leaf in pod_leaves:
             pod_of[leaf] = p
-            for agg in aggs[p]:
-                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, switch_latency_s=sw_lat)
+            for agg in aggs[p]:  # ECMP spreads every leaf's traffic evenly over its aggs
+                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
+                         bundle=fabric_id)
     if levels == 3:
         if len(pods) > radix:
             raise ValueError(f"{len(pods)} pods exceed the {radix} ports of a core switch")
@@ -141,7 +142,8 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
             cores[j] = tuple(switch_node(f"core{j}.{c}", "core") for c in range(per_group))
             for p in aggs:
                 for core in cores[j]:
-                    add_link(G, aggs[p][j], core, link, bw_Bps=bw_Bps, switch_latency_s=sw_lat)
+                    add_link(G, aggs[p][j], core, link, bw_Bps=bw_Bps, latency_s=latency_s,
+                             switch_latency_s=sw_lat, bundle=fabric_id)
     fabric = add_fabric(G, FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of,
                                          pod_of=pod_of, aggs=aggs, cores=cores,
                                          in_network_reduction=spec.in_network_reduction))

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import Field, PositiveInt
 
-from clustersim.config.quantities import Bandwidth, Size
+from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.graph import new_graph, add_node, attach, add_link
@@ -47,6 +47,7 @@ class ScaleUpParams(StrictModel):
     switches: PositiveInt = Field(4, description="switch planes per domain")
     domain_size: PositiveInt = Field(8, description="devices per scale-up domain")
     bandwidth: Bandwidth | None = Field(None, description="per-link override")
+    latency: NonNegativeTime | None = Field(None, description="per-link latency override")
 
 
 class ScaleOutParams(StrictModel):
@@ -58,6 +59,7 @@ class ScaleOutParams(StrictModel):
     levels: Literal[1, 2, 3] | None = None
     rail_optimized: bool = True
     bandwidth: Bandwidth | None = Field(None, description="per-port override")
+    latency: NonNegativeTime | None = Field(None, description="per-link latency override")
 
 
 class HostParams(StrictModel):
@@ -66,6 +68,7 @@ class HostParams(StrictModel):
     memory: str = "ddr5"
     memory_channels: PositiveInt = 16
     memory_capacity: Size = 2 * 2**40
+    power: NonNegativePower = Field(0.0, description="CPUs and DRAM of one node's host")
 
 
 class MemoryPoolParams(StrictModel):
@@ -179,11 +182,11 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
             if su.topology == "switch":
                 add_switch_domain(G, members, su.technology, su.links_per_device, su.switch,
                                   planes=su.switches, fabric_id=fid, prefix=f"d{i // domain}/",
-                                  bw_Bps=su.bandwidth)
+                                  bw_Bps=su.bandwidth, latency_s=su.latency)
             else:
                 links = max(1, su.links_per_device // max(1, len(members) - 1))
                 add_direct_mesh(G, members, su.technology, links, fabric_id=fid,
-                                bw_Bps=su.bandwidth)
+                                bw_Bps=su.bandwidth, latency_s=su.latency)
 
     # Hosts (and their DRAM), CXL pools: off-package I/O goes through each package's gateway.
     def attach_through_gateways(fabric, members):
@@ -196,7 +199,7 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
         gateways = [d for d in members if len(gateway_of[d]) == 1]
         fabric = add_host(G, f"n{n}/host", gateways, p.host.link, p.host.memory,
                           p.host.memory_channels, p.host.memory_capacity,
-                          link_count=p.host.links_per_device)
+                          link_count=p.host.links_per_device, power_W=p.host.power)
         attach_through_gateways(fabric, members)
     if p.memory_pool is not None:
         mp = p.memory_pool
@@ -232,7 +235,8 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
         fabric = add_fat_tree(G, nics, so.technology, so.switch, radix=so.radix,
                               oversubscription=so.oversubscription, levels=so.levels,
                               rail_of=rail.get if so.rail_optimized else None,
-                              bw_Bps=so.bandwidth, prefix="net/", up_paths=first)
+                              bw_Bps=so.bandwidth, latency_s=so.latency, prefix="net/",
+                              up_paths=first)
         for nic, paths in up_paths.items():
             for path in paths[1:]:
                 attach(G, path[0], fabric, entry=nic, up=tuple(path))

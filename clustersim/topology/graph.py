@@ -125,12 +125,17 @@ def link_tech(name: str):
 def add_link(G: nx.DiGraph, u: Any, v: Any, tech: str, count: int = 1,
              bw_Bps: float | None = None, latency_s: float | None = None,
              energy_J_per_bit: float | None = None, switch_latency_s: float = 0.0,
-             both: bool = True) -> None:
+             both: bool = True, bundle: Any = None) -> None:
     """Add ``count`` parallel links of technology ``tech`` between ``u`` and ``v``.
 
     ``bw_Bps`` overrides the per-link bandwidth of the technology (a user override such as
     ``scale_out.bandwidth``); ``switch_latency_s`` is added to the direction that enters a
     switch, so a route's latency is the sum over its edges.
+
+    ``bundle`` names a set of parallel links that routing always loads evenly (``u``'s links
+    to every switch plane, or to every spine under ECMP): all ``u -> *`` edges with the same
+    bundle form one link resource, and so do all ``* -> u`` edges. Exact under even spreading,
+    and it keeps routes short: ECMP over 400 core paths is two resources, not 800.
     """
     spec = link_tech(tech)
     per_link = spec.bw_Bps if bw_Bps is None else bw_Bps
@@ -140,9 +145,11 @@ def add_link(G: nx.DiGraph, u: Any, v: Any, tech: str, count: int = 1,
                 energy_J_per_bit=spec.energy_J_per_bit if energy_J_per_bit is None
                 else energy_J_per_bit)
     lat = spec.latency_s if latency_s is None else latency_s
-    for a, b in ((u, v), (v, u)) if both else ((u, v),):
+    for a, b, side in ((u, v, "out"), (v, u, "in")) if both else ((u, v, "out"),):
         enters_switch = G.nodes[b]["kind"] in ("switch", "optical_switch")
-        G.add_edge(a, b, latency_s=lat + (switch_latency_s if enters_switch else 0.0), **base)
+        extra = {"bundle": (side, u, bundle)} if bundle is not None else {}
+        G.add_edge(a, b, latency_s=lat + (switch_latency_s if enters_switch else 0.0),
+                   **base, **extra)
 
 
 def add_fabric(G: nx.DiGraph, fabric: Fabric) -> Fabric:

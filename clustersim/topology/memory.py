@@ -49,13 +49,14 @@ def memory_of(G: nx.DiGraph, device_node: Any) -> str:
 
 def add_host(G: nx.DiGraph, name: str, devices: Sequence[Any], link: str,
              memory: str, memory_channels: int, memory_capacity_B: float,
-             link_count: int = 1, fabric_id: str | None = None) -> SwitchFabric:
+             link_count: int = 1, fabric_id: str | None = None,
+             power_W: float = 0.0) -> SwitchFabric:
     """A host CPU joined to ``devices`` by ``link`` (PCIe, NVLink-C2C) and to its DRAM.
 
     Devices and host memory are attached to a ``host`` fabric through the CPU, the path
     offloaded optimizer states take (ZeRO-Offload).
     """
-    add_node(G, name, "host", label="host CPU")
+    add_node(G, name, "host", label="host CPU", power_W=power_W)
     mem = f"{name}/mem"
     add_node(G, mem, "memory", technology=memory, stacks=memory_channels,
              capacity_B=memory_capacity_B, label=f"{memory_channels}x {memory} channels")

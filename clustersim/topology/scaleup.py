@@ -42,7 +42,8 @@ def spread_links(links: int, planes: int) -> list[int]:
 def add_switch_domain(G: nx.DiGraph, endpoints: Sequence[Any], link: str, links_each: int,
                       switch: str, planes: int = 1, fabric_id: str = "scaleup",
                       level: str = "scaleup", prefix: str = "", bw_Bps: float | None = None,
-                      switch_label: str | None = None) -> SwitchFabric:
+                      switch_label: str | None = None,
+                      latency_s: float | None = None) -> SwitchFabric:
     """Join ``endpoints`` through ``planes`` switch chips, each endpoint spreading its
     ``links_each`` links over the planes; attach them to the new fabric."""
     from clustersim.hardware import get_switch
@@ -57,8 +58,8 @@ def add_switch_domain(G: nx.DiGraph, endpoints: Sequence[Any], link: str, links_
         names.append(node)
     for e in endpoints:
         for node, count in zip(names, counts):
-            add_link(G, e, node, link, count=count, bw_Bps=bw_Bps,
-                     switch_latency_s=spec.latency_s)
+            add_link(G, e, node, link, count=count, bw_Bps=bw_Bps, latency_s=latency_s,
+                     switch_latency_s=spec.latency_s, bundle=fabric_id if planes > 1 else None)
     fabric = add_fabric(G, SwitchFabric(fabric_id, level, planes=tuple(names),
                                         in_network_reduction=spec.in_network_reduction))
     for e in endpoints:
@@ -68,11 +69,12 @@ def add_switch_domain(G: nx.DiGraph, endpoints: Sequence[Any], link: str, links_
 
 def add_direct_mesh(G: nx.DiGraph, endpoints: Sequence[Any], link: str, links_each_pair: int = 1,
                     fabric_id: str = "scaleup", level: str = "scaleup",
-                    bw_Bps: float | None = None) -> DirectFabric:
+                    bw_Bps: float | None = None, latency_s: float | None = None
+                    ) -> DirectFabric:
     """A full mesh: every pair of ``endpoints`` gets ``links_each_pair`` direct links."""
     for i, a in enumerate(endpoints):
         for b in endpoints[i + 1:]:
-            add_link(G, a, b, link, count=links_each_pair, bw_Bps=bw_Bps)
+            add_link(G, a, b, link, count=links_each_pair, bw_Bps=bw_Bps, latency_s=latency_s)
     fabric = add_fabric(G, DirectFabric(fabric_id, level))
     for e in endpoints:
         attach(G, e, fabric)

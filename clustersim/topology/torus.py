@@ -118,7 +118,8 @@ def add_torus(G: nx.DiGraph, dims: tuple[int, ...], link: str, device: str | Non
                 face = tuple(c[i] % cube[i] for i in range(len(dims)) if i != d)
                 ocs = _ocs_name(prefix, d, face)
                 if ocs not in G:
-                    add_node(G, ocs, "optical_switch", label=f"OCS dim {d} face {face}")
+                    add_node(G, ocs, "optical_switch", model="ocs",
+                             label=f"OCS dim {d} face {face}")
                 add_link(G, node, ocs, link, count=count, bw_Bps=bw_Bps,
                          switch_latency_s=ocs_latency_s)
                 add_link(G, ocs, other, link, count=count, bw_Bps=bw_Bps,

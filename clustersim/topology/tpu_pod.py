@@ -18,7 +18,7 @@ from typing import Any
 import networkx as nx
 from pydantic import Field, PositiveInt
 
-from clustersim.config.quantities import Bandwidth, NonNegativeTime, Size
+from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.gpu_cluster import resolve_device
@@ -44,6 +44,7 @@ class TpuHostParams(StrictModel):
     memory: str = "ddr5"
     memory_channels: PositiveInt = 8
     memory_capacity: Size = 512 * 2**30
+    power: NonNegativePower = Field(0.0, description="CPUs and DRAM of one host")
 
 
 class TpuPodParams(StrictModel):
@@ -105,7 +106,7 @@ def build_tpu_pod(p: TpuPodParams, devices: int, name: str = "tpu-pod") -> nx.Di
             host = f"{prefix}h{h // p.host.chips}"
             members = chips[h:h + p.host.chips]
             add_host(G, host, members, p.host.link, p.host.memory, p.host.memory_channels,
-                     p.host.memory_capacity)
+                     p.host.memory_capacity, power_W=p.host.power)
             if len(shapes) == 1:
                 continue
             for i in range(p.dcn.nics_per_host):

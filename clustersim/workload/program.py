@@ -57,6 +57,8 @@ _AXES = {"tp": ("tp",), "cp": ("cp",), "ep": ("ep",), "pp": ("pp",),
 
 
 def _axis_of(comm: Comm) -> str:
+    if comm.axis == "pp":
+        return "tied"   # the only pp-axis collective: tied embeddings, first and last stage
     return "edp" if comm.axis == "dp" and "expert" in comm.name else comm.axis
 
 
@@ -90,6 +92,7 @@ class _Builder:
                               if representative else r)
         self._families: dict = {}
         self._calls: dict = {}
+        self._pairs: dict = {}
         self.last_main: dict[int, int | None] = {}
 
     # -- groups and calls -----------------------------------------------------------------
@@ -97,7 +100,12 @@ class _Builder:
         """For an axis (and a hybrid-sharding block kind): rank -> group, sig -> groups."""
         key = (axis, block)
         if key not in self._families:
-            groups = self.mesh.groups(_AXES[axis])
+            if axis == "tied":
+                last = self.plan.pp - 1
+                groups = [[r, self.mesh.rank(**{**self.mesh.coords(r), "pp": last})]
+                          for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == 0]
+            else:
+                groups = self.mesh.groups(_AXES[axis])
             if block != "all":
                 size = self._block_size(axis)
                 split = [blocks(g, size) for g in groups]
@@ -145,13 +153,7 @@ class _Builder:
         me = self.real_of[sim]
         here = self.mesh.coords(me)["pp"]
         src_stage, dst_stage = (to_stage, here) if receive else (here, to_stage)
-        if self.representative:
-            members = [r for r in range(self.plan.devices)
-                       if self.mesh.coords(r)["pp"] == src_stage]
-        else:
-            members = [self.mesh.rank(**{**self.mesh.coords(me), "pp": src_stage})]
-        pairs = [(r, self.mesh.rank(**{**self.mesh.coords(r), "pp": dst_stage}))
-                 for r in members]
+        pairs = self._stage_pairs(me, src_stage, dst_stage)
         sig = (self.sim_of[pairs[0][0]], self.sim_of[pairs[0][1]])
         key = (tag, sig)
         call = self._calls.get(key)
@@ -162,6 +164,23 @@ class _Builder:
         return self.program.post(sim, call, stream=stream, deps=tuple(d for d in deps
                                                                       if d is not None),
                                  kind="recv" if receive else "send", category="pp")
+
+    def _stage_pairs(self, me: int, src_stage: int, dst_stage: int) -> list[tuple[int, int]]:
+        """(sender, receiver) ranks between two stages: every position of the stage in
+        representative mode, ``me``'s own position otherwise."""
+        key = (src_stage, dst_stage, None if self.representative else me)
+        found = self._pairs.get(key)
+        if found is None:
+            mesh = self.mesh
+            stride = mesh.stride["pp"]
+            if self.representative:
+                members = [r for r in range(self.plan.devices)
+                           if mesh.coords(r)["pp"] == src_stage]
+            else:
+                members = [me + (src_stage - mesh.coords(me)["pp"]) * stride]
+            found = [(r, r + (dst_stage - src_stage) * stride) for r in members]
+            self._pairs[key] = found
+        return found
 
     def compute(self, sim: int, work: Work, deps=(), label: str = "", category: str = "") -> int:
         return self.program.compute(sim, work.seconds, deps=tuple(d for d in deps
