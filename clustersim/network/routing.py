@@ -107,6 +107,22 @@ class Router:
                 return att, theirs[att.fabric]
         raise NoRoute(f"no fabric joins {a!r} and {b!r}")
 
+    def segments(self, a: Any, b: Any):
+        """How a route from ``a`` to ``b`` is made: ``None`` for the same node or a direct
+        edge, else ``(up path of a, fabric, entry of a, entry of b, up path of b)``; the
+        route is the up path, the fabric's route between the entries, the reversed up path.
+        """
+        if a == b or self.G.has_edge(a, b):
+            return None
+        att_a, att_b = self._shared(a, b)
+        return att_a.up, self.fabrics[att_a.fabric], att_a.entry, att_b.entry, att_b.up
+
+    def fabric_edges(self, fabric, a, b) -> list[tuple[tuple, float]]:
+        """The weighted edges of the route between two entries of ``fabric``."""
+        out: dict = defaultdict(float)
+        self._fabric_route(fabric, a, b, out)
+        return list(out.items())
+
     def edges(self, a: Any, b: Any) -> list[tuple[tuple, float]]:
         """The edges a flow from ``a`` to ``b`` crosses, with the fraction on each."""
         key = (a, b)

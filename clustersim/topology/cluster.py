@@ -83,6 +83,7 @@ class Cluster:
     router: Router
     params: dict[str, Any] = field(default_factory=dict)
     _routes: dict = field(default_factory=dict, repr=False)
+    _segments: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_graph(cls, G: nx.DiGraph, name: str | None = None,
@@ -100,20 +101,80 @@ class Cluster:
         return self.graph.graph["device"]
 
     def route(self, a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, float]:
-        """``(link indices, weights, latency_s)`` of the route from node ``a`` to ``b``."""
+        """``(link indices, weights, latency_s)`` of the route from node ``a`` to ``b``.
+
+        Routes are assembled from cached segments: each endpoint's path to its fabric, and
+        the fabric's route between entries (on a fat-tree, between leaves: thousands of NIC
+        pairs share a few leaf pairs)."""
         key = (a, b)
         found = self._routes.get(key)
+        if found is not None:
+            return found
+        seg = self.router.segments(a, b)
+        if seg is None:
+            parts = [self._edge_links((((a, b), 1.0),))] if a != b else []
+        else:
+            up_a, fabric, entry_a, entry_b, up_b = seg
+            parts = [self._path_links(up_a), self._middle_links(fabric, entry_a, entry_b),
+                     self._path_links(tuple(reversed(up_b)))]
+        parts = [p for p in parts if len(p[0])]
+        if len(parts) == 1:
+            links, weights = parts[0][0], parts[0][1]
+        elif parts:  # segments never share a link: a plain concatenation
+            links = np.concatenate([p[0] for p in parts])
+            weights = np.concatenate([p[1] for p in parts])
+        else:
+            links, weights = np.zeros(0, np.int64), np.zeros(0)
+        latency = sum(p[2] for p in parts)
+        found = (links, weights, latency)
+        self._routes[key] = found
+        return found
+
+    def _edge_links(self, pairs) -> tuple[np.ndarray, np.ndarray, float]:
+        """Weighted edges -> (links, weights, latency); edges of one bundle become one link."""
+        index = self.links.edge_index
+        links = np.fromiter((index[e] for e, _ in pairs), dtype=np.int64, count=len(pairs))
+        weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
+        latency = float(np.dot(weights, self.links.latency_s[links])) if len(pairs) else 0.0
+        if len(np.unique(links)) < len(links):
+            links, inverse = np.unique(links, return_inverse=True)
+            weights = np.bincount(inverse, weights=weights)
+        return links, weights, latency
+
+    def _path_links(self, path: tuple):
+        found = self._segments.get(path)
         if found is None:
-            pairs = self.router.edges(a, b)
-            index = self.links.edge_index
-            links = np.fromiter((index[e] for e, _ in pairs), dtype=np.int64, count=len(pairs))
-            weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
-            latency = float(np.dot(weights, self.links.latency_s[links])) if len(pairs) else 0.0
-            if len(np.unique(links)) < len(links):  # edges of one bundle are one link
-                links, inverse = np.unique(links, return_inverse=True)
-                weights = np.bincount(inverse, weights=weights)
-            found = (links, weights, latency)
-            self._routes[key] = found
+            found = self._edge_links(tuple(((u, v), 1.0) for u, v in zip(path, path[1:])))
+            self._segments[path] = found
+        return found
+
+    def _middle_links(self, fabric, a, b):
+        """The fabric's route between two entries; on a fat-tree cached per leaf pair."""
+        from clustersim.topology.graph import FatTreeFabric
+
+        if isinstance(fabric, FatTreeFabric):
+            la, lb = fabric.leaf_of[a], fabric.leaf_of[b]
+            if la == lb:
+                return self._path_links((a, la, b))
+            key = (fabric.id, la, lb)
+            inner = self._segments.get(key)
+            if inner is None:
+                pairs = [(e, w) for e, w in self.router.fabric_edges(fabric, a, b)
+                         if e != (a, la) and e != (lb, b)]
+                inner = self._edge_links(pairs)
+                self._segments[key] = inner
+            ends = self._segments.get((fabric.id, a, b))
+            if ends is None:
+                parts = (self._path_links((a, la)), inner, self._path_links((lb, b)))
+                ends = (np.concatenate([x[0] for x in parts]),
+                        np.concatenate([x[1] for x in parts]), sum(x[2] for x in parts))
+                self._segments[(fabric.id, a, b)] = ends
+            return ends
+        key = (fabric.id, a, b)
+        found = self._segments.get(key)
+        if found is None:
+            found = self._edge_links(self.router.fabric_edges(fabric, a, b))
+            self._segments[key] = found
         return found
 
     def memory_node(self, device: Any) -> Any:

@@ -64,23 +64,29 @@ class TpuPodParams(StrictModel):
 
 
 def _pod_shapes(p: TpuPodParams, devices: int) -> list[tuple[int, ...]]:
+    """One slice when ``devices`` fits a pod, else the fewest equal pods that hold them
+    (6144 chips: two 3072-chip pods of 12x16x16, PaLM's layout)."""
     pod_chips = math.prod(p.pod)
     if p.shape is not None:
         shape = tuple(p.shape)
-        if math.prod(shape) != devices and devices % math.prod(shape):
+        if devices % math.prod(shape):
             raise ValueError(f"shape {list(shape)} ({math.prod(shape)} chips) does not divide "
                              f"{devices} devices")
         return [shape] * (devices // math.prod(shape))
-    if devices <= pod_chips:
-        shape = slice_shape(devices, tuple(p.cube))
-        if any(s > m for s, m in zip(sorted(shape), sorted(p.pod))):
-            raise ValueError(f"a {'x'.join(map(str, shape))} slice does not fit a "
-                             f"{'x'.join(map(str, p.pod))} pod; give `shape`")
-        return [shape]
-    if devices % pod_chips:
-        raise ValueError(f"{devices} chips is more than one {pod_chips}-chip pod and not a "
-                         f"whole number of pods")
-    return [tuple(p.pod)] * (devices // pod_chips)
+    problems = []
+    for pods in range(math.ceil(devices / pod_chips), devices + 1):
+        if devices % pods:
+            continue
+        try:
+            shape = slice_shape(devices // pods, tuple(p.cube))
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if all(s <= m for s, m in zip(sorted(shape), sorted(p.pod))):
+            return [shape] * pods
+    raise ValueError(f"{devices} chips do not split into equal slices of whole cubes that "
+                     f"fit a {'x'.join(map(str, p.pod))} pod; give `shape`"
+                     + (f" ({problems[0]})" if problems else ""))
 
 
 def build_tpu_pod(p: TpuPodParams, devices: int, name: str = "tpu-pod") -> nx.DiGraph:
