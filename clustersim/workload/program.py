@@ -256,6 +256,7 @@ class _Builder:
                                                  deps=(prefetch_from,),
                                                  block="inner" if hybrid else "all"))
             prefetch_from = self.main(sim, None)
+            compute_from = self.main(sim, None)
             last_reduce = kind == "B" and m == last_b[c]
             pieces = BUCKETS if (bucket_comms or (last_reduce and reduces)) else 1
             for i in range(pieces):
@@ -287,6 +288,7 @@ class _Builder:
                                                      _axis_of(r)), block="across")
                             if op is not None:
                                 dp_ops.append(op)
+            overlapped: list[int | None] = []
             for comm in comms:
                 if comm.prefetched:
                     continue
@@ -297,8 +299,17 @@ class _Builder:
                     if op is not None:
                         dp_ops.append(op)
                     continue
+                if overlap.tp_comm and comm.axis == "tp":
+                    # --tp-comm-overlap: the chunk's TP collectives run under its GEMMs
+                    overlapped.append(self.collective(sim, comm, (kind, c, m), "tp",
+                                                      deps=(compute_from,)))
+                    continue
                 self.main(sim, self.collective(sim, comm, (kind, c, m), "compute",
                                                deps=(self.main(sim, None),)))
+            if any(op is not None for op in overlapped):
+                self.main(sim, self.compute(sim, Work(), (self.main(sim, None), *overlapped),
+                                            label=f"{kind} c{c} mb{m} joins tp comm",
+                                            category="fwd" if kind == "F" else "bwd"))
             if kind == "B":
                 for comm in step_comms["microbatch"]:
                     op = self.collective(sim, comm, ("mb", c, m), "dp",
