@@ -1,15 +1,62 @@
-"""``clustersim validate``."""
+"""``clustersim validate [--csv FILE] [--fidelity flow|analytic] [--only ...]``.
+
+Predicts every bundled published measurement and prints predicted against measured with the
+error, then the median and max absolute error: nccl-tests collectives
+(:mod:`clustersim.validate.collectives`) and end-to-end training runs
+(:mod:`clustersim.validate.training`).
+"""
 
 from __future__ import annotations
 
-from clustersim.errors import InputError
+HELP = "predict the bundled published measurements and report the error of every row"
 
-HELP = "validate (coming with the validate issue)"
+__all__ = ["HELP", "add_arguments", "run"]
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("--csv", default=None, metavar="FILE",
+                        help="also write every row (both tables) to FILE")
+    parser.add_argument("--fidelity", choices=["flow", "analytic"], default="flow",
+                        help="fidelity for the training runs (default: flow)")
+    parser.add_argument("--only", choices=["collectives", "training"], default=None,
+                        help="validate one table only")
+
+
+def _print_table(frame, columns, title: str) -> None:
+    import pandas as pd
+
+    print(f"\n{title}")
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        print(frame[columns].to_string(index=False))
 
 
 def run(args) -> int:
-    raise InputError("`clustersim validate` is not available yet")
+    import pandas as pd
+
+    tables = []
+    if args.only in (None, "collectives"):
+        from clustersim.validate.collectives import collective_validation, summarize
+
+        coll = collective_validation()
+        _print_table(coll, [c for c in ("id", "collective", "devices", "size_bytes",
+                                        "measured_busbw_GBps", "predicted_busbw_GBps",
+                                        "error") if c in coll.columns],
+                     "nccl-tests collectives: predicted vs measured bus bandwidth")
+        print("summary:", summarize(coll))
+        tables.append(coll.assign(table="collectives"))
+    if args.only in (None, "training"):
+        from clustersim.validate.training import summarize, training_validation
+
+        train = training_validation(fidelity=args.fidelity)
+        _print_table(train, ["id", "model", "devices", "tp", "pp", "measured_step_s",
+                             "predicted_step_s", "error", "status"],
+                     f"training runs ({args.fidelity}): predicted vs measured step time")
+        summary = summarize(train)
+        print(f"summary: {summary['rows']} rows, median |error| "
+              f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
+        tables.append(train.assign(table="training"))
+    if args.csv:
+        pd.concat(tables, ignore_index=True).to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0

@@ -73,6 +73,9 @@ class ModelConfig(StrictModel):
     moe: MoEConfig | None = None
     parallel_attention: bool | None = None
     tied_embeddings: bool | None = None
+    dropout: bool | None = Field(
+        None, description="attention and hidden dropout in training (default: the preset's, "
+        "else none): a 1-byte mask per dropped element, in memory traffic and activations")
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +141,10 @@ class TrainingConfig(StrictModel):
     seq_len: PositiveInt | None = None
     precision: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
     recompute: Literal["none", "selective", "full"] = "none"
+    attention: Literal["flash", "materialized"] = Field(
+        "flash", description="flash: fused kernels, no s^2 tensor in memory (FlashAttention, "
+        "2022 on); materialized: the b a s^2 scores written and read by batched GEMMs, "
+        "softmax and dropout (Megatron-LM before flash kernels; the only choice on V100)")
     optimizer: Literal["adam", "sgd"] = "adam"
     parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     overlap: OverlapConfig = Field(default_factory=OverlapConfig)

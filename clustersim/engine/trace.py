@@ -50,12 +50,12 @@ def trace_events(result, cluster, max_links: int = 16) -> list[dict]:
     events.append({"ph": "M", "name": "process_name", "pid": links_pid,
                    "args": {"name": "links (utilisation)"}})
     wanted = set(busiest)
-    for t, links, util in result.link_samples:
-        current = dict(zip(links.tolist(), util.tolist()))
-        for l in wanted:
-            u, v = cluster.links.edges[l]
-            events.append({"ph": "C", "name": f"{u}->{v}", "pid": links_pid, "ts": t * 1e6,
-                           "args": {"util": round(current.get(l, 0.0), 4)}})
+    for t, links, util in result.link_samples:  # each sample updates the links it names
+        for l, u_now in zip(links.tolist(), util.tolist()):
+            if l in wanted:
+                u, v = cluster.links.edges[l]
+                events.append({"ph": "C", "name": f"{u}->{v}", "pid": links_pid,
+                               "ts": t * 1e6, "args": {"util": round(u_now, 4)}})
     return events
 
 

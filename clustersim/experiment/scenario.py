@@ -77,7 +77,8 @@ def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
     dtype = training.precision
     peak = device.flops_for(dtype)
     _, memory = peak_memory_footprint(model, plan, precision=dtype, recompute=training.recompute,
-                                      optimizer=training.optimizer)
+                                      optimizer=training.optimizer,
+                                      flash_attention=training.attention == "flash")
     capacity = cluster.memory_capacity_B(cluster.devices[0])
 
     if config.simulation.fidelity == "analytic":

@@ -5,11 +5,14 @@ per-kernel overhead, where
 
 - compute = FLOPs / (peak(dtype) x efficiency). For a GEMM the efficiency is
   ``max_eff(dtype) x occupancy x m/(m+c) x n/(n+c) x k/(k+c_k)``: occupancy is the fraction of
-  the device's SMs that get an output tile (split-K spreads a long k over idle SMs), and each
-  dimension acts as if padded by a constant (tile quantisation, per-tile prologue/epilogue).
-  Every factor is non-decreasing in m, n and k and at most 1, so a bigger GEMM is never less
-  efficient and no op runs faster than its FLOPs at peak. Flash attention has the same form
-  over key length and head dimension; elementwise ops run on the vector units.
+  the device's SMs that get an output tile (a batched GEMM offers ``batch`` times the tiles of
+  one; split-K spreads a long k over idle SMs), and each dimension acts as if padded by a
+  constant (tile quantisation, per-tile prologue/epilogue). Every factor is non-decreasing in
+  m, n, k and batch and at most 1, so a bigger GEMM is never less efficient and no op runs
+  faster than its FLOPs at peak. Flash attention has the same form over key length and head
+  dimension, on families that have flash kernels (a family without them, V100, refuses
+  ``attention`` ops: unfused attention is GEMMs and elementwise ops); elementwise ops run on
+  the vector units.
 - memory = bytes / (memory_efficiency x bandwidth), where the bandwidth is that of the memory
   edges (``mem_bw_Bps``, default the device's own), so swapping HBM for LPDDR slows exactly
   the memory-bound ops.
@@ -31,7 +34,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from clustersim.config.quantities import NonNegativeTime
 from clustersim.config.validation import StrictModel, validate
@@ -44,6 +47,8 @@ __all__ = ["ComputeParams", "compute_params", "compute_families", "gemm_efficien
 OP_KINDS = ("gemm", "attention", "elementwise", "embedding", "optimizer")
 _DATA = Path(__file__).parent / "data" / "compute.yaml"
 _FALLBACK = "generic"
+_ATTENTION_FIELDS = ("attention_max_efficiency", "attention_seq_overhead",
+                     "attention_head_dim_overhead", "attention_bwd_ratio")
 Fraction = float
 
 
@@ -58,10 +63,11 @@ class ComputeParams(StrictModel):
     gemm_dim_overhead: float = Field(ge=0)
     gemm_k_overhead: float = Field(ge=0)
     split_k_min: float = Field(gt=0)
-    attention_max_efficiency: float = Field(gt=0, le=1)
-    attention_seq_overhead: float = Field(ge=0)
-    attention_head_dim_overhead: float = Field(ge=0)
-    attention_bwd_ratio: float = Field(gt=0, le=1)
+    # None: no flash-attention kernel on this family (then the other three are absent too)
+    attention_max_efficiency: float | None = Field(None, gt=0, le=1)
+    attention_seq_overhead: float | None = Field(None, ge=0)
+    attention_head_dim_overhead: float | None = Field(None, ge=0)
+    attention_bwd_ratio: float | None = Field(None, gt=0, le=1)
     memory_efficiency: float = Field(gt=0, le=1)
     kernel_overhead_s: NonNegativeTime = Field(alias="kernel_overhead")
     source: str = Field(min_length=1)
@@ -69,6 +75,19 @@ class ComputeParams(StrictModel):
     notes: str = ""
 
     model_config = {**StrictModel.model_config, "populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _attention_all_or_none(self):
+        given = [getattr(self, k) is not None for k in _ATTENTION_FIELDS]
+        if any(given) and not all(given):
+            raise ValueError(f"give all of {', '.join(_ATTENTION_FIELDS)} (a family with "
+                             "flash-attention kernels) or none of them (a family without)")
+        return self
+
+    @property
+    def flash_attention(self) -> bool:
+        """Whether the family has flash-attention kernels (their efficiency is described)."""
+        return self.attention_max_efficiency is not None
 
     def max_efficiency(self, dtype: str) -> float:
         """The GEMM plateau for ``dtype`` (the family's default when not measured)."""
@@ -121,26 +140,29 @@ def compute_params(device) -> ComputeParams:
 
 
 @functools.lru_cache(maxsize=65536)
-def _gemm_eff(m: int, n: int, k: int, family: str, dtype: str) -> float:
+def _gemm_eff(m: int, n: int, k: int, family: str, dtype: str, batch: int = 1) -> float:
     p = compute_families()[family]
     top = p.max_efficiency(dtype)
     if m <= 0 or n <= 0 or k <= 0:   # shape unknown: the plateau
         return top
     c, ck = p.gemm_dim_overhead, p.gemm_k_overhead
-    tiles = m * n / (p.compute_units * p.tile[0] * p.tile[1])
+    tiles = max(1, batch) * m * n / (p.compute_units * p.tile[0] * p.tile[1])
     occupancy = min(1.0, tiles * max(1.0, k / p.split_k_min))
     return top * occupancy * (m / (m + c)) * (n / (n + c)) * (k / (k + ck))
 
 
-def gemm_efficiency(m: int, n: int, k: int, device, dtype: str) -> Fraction:
-    """Fraction of peak(dtype) a GEMM of shape (m, n, k) reaches on ``device``.
+def gemm_efficiency(m: int, n: int, k: int, device, dtype: str, batch: int = 1) -> Fraction:
+    """Fraction of peak(dtype) a GEMM of shape (m, n, k) reaches on ``device``; ``batch``
+    such GEMMs in one batched kernel fill the SMs together.
 
     >>> from clustersim.hardware.catalog import get_device
     >>> h100 = get_device("h100-sxm-80gb")
     >>> [round(gemm_efficiency(s, s, s, h100, "fp8"), 2) for s in (1024, 4096, 32768)]
     [0.24, 0.64, 0.7]
+    >>> [round(gemm_efficiency(1024, 1024, 64, h100, "bf16", batch=b), 2) for b in (1, 96)]
+    [0.18, 0.38]
     """
-    return _gemm_eff(int(m), int(n), int(k), compute_params(device).name, dtype)
+    return _gemm_eff(int(m), int(n), int(k), compute_params(device).name, dtype, int(batch))
 
 
 def attention_efficiency(rows: int, keys: int, head_dim: int, device,
@@ -148,11 +170,22 @@ def attention_efficiency(rows: int, keys: int, head_dim: int, device,
     """Fraction of peak a flash-attention kernel reaches: ``rows`` query rows (tokens x
     heads), ``keys`` keys per query on average, head dimension ``head_dim``.
 
+    A family without flash kernels refuses with an InputError that names the fix.
+
     >>> from clustersim.hardware.catalog import get_device
     >>> round(attention_efficiency(2 * 16 * 8192, 8192, 128, get_device("h100-sxm-80gb")), 2)
     0.61
+    >>> attention_efficiency(8192, 2048, 128, get_device("v100-sxm2-32gb"))
+    Traceback (most recent call last):
+    ...
+    clustersim.errors.InputError: v100-sxm2-32gb has no flash-attention kernels ...
     """
     p = compute_params(device)
+    if not p.flash_attention:
+        raise InputError(f"{device.name} has no flash-attention kernels (FlashAttention "
+                         "runs on Turing and newer GPUs, not on Volta); set "
+                         "`training.attention: materialized` to run attention as batched GEMMs "
+                         "with the softmax through memory")
     eff = p.attention_max_efficiency
     if rows > 0:
         eff *= min(1.0, rows / (p.tile[0] * p.compute_units))
@@ -194,7 +227,8 @@ def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None) -> float:
     kind = op.kind
     dt = op.dtype or dtype
     if kind == "gemm":
-        rate = device.flops_for(dt) * _gemm_eff(op.m, op.n, op.k, p.name, dt)
+        rate = device.flops_for(dt) * _gemm_eff(op.m, op.n, op.k, p.name, dt,
+                                                getattr(op, "batch", 1))
     elif kind == "attention":
         rate = device.flops_for(dt) * attention_efficiency(op.m, op.n, op.k, device,
                                                            op.name.endswith("_bwd"))

@@ -3,16 +3,19 @@ numba kernel whenever a flow starts or ends, inside a SimPy environment.
 
 Transfers arrive in **batches** (a collective phase across every group of its class, or a
 point-to-point send across every pipeline pair): all flows of a batch start together after the
-batch's latency, and the batch's event fires when its last flow has drained. Completion timers
-are never interrupted: each re-share bumps a version number and a timer that wakes up under an
-old version does nothing (lazy cancellation).
+batch's latency, and the batch's event fires when its last flow has drained.
+
+Max-min fairness decomposes exactly over the connected components of the flow-link graph:
+batches that share no link, directly or through others, cannot change each other's rates. So
+a start or an end re-shares only the component it touches (tensor-parallel collectives in
+different nodes never wait for each other's arithmetic). Each batch keeps its own completion
+timer; a re-share bumps its version, and a timer that wakes up under an old version does
+nothing (lazy cancellation, no interrupts).
 
 Per-link statistics: bytes carried (known when a batch is created: every flow delivers all its
 bytes, split over its route by the route's weights), busy time (time with a non-zero load) and
-peak utilisation (load over capacity at any instant).
-
-For speed, links get a *compact* index the first time a flow uses them: the kernel and the
-statistics work on the links in use, not on every link of a 100,000-link cluster.
+peak utilisation (load over capacity at any instant). Links get a *compact* index the first
+time a flow uses them, so the work is proportional to the links in use.
 
 >>> import simpy, numpy as np
 >>> env = simpy.Environment()
@@ -25,6 +28,7 @@ statistics work on the links in use, not on every link of a 100,000-link cluster
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -35,8 +39,9 @@ from clustersim.network.maxmin import max_min_rates
 
 __all__ = ["FlowNetwork", "Batch", "FlowSet", "flow_set"]
 
-# A flow has finished when less than this many bytes are left (float slack of rate * dt).
+# A flow has finished when less than this many bytes, or 1 ns of transfer, are left.
 _DONE_BYTES = 1e-6
+_DONE_SECONDS = 1e-9
 
 
 class FlowSet(NamedTuple):
@@ -58,25 +63,38 @@ def flow_set(routes: Sequence[tuple[np.ndarray, np.ndarray]]) -> FlowSet:
 class Batch:
     """Flows that start together; ``done`` fires when the last one has drained."""
 
-    __slots__ = ("lengths", "links", "weights", "remaining", "rate", "done", "label", "whole")
+    __slots__ = ("id", "lengths", "links", "weights", "uniq", "local", "remaining", "rate",
+                 "done", "label", "t_last", "version")
 
-    def __init__(self, lengths: np.ndarray, links: np.ndarray, weights: np.ndarray,
+    def __init__(self, bid: int, lengths: np.ndarray, links: np.ndarray, weights: np.ndarray,
                  nbytes: np.ndarray, done: simpy.Event, label: str = ""):
+        self.id = bid
         self.lengths = lengths          # links per flow
         self.links = links              # compact link index of every route entry
         self.weights = weights
+        self.uniq, self.local = np.unique(links, return_inverse=True)  # links it touches
         self.remaining = np.asarray(nbytes, dtype=np.float64).copy()
         self.rate = np.zeros(len(lengths))
         self.done = done
         self.label = label
-        self.whole = True               # no flow has finished yet: no masking needed
+        self.t_last = 0.0
+        self.version = 0
+
+    def advance(self, now: float) -> None:
+        """Drain every flow up to ``now`` at its current rate; clear float dust."""
+        dt = now - self.t_last
+        if dt > 0:
+            self.remaining -= self.rate * dt
+        self.t_last = now
+        self.remaining[self.remaining <= _DONE_BYTES + self.rate * _DONE_SECONDS] = 0.0
 
 
 class FlowNetwork:
     """Links with capacities; batches of flows sharing them max-min fairly over time."""
 
     def __init__(self, env: simpy.Environment, capacity_Bps: np.ndarray, record: bool = False):
-        """``record`` keeps ``(time, links, utilisation)`` after every re-share (for traces)."""
+        """``record`` keeps ``(time, links, utilisation)`` of every link whose load changes
+        (for traces: each sample updates the links it names)."""
         self.env = env
         self.record = record
         self.samples: list[tuple[float, np.ndarray, np.ndarray]] = []
@@ -87,10 +105,11 @@ class FlowNetwork:
         self._bytes = np.zeros(64)
         self._busy = np.zeros(64)
         self._peak = np.zeros(64)
-        self._busy_now = np.zeros(0, dtype=np.int64)   # compact links with load right now
-        self.active: list[Batch] = []
-        self._last = env.now
-        self._version = 0
+        self._load = np.zeros(64)                      # current load of every compact link
+        self._since = np.zeros(64)                     # when that load was set
+        self._count = np.zeros(64, dtype=np.int64)    # active batches on every compact link
+        self.active: dict[int, Batch] = {}
+        self._ids = itertools.count()
         self.reshares = 0
 
     # -- statistics in full link space ------------------------------------------------------
@@ -123,10 +142,11 @@ class FlowNetwork:
             flows = flow_set(flows)
         lengths, links, weights = flows
         nbytes = np.where(lengths == 0, 0.0, np.asarray(nbytes, dtype=np.float64))
-        batch = Batch(lengths, self._compact(links), weights, nbytes, done, label)
+        batch = Batch(next(self._ids), lengths, self._compact(links), weights, nbytes, done,
+                      label)
         np.add.at(self._bytes, batch.links, np.repeat(nbytes, lengths) * weights)
-        if latency_s > 0:
-            self.env.process(self._join_later(batch, latency_s))
+        if latency_s > 0:  # a bare timeout with a callback: cheaper than a process
+            self.env.timeout(latency_s).callbacks.append(lambda _: self._join(batch))
         else:
             self._join(batch)
         return done
@@ -140,105 +160,105 @@ class FlowNetwork:
             self._used.extend(new.tolist())
             if len(self._used) > len(self._cap):
                 grow = max(len(self._used), 2 * len(self._cap))
-                for name in ("_cap", "_bytes", "_busy", "_peak"):
+                for name in ("_cap", "_bytes", "_busy", "_peak", "_load", "_since", "_count"):
                     old = getattr(self, name)
-                    fresh = np.zeros(grow)
+                    fresh = np.zeros(grow, dtype=old.dtype)
                     fresh[:len(old)] = old
                     setattr(self, name, fresh)
             self._cap[start:start + len(new)] = self.capacity[new]
         return self._compact_of[links]
 
-    def _join_later(self, batch: Batch, delay: float):
-        yield self.env.timeout(delay)
-        self._join(batch)
-
     def _join(self, batch: Batch) -> None:
-        self._advance()
         if np.all(batch.remaining <= _DONE_BYTES):
             batch.done.succeed()
             return
-        batch.whole = bool(np.all(batch.remaining > _DONE_BYTES))
-        self.active.append(batch)
-        self._reshare()
+        batch.t_last = self.env.now
+        self.active[batch.id] = batch
+        self._count[batch.uniq] += 1
+        self._reshare(self._component(batch))
 
-    def _advance(self) -> None:
-        """Drain every active flow up to now and account link busy time."""
-        dt = self.env.now - self._last
-        self._last = self.env.now
-        if dt <= 0 or not self.active:
-            return
-        for b in self.active:
-            b.remaining -= b.rate * dt
-        self._busy[self._busy_now] += dt
+    def _component(self, batch: Batch) -> list[Batch]:
+        """Every active batch that shares links with ``batch``, directly or transitively."""
+        if np.all(self._count[batch.uniq] == 1):
+            return [batch]  # the common case: nobody else on its links
+        mark = np.zeros(len(self._used), dtype=np.bool_)
+        mark[batch.uniq] = True
+        todo, rest = [batch], [b for b in self.active.values() if b is not batch]
+        grew = True
+        while grew:
+            grew = False
+            for other in rest:
+                if mark[other.uniq].any():
+                    mark[other.uniq] = True
+                    todo.append(other)
+                    grew = True
+            rest = [b for b in rest if b not in todo] if grew else rest
+        return todo
 
-    def _reshare(self) -> None:
-        """Retire drained batches, re-share links, schedule the next completion."""
-        still = []
-        for b in self.active:
-            if np.all(b.remaining <= _DONE_BYTES):
+    def _reshare(self, component: list[Batch]) -> None:
+        """Drain, retire finished batches, and re-share the links of one component."""
+        now = self.env.now
+        single = len(component) == 1
+        touched = component[0].uniq if single else np.unique(
+            np.concatenate([b.uniq for b in component]))
+        alive = []
+        for b in component:
+            b.advance(now)
+            if np.all(b.remaining <= 0.0):
+                del self.active[b.id]
+                self._count[b.uniq] -= 1
+                b.version += 1
                 b.done.succeed()
             else:
-                if b.whole and np.any(b.remaining <= _DONE_BYTES):
-                    b.whole = False
-                still.append(b)
-        self.active = still
-        self._version += 1
-        if not still:
-            self._busy_now = np.zeros(0, dtype=np.int64)
-            if self.record:
-                self.samples.append((self.env.now, np.zeros(0, np.int64), np.zeros(0)))
-            return
+                alive.append(b)
         self.reshares += 1
-        lengths, links, weights = [], [], []
-        for b in still:
-            if b.whole:
-                lengths.append(b.lengths)
-                links.append(b.links)
-                weights.append(b.weights)
-            else:  # drained flows keep no links
-                alive = b.remaining > _DONE_BYTES
-                keep = np.repeat(alive, b.lengths)
-                lengths.append(b.lengths * alive)
+        new_load = np.zeros(len(touched))
+        if alive:
+            lengths, links, weights, live = [], [], [], []
+            for b in alive:
+                flowing = b.remaining > 0.0
+                live.append(flowing)
+                keep = np.repeat(flowing, b.lengths)
+                lengths.append(b.lengths * flowing)
                 links.append(b.links[keep])
                 weights.append(b.weights[keep])
-        counts = np.concatenate(lengths)
-        ptr = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=ptr[1:])
-        link = np.concatenate(links)
-        weight = np.concatenate(weights)
-        n_used = len(self._used)
-        rates = max_min_rates(ptr, link, weight, self._cap[:n_used])
-        load = np.bincount(link, weights=weight * np.repeat(rates, counts), minlength=n_used)
-        util = load / self._cap[:n_used]
-        np.maximum(self._peak[:n_used], util, out=self._peak[:n_used])
-        self._busy_now = np.flatnonzero(load > 0)
-        if self.record:
-            self.samples.append((self.env.now, np.asarray(self._used)[self._busy_now],
-                                 util[self._busy_now]))
-        start = 0
-        next_done = np.inf
-        for b in still:
-            n = len(b.lengths)
-            r = rates[start:start + n]
-            start += n
-            if b.whole:
-                b.rate = r
-                t = b.remaining / r
+            counts = np.concatenate(lengths)
+            ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            if single:
+                local = component[0].local if live[0].all() else \
+                    np.searchsorted(touched, links[0])
             else:
-                alive = b.remaining > _DONE_BYTES
-                b.rate = np.where(alive, r, 0.0)
-                b.remaining = np.where(alive, b.remaining, 0.0)
+                local = np.searchsorted(touched, np.concatenate(links))
+            weight = np.concatenate(weights)
+            rates = max_min_rates(ptr, local, weight, self._cap[touched])
+            new_load = np.bincount(local, weights=weight * np.repeat(rates, counts),
+                                   minlength=len(touched))
+            start = 0
+            for b, flowing in zip(alive, live):
+                n = len(b.lengths)
+                b.rate = np.where(flowing, rates[start:start + n], 0.0)
+                start += n
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    t = np.where(alive, b.remaining / b.rate, np.inf)
-            next_done = min(next_done, float(t.min()))
-        if np.isfinite(next_done):
-            self.env.process(self._wake(next_done, self._version))
+                    t = float(np.min(np.where(flowing, b.remaining / b.rate, np.inf)))
+                b.version += 1
+                if np.isfinite(t):
+                    timer = self.env.timeout(t)
+                    timer.callbacks.append(self._waker(b, b.version))
+        # link statistics: close the interval of the old load, open the new one
+        busy = self._load[touched] > 0
+        self._busy[touched[busy]] += now - self._since[touched[busy]]
+        self._load[touched] = new_load
+        self._since[touched] = now
+        util = new_load / self._cap[touched]
+        self._peak[touched] = np.maximum(self._peak[touched], util)
+        if self.record:
+            self.samples.append((now, np.asarray(self._used)[touched], util))
 
-    def _wake(self, delay: float, version: int):
-        yield self.env.timeout(delay)
-        if version != self._version:
-            return  # superseded by a later re-share
-        self._advance()
-        for b in self.active:  # flows with less than 1 ns of data left are done
-            b.remaining[b.remaining <= _DONE_BYTES + b.rate * 1e-9] = 0.0
-        self._reshare()
+    def _waker(self, batch: Batch, version: int):
+        def wake(_event) -> None:
+            if version != batch.version or batch.id not in self.active:
+                return  # superseded by a later re-share of its component
+            self._reshare(self._component(batch))
+
+        return wake

@@ -14,8 +14,8 @@ formula, and compared with the predicted step time.
 
 What the sources do not state is fixed by the documented assumptions in :func:`row_config`
 (micro-batch sizes, the interleaved schedule, sequence length and vocabulary of the 2020 runs,
-the distributed optimizer and overlap flags of Megatron-Core), the same for every row of a
-source — never tuned per row.
+unfused attention and dropout before flash kernels, the distributed optimizer and overlap
+flags of Megatron-Core), the same for every row of a source — never tuned per row.
 
 >>> rows = load_runs()
 >>> len(rows), sorted({row_source(r) for _, r in rows.iterrows()})
@@ -39,6 +39,14 @@ DATA_FILE = Path(__file__).parent / "data" / "training_runs.csv"
 _GPT2_VOCAB_PADDED = 50304
 # Megatron-LM 2020 README: GPT-2 style models, sequence length 1024 (Shoeybi et al. 2019).
 _MLM20_SEQ_LEN = 1024
+# Before flash kernels (FlashAttention, 2022) Megatron-LM computed attention unfused: batched
+# GEMMs with the scores in memory and its fused scale-mask-softmax kernel (used for key
+# lengths 16..2048, megatron/model/fused_softmax.py). Its GPT defaults kept attention and
+# hidden dropout at 0.1 (megatron/arguments.py: --attention-dropout, --hidden-dropout), which
+# the published GPT scripts (examples/pretrain_gpt*.sh) do not change. MCORE24 ran flash
+# kernels (Transformer Engine); its dropout setting is not published and stays the default.
+_PRE_FLASH_TRAINING = {"attention": "materialized"}
+_PRE_FLASH_MODEL = {"dropout": True}
 
 
 def load_runs(path: str | Path = DATA_FILE) -> pd.DataFrame:
@@ -85,16 +93,18 @@ def row_config(row) -> dict[str, Any]:
     training: dict[str, Any] = {"global_batch": gbs, "precision": precision}
     if source == "MLM20":
         # Tensor parallelism only, one micro-batch per step, activation checkpointing.
-        model.update(vocab=_GPT2_VOCAB_PADDED, seq_len=_MLM20_SEQ_LEN)
+        model.update(vocab=_GPT2_VOCAB_PADDED, seq_len=_MLM20_SEQ_LEN, **_PRE_FLASH_MODEL)
         training.update(micro_batch=gbs // dp, recompute="full",
-                        overlap={"grad_reduce": False, "param_gather": False})
+                        overlap={"grad_reduce": False, "param_gather": False},
+                        **_PRE_FLASH_TRAINING)
     elif source == "NAR21":
         # Full recomputation (eq. 3 counts it), micro-batch 1 when pipelining (one
         # micro-batch per step otherwise), no sequence parallelism or distributed optimizer
         # yet (2021), gradients all-reduced after the backward.
-        model.update(vocab=int(row["vocab"]), seq_len=int(row["seq_len"]))
+        model.update(vocab=int(row["vocab"]), seq_len=int(row["seq_len"]), **_PRE_FLASH_MODEL)
         training.update(micro_batch=1 if pp > 1 else gbs // dp, recompute="full",
-                        overlap={"grad_reduce": False, "param_gather": False})
+                        overlap={"grad_reduce": False, "param_gather": False},
+                        **_PRE_FLASH_TRAINING)
         if pp > 1:
             parallelism.update(_interleave(int(row["layers"]) // pp))
     else:  # MCORE24: the README's flags

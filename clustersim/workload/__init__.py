@@ -3,9 +3,10 @@
 Model, plan and hardware stay separate values (Calculon's what / how / on what):
 :func:`resolve_model` and :func:`resolve_plan` turn the experiment's ``model:`` and
 ``training:`` sections into a :class:`ModelSpec` and a checked :class:`ParallelPlan`, or raise
-:class:`Infeasible` with a reason; :mod:`~clustersim.workload.flops` lists the kernels and
-collectives of a layer on one rank and :mod:`~clustersim.workload.memory` the bytes a device
-holds. Timing those kernels is the hardware layer's job (``clustersim.hardware.compute``).
+:class:`Infeasible` with a reason; :mod:`~clustersim.workload.flops` lists the kernels of a
+layer on one rank, :mod:`~clustersim.workload.comms` its collectives and
+:mod:`~clustersim.workload.memory` the bytes a device holds. Timing those kernels is the
+hardware layer's job (``clustersim.hardware.compute``).
 
 >>> from clustersim.config.experiment import ModelConfig, TrainingConfig
 >>> model = resolve_model(ModelConfig(preset="gpt3-175b"))
@@ -15,12 +16,13 @@ holds. Timing those kernels is the hardware layer's job (``clustersim.hardware.c
 (8, 192, 1.08)
 """
 
-from clustersim.workload.flops import (PRECISIONS, CommCost, OpCost, Shard, element_bytes,
-                                       embedding_comms, embedding_ops, gradient_comms,
-                                       layer_params_on_rank,
-                                       hardware_flops_per_token, layer_comms, layer_ops,
-                                       logits_comms, logits_ops, megatron_flops_per_iteration,
-                                       model_flops_per_token, optimizer_ops)
+from clustersim.workload.comms import (CommCost, embedding_comms, gradient_comms, layer_comms,
+                                       logits_comms)
+from clustersim.workload.flops import (ATTENTION_KINDS, PRECISIONS, OpCost, Shard,
+                                       element_bytes, embedding_ops, hardware_flops_per_token,
+                                       layer_ops, layer_params_on_rank, logits_ops,
+                                       megatron_flops_per_iteration, model_flops_per_token,
+                                       optimizer_ops)
 from clustersim.workload.memory import (MemoryBreakdown, StageParameters,
                                         inflight_microbatches, layer_activation_bytes,
                                         memory_footprint, peak_memory_footprint,
@@ -33,7 +35,8 @@ from clustersim.workload.plan import (SCHEDULES, Infeasible, ParallelPlan, resol
 __all__ = [
     "ModelSpec", "MoESpec", "model_presets", "get_model", "resolve_model",
     "ParallelPlan", "Infeasible", "resolve_plan", "split_layers", "SCHEDULES",
-    "OpCost", "CommCost", "Shard", "PRECISIONS", "element_bytes", "layer_params_on_rank",
+    "OpCost", "CommCost", "Shard", "PRECISIONS", "ATTENTION_KINDS", "element_bytes",
+    "layer_params_on_rank",
     "layer_ops", "layer_comms", "embedding_ops", "embedding_comms", "logits_ops",
     "logits_comms", "optimizer_ops", "gradient_comms",
     "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",

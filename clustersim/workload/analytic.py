@@ -33,8 +33,10 @@ fill where first forwards wait for their parameters. Data parallelism adds, per 
 - the tied-embedding all-reduce of the first and last stage, then each stage's optimizer.
 
 The step ends when the slowest stage's optimizer does; the breakdown is that stage's, as
-:func:`clustersim.engine.breakdown.rank_breakdown` defines it: waiting for a side-stream
-collective is idle time there (``bubble_s``, of which ``dp_wait_s``).
+:func:`clustersim.engine.breakdown.rank_breakdown` defines it: communication that no compute
+overlaps is exposed (blocking collectives, receives, and side-stream collectives while the
+stage waits for them or has nothing else to do: ``dp_wait_s``); ``comm_s`` adds what runs
+under compute.
 
 Not modelled, by design: contention between concurrent transfers (the flow fidelity's job).
 Approximate: for unequal stages the pipeline form is the longest of the paths above, a lower
@@ -75,7 +77,7 @@ class StepEstimate:
 
     ``compute_s``, ``comm_s``, ``exposed_comm_s`` and ``bubble_s`` are the critical stage's,
     as :func:`~clustersim.engine.breakdown.rank_breakdown` defines them; ``dp_wait_s`` is the
-    part of ``bubble_s`` spent waiting for data-parallel collectives. ``flops`` and
+    part of ``exposed_comm_s`` that side-stream (data-parallel) collectives expose. ``flops`` and
     ``mem_bytes`` are totals over every device; ``network_energy_J`` prices
     :attr:`network_bytes_by_link` at each link's J/bit.
     """
@@ -390,14 +392,17 @@ def _pricer(cluster) -> _Pricer:
 # ------------------------------------------------------------------ the step
 
 class _Stage:
-    """One stage's prices (seconds; lists per chunk): compute ``f``/``b``, blocking
-    collectives ``cf``/``cb``, slots ``F``/``B``; side-stream work: ZeRO-3 gathers ``ag_f``/
-    ``ag_b`` and reduce-scatters ``rs``, ZeRO-2 ``mb_rs``, parameter buckets (their end times
-    from the step's start, ``gathered``), gradient buckets (one piece each, ``bucket``)."""
+    """One stage's prices (seconds; lists per chunk): compute ``f``/``b``; ``cf``/``cb`` the
+    communication-only time its collectives add to each slot (blocking ones, and TP ones
+    overlapped with the compute, ``overlap.tp_comm``, beyond the compute); slots ``F``/``B``;
+    side-stream work: ZeRO-3 gathers ``ag_f``/``ag_b`` and reduce-scatters ``rs``, ZeRO-2
+    ``mb_rs``, parameter buckets (end times from the step's start, ``gathered``), gradient
+    buckets (one piece each, ``bucket``); per step: ``hidden`` communication under compute
+    (overlapped TP, the sends no receive overlaps), ``side`` all side-stream collectives."""
 
     __slots__ = ("f", "b", "cf", "cb", "F", "B", "ag_f", "ag_b", "rs", "mb_rs", "gathered",
                  "bucket", "reduce_main", "gather_main", "tied", "opt", "flops", "mem",
-                 "side", "recv", "send")
+                 "side", "recv", "hidden", "early")
 
 
 def estimate_step(model, plan: ParallelPlan, cluster, training) -> StepEstimate:
@@ -450,6 +455,7 @@ def _stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b) -> 
     opt, comms = pr.stage(model, plan, s, training.precision, training.optimizer)
     st.f, st.b = [w.fwd.seconds for w in works], [w.bwd.seconds for w in works]
     st.cf, st.cb, st.ag_f, st.ag_b, st.rs, st.mb_rs, st.bucket = ([0.0] * v for _ in range(7))
+    tp_f, tp_b = [0.0] * v, [0.0] * v   # TP collectives overlapped with their compute
     st.gathered, clock = [], 0.0
     gathers = [g for g in comms["step"] if g.op == "all_gather"]
     reduces = [r for r in comms["step"] if r.op != "all_gather" and r.axis != "pp"]
@@ -462,6 +468,8 @@ def _stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b) -> 
                                       comm.bytes, m * comm.count)
                 if comm.prefetched:
                     (st.ag_b if backward else st.ag_f)[c] += t
+                elif overlap.tp_comm and comm.axis == "tp" and not side:
+                    (tp_b if backward else tp_f)[c] += t
                 else:
                     (st.rs if side else st.cb if backward else st.cf)[c] += t
         share = w.layers / here
@@ -485,6 +493,10 @@ def _stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b) -> 
     st.reduce_main = 0.0 if overlap.grad_reduce else BUCKETS * sum(st.bucket)
     st.tied = sum(call("tied", "all", 0, t.op, t.bytes, 1 if s == 0 else 0)
                   for t in comms["step"] if t.axis == "pp")
+    # the TP stream starts with the compute: a slot is max(compute + blocking, TP)
+    st.hidden = m * sum(min(tp_f[c], st.f[c]) + min(tp_b[c], st.b[c]) for c in range(v))
+    st.cf = [max(st.cf[c], tp_f[c] - st.f[c]) for c in range(v)]
+    st.cb = [max(st.cb[c], tp_b[c] - st.b[c]) for c in range(v)]
     st.opt = opt.seconds
     st.flops = m * sum(w.fwd.flops + w.bwd.flops for w in works) + opt.flops
     st.mem = m * sum(w.fwd.bytes + w.bwd.bytes for w in works) + opt.bytes
@@ -495,8 +507,11 @@ def _stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b) -> 
     st.F = [st.f[c] + st.cf[c] + recv_f[c] for c in range(v)]
     st.B = [st.b[c] + st.cb[c] + recv_b[c] for c in range(v)]
     st.recv = m * (sum(recv_f) + sum(recv_b))
-    st.send = m * sum((0.0 if last[c] else t_in_f[(s + 1) % p])
-                      + (0.0 if first[c] else t_in_b[(s - 1) % p]) for c in range(v))
+    # a send runs alongside the next slot's receive; on the first stage the warm-up forwards
+    # have none to hide behind but the next forward's compute
+    warm = warmup_forwards(plan.schedule, s, p, m, v) if s == 0 and p > 1 else 0
+    st.hidden += warm / v * t_in_f[1 % p]
+    st.early = clock or st.ag_f[0]   # side-stream work from the step's start
     st.side = (clock + m * sum(st.mb_rs[c] + st.ag_f[c] + st.ag_b[c] + st.rs[c]
                                for c in range(v))
                + (BUCKETS * sum(st.bucket) if overlap.grad_reduce else 0.0) + st.tied)
@@ -552,12 +567,16 @@ def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
         B.append([x + e_b for x in st.B])
         drain.append([B[s][c] + (0.0 if grad_overlap else BUCKETS * st.bucket[c])
                       for c in range(v)])
-        stall[s] += waits - n * (e_f + e_b) + st.reduce_main
+        stall[s] += waits - n * (e_f + e_b)
+        if plan.schedule != "gpipe":   # GPipe's drain path holds the blocking reductions
+            stall[s] += st.reduce_main
         wait[s] += waits
-    # the fill: first forwards waiting for their parameters delay the stages after them
-    delay, gated, natural = [0.0] * p, 0.0, 0.0
+    # the fill: first forwards waiting for their parameters delay the stages after them;
+    # until its first receive a stage idles while its side stream gathers (exposed)
+    delay, early, gated, natural = [0.0] * p, [0.0] * p, 0.0, 0.0
     for s, st in enumerate(stages):
         hop = t_in_f[s] if s > 0 else 0.0
+        early[s] = min(st.early, gated)
         end = _first_forward_end(st, 0, gated + hop)
         wait[s] += end - gated - hop - st.f[0] - st.cf[0]
         gated, natural = end, natural + hop + st.f[0] + st.cf[0]
@@ -569,9 +588,9 @@ def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
             wait[s] += late
     span = pipeline_span_s(plan.schedule, F, B, m, stall, delay, drain)
     # side-stream tails, the tied embeddings, the optimizer
-    main_end, ready, above = [0.0] * p, [0.0] * p, 0.0
+    ready, tail, above = [0.0] * p, [0.0] * p, 0.0
     for s, st in enumerate(stages):
-        end = main_end[s] = span - above
+        end = span - above
         above += drain[s][0]
         side = st.gathered[-1][-1] if st.gathered[-1] else 0.0
         if st.rs[0]:   # ZeRO-3: the last backward's reduce-scatter
@@ -587,23 +606,32 @@ def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
             for c in range(v - 1, -1, -1):
                 for i in range(1, BUCKETS + 1):
                     side = max(side, starts[c] + i * st.b[c] / BUCKETS) + st.bucket[c]
-        ready[s] = max(end, side)
-    if p > 1 and stages[0].tied:
+        ready[s], tail[s] = max(end, side), max(0.0, side - end)
+    if p > 1 and stages[0].tied:   # both stages post it; it starts when the later one does
         ready[0] = ready[-1] = max(ready[0], ready[-1]) + stages[0].tied
+        tail[0] += stages[0].tied
+        tail[-1] += stages[0].tied
     ends = [ready[s] + st.opt + st.gather_main for s, st in enumerate(stages)]
     step = max(ends)
     crit = ends.index(step)
     st = stages[crit]
+    # the breakdown: communication that no compute of the rank overlaps is exposed
     compute = m * sum(st.f[c] + st.b[c] for c in range(v)) + st.opt
-    exposed = (m * sum(st.cf[c] + st.cb[c] for c in range(v)) + st.recv + st.reduce_main
-               + st.gather_main)
-    bubble = max(0.0, step - compute - exposed)
+    side_exposed = wait[crit] + tail[crit] + early[crit]
+    main_comm = (m * sum(st.cf[c] + st.cb[c] for c in range(v)) + st.recv + st.reduce_main
+                 + st.gather_main)
+    exposed = main_comm + side_exposed
+    # the rest of the side stream runs under the main stream: it adds to the communication
+    # time where it meets compute, not communication already counted (the union, taking
+    # the two hidden streams as independent of each other under the compute)
+    side = max(0.0, st.side - side_exposed) * compute / (compute + main_comm)
+    hidden = side + st.hidden - side * st.hidden / compute if compute > 0 else 0.0
     per_stage = plan.devices // p
     return StepEstimate(
-        step_time_s=step, compute_s=compute, comm_s=exposed + st.send + st.side,
-        exposed_comm_s=exposed, bubble_s=bubble,
-        dp_wait_s=min(bubble, max(0.0, wait[crit] + ready[crit] - main_end[crit])),
-        critical_stage=crit, flops=per_stage * sum(x.flops for x in stages),
+        step_time_s=step, compute_s=compute, comm_s=exposed + hidden,
+        exposed_comm_s=exposed, bubble_s=max(0.0, step - compute - exposed),
+        dp_wait_s=side_exposed, critical_stage=crit,
+        flops=per_stage * sum(x.flops for x in stages),
         mem_bytes=per_stage * sum(x.mem for x in stages),
         network_energy_J=sum(scale * pr.units[k][1] for k, scale in terms.items()),
         link_count=len(pr.capacity),

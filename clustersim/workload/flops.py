@@ -1,29 +1,31 @@
-"""FLOPs, memory traffic and collectives of one transformer training step, per rank.
+"""FLOPs and memory traffic of the kernels of one transformer training step, per rank.
 
 Everything here is per micro-batch and per rank, for a rank that holds one shard of the model
-(:class:`Shard`: tensor, sequence, context and expert parallelism). Conventions:
+(:class:`Shard`: tensor, sequence, context and expert parallelism); the collectives between
+these kernels are in :mod:`~clustersim.workload.comms`. Conventions:
 
 - A GEMM ``Y[m,n] = X[m,k] W[k,n]`` costs ``2mnk`` FLOPs. Its backward is a data-gradient GEMM
   ``dX = dY W^T`` (shape m, k, n) and a weight-gradient GEMM ``dW = X^T dY`` (shape k, n, m).
-- Attention is flash-style (Dao et al. 2022/2023): no s^2 tensor touches device memory.
-  Causal attention executes half the score/value FLOPs of full attention (masked tiles are
-  skipped; the diagonal tiles are ignored). The backward executes 2.5x the forward FLOPs
-  (five matmuls against two: it recomputes QK^T), the FlashAttention-2 benchmark convention.
+- Attention (``attention="flash"``, the default) is flash-style (Dao et al. 2022/2023): no
+  s^2 tensor touches device memory. Causal attention executes half the score/value FLOPs of
+  full attention (masked tiles are skipped; the diagonal tiles are ignored). The backward
+  executes 2.5x the forward FLOPs (five matmuls against two: it recomputes QK^T), the
+  FlashAttention-2 benchmark convention.
+- ``attention="materialized"`` is the unfused attention of Megatron-LM before flash kernels
+  (2019-22, ``CoreAttention``): batched GEMMs per head write and read the b a s^2 scores in
+  the activation dtype, with a fused scale-mask-softmax and (with dropout) a dropout pass
+  between them; masked (causal) entries are computed in full. See :func:`layer_ops`.
 - Model FLOPs for MFU (:func:`model_flops_per_token`) follow PaLM (Chowdhery et al. 2022,
   App. B): ``6N + 12 L H Q T``, attention counted *without* causal halving.
 - Bytes are device-memory reads plus writes, activations in 16 bits (32 for fp32), GEMM inputs
   in 8 bits under fp8 (Transformer Engine keeps attention and elementwise ops in bf16).
 - Op names: a backward op ends in ``_dgrad``, ``_wgrad`` or ``_bwd``; a recomputed forward op
   ends in ``_recompute``. The compute model relies on the ``_bwd`` suffix for attention.
-- Collective sizes are buffer sizes as nccl-tests defines them: all_gather the total output,
-  reduce_scatter the total input, all_reduce and all_to_all the buffer of one rank.
 
 >>> from clustersim.workload.models import get_model
 >>> ops = layer_ops(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")
 >>> [op.name for op in ops["fwd"]][:4]
 ['attn_norm', 'qkv_proj', 'attention', 'out_proj']
->>> [c.op for c in layer_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")["fwd"]]
-['all_reduce', 'all_reduce']
 """
 
 from __future__ import annotations
@@ -36,17 +38,18 @@ from clustersim.errors import InputError
 from clustersim.workload.models import ModelSpec
 
 __all__ = [
-    "OpCost", "CommCost", "Shard", "PRECISIONS", "element_bytes", "layer_params_on_rank",
-    "layer_ops", "layer_comms", "embedding_ops", "embedding_comms", "logits_ops",
-    "logits_comms", "optimizer_ops", "gradient_comms",
+    "OpCost", "Shard", "PRECISIONS", "ATTENTION_KINDS", "element_bytes",
+    "layer_params_on_rank", "layer_ops", "embedding_ops", "logits_ops", "optimizer_ops",
     "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",
 ]
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
+ATTENTION_KINDS = ("flash", "materialized")
 # Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
-# much). They only matter on a device whose vector unit is slow next to its memory.
+# much). They only matter on a device whose vector unit is slow next to its memory. Dropout:
+# compare a random number, select, scale (the Philox generator's integer work not counted).
 _ELEMENTWISE_FLOPS = {"norm": 5, "residual": 1, "gelu": 8, "swiglu": 5, "permute": 0,
-                      "softmax": 5, "embedding": 0}
+                      "softmax": 5, "dropout": 3, "embedding": 0}
 _FA_BWD_FLOPS = 2.5     # FlashAttention backward / forward FLOPs (Dao 2023)
 _ADAM_FLOPS = 12        # per parameter: moments, bias correction, sqrt, divide, decay, update
 _SGD_FLOPS = 4          # per parameter: momentum and update
@@ -54,9 +57,11 @@ _SGD_FLOPS = 4          # per parameter: momentum and update
 
 @dataclass(frozen=True)
 class OpCost:
-    """One kernel on one rank. For a GEMM, (m, n, k) is its shape; for attention, m is query
-    rows (tokens x heads on this rank), n the mean number of keys a query sees, k head_dim.
-    ``dtype`` overrides the run's precision for this op ('' = the run's)."""
+    """One kernel on one rank. For a GEMM, (m, n, k) is its shape and ``batch`` the number of
+    such GEMMs one batched kernel runs (one per attention head; ``flops`` and ``bytes`` are
+    the kernel's totals); for flash attention, m is query rows (tokens x heads on this rank),
+    n the mean number of keys a query sees, k head_dim. ``dtype`` overrides the run's
+    precision for this op ('' = the run's)."""
 
     name: str
     kind: str        # "gemm" | "attention" | "elementwise" | "embedding" | "optimizer"
@@ -66,17 +71,7 @@ class OpCost:
     n: int = 0
     k: int = 0
     dtype: str = ""
-
-
-@dataclass(frozen=True)
-class CommCost:
-    """One collective a rank takes part in; ``axis`` names the mesh axis of its group."""
-
-    name: str
-    op: str          # "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "send"
-    axis: str        # "tp" | "cp" | "ep" | "dp" | "pp"
-    bytes: float
-    phase: str       # "fwd" | "bwd"
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -171,7 +166,54 @@ def _attention_bwd(fwd: OpCost, d: _Dims) -> OpCost:
     return replace(fwd, name="attention_bwd", flops=_FA_BWD_FLOPS * fwd.flops, bytes=bytes_)
 
 
-def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str
+def _materialized_attention(model: ModelSpec, d: _Dims, dtype: str
+                            ) -> tuple[list[OpCost], list[OpCost]]:
+    """Forward and backward kernels of unfused attention (Megatron-LM ``CoreAttention``).
+
+    Each matrix product is one batched GEMM, one GEMM per head (batch = b x heads on this
+    rank), over E = b a s s_k scores (s queries on this rank, s_k keys: the whole sequence)
+    held in the activation dtype; dropout adds a 1-byte mask per score. Forward:
+    ``attention_scores`` Z = Q K^T writes E; ``attention_softmax`` (the fused
+    scale-mask-softmax) reads Z, writes P; ``attention_dropout`` reads P, writes P' and the
+    mask; ``attention_context`` O = P' V reads P' (P without dropout). Backward:
+    ``attention_context_dgrad`` dP' = dO V^T writes E (the left operand's gradient, as a
+    GEMM's dgrad), ``attention_context_wgrad`` dV = P'^T dO reads P' (the right operand's, as
+    a wgrad); the dropout backward reads dP' and the mask, writes dP; the softmax backward
+    reads P and dP, writes dS; ``attention_scores_dgrad`` dQ = dS K and ``_wgrad`` dK = dS^T Q
+    read dS. Megatron generates the causal mask inside the softmax kernel (nothing read) and
+    computes the masked scores in full. The backward's four GEMMs are twice the forward's.
+    """
+    s, keys, hd, batch = d.s_local, d.s_full, model.head_dim, d.b * d.heads
+    scores = float(batch * s * keys)
+    q_B, kv_B, p_B = d.t * d.q * d.act_B, d.b * keys * d.kvw * d.act_B, scores * d.act_B
+    mask_B = scores if model.dropout else 0.0
+    ew = _ELEMENTWISE_FLOPS
+
+    # each moves one E-sized operand and two of Q, K, V, O or their gradients (one of query
+    # width, one of KV width)
+    def bgemm(name, m, n, k):
+        return OpCost(name, "gemm", 2.0 * scores * hd, p_B + q_B + kv_B, m, n, k, dtype, batch)
+
+    def pointwise(name, flops, tensors):
+        return OpCost(name, "elementwise", flops * scores, tensors * p_B + mask_B, dtype=dtype)
+
+    fwd = [bgemm("attention_scores", s, keys, hd),
+           OpCost("attention_softmax", "elementwise", ew["softmax"] * scores, 2 * p_B,
+                  dtype=dtype)]
+    bwd = [bgemm("attention_context_dgrad", s, keys, hd),
+           bgemm("attention_context_wgrad", keys, hd, s)]
+    if model.dropout:
+        fwd.append(pointwise("attention_dropout", ew["dropout"], 2))
+        bwd.append(pointwise("attention_dropout_bwd", 2 * ew["dropout"], 2))
+    fwd.append(bgemm("attention_context", s, hd, keys))
+    bwd += [OpCost("attention_softmax_bwd", "elementwise", 2 * ew["softmax"] * scores,
+                   3 * p_B, dtype=dtype),
+            bgemm("attention_scores_dgrad", s, hd, keys),
+            bgemm("attention_scores_wgrad", hd, keys, s)]
+    return fwd, bwd
+
+
+def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str, attention: str
              ) -> list[tuple[OpCost, tuple]]:
     """Forward ops of one layer, each with how to build its backward."""
     drop_B = d.t_norm * d.h if model.dropout else 0.0      # 1-byte dropout mask
@@ -186,6 +228,15 @@ def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str
 
     def add_gemm(name, m, n, k, groups=1):
         ops.append((_gemm(name, m, n, k, d, groups), ("gemm", m, groups)))
+
+    def core():   # the attention core; its last op carries the backward of all of it
+        if attention == "flash":
+            fwd = [_attention(model, d, causal, attn_dtype)]
+            bwd = [_attention_bwd(fwd[0], d)]
+        else:
+            fwd, bwd = _materialized_attention(model, d, attn_dtype)
+        ops.extend((op, ("in_core",)) for op in fwd[:-1])
+        ops.append((fwd[-1], ("core", tuple(fwd), tuple(bwd))))
 
     def mlp():
         if model.moe is None:
@@ -204,14 +255,14 @@ def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str
     if model.parallel_attention:   # PaLM: y = x + Attn(LN(x)) + MLP(LN(x))
         add_ew("norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
         add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
-        ops.append((_attention(model, d, causal, attn_dtype), ("attention",)))
+        core()
         add_gemm("out_proj", d.t, d.h, d.q)
         mlp()
         add_ew("residual", "residual", d.t_norm * d.h, (3, 1, 1, 2), drop_B)
         return ops
     add_ew("attn_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
     add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
-    ops.append((_attention(model, d, causal, attn_dtype), ("attention",)))
+    core()
     add_gemm("out_proj", d.t, d.h, d.q)
     add_ew("attn_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), drop_B)
     add_ew("mlp_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
@@ -222,12 +273,16 @@ def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str
 
 @functools.lru_cache(maxsize=4096)
 def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, precision: str,
-              recompute: str = "none", causal: bool = True) -> MappingProxyType:
+              recompute: str = "none", causal: bool = True, attention: str = "flash"
+              ) -> MappingProxyType:
     """The kernels of one transformer layer for one micro-batch on one rank.
 
     Returns a read-only ``{"fwd": (OpCost, ...), "bwd": (OpCost, ...)}``. ``recompute``:
     ``full`` replays the whole layer forward at the start of the backward, ``selective``
     replays the attention core just before its backward (Korthikanti et al. 2022).
+    ``attention``: ``flash`` (one fused kernel each way) or ``materialized`` (the s^2 scores
+    through memory, see :func:`_materialized_attention`; dropout on them when
+    ``model.dropout``).
 
     >>> from clustersim.workload.models import get_model
     >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16", "selective")
@@ -235,20 +290,30 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     ['mlp_residual_bwd', 'mlp_down_dgrad', 'mlp_down_wgrad']
     >>> "attention_recompute" in [op.name for op in ops["bwd"]]
     True
+    >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16",
+    ...                 attention="materialized")
+    >>> [op.name for op in ops["fwd"]][2:6]
+    ['attention_scores', 'attention_softmax', 'attention_dropout', 'attention_context']
     """
     if recompute not in ("none", "selective", "full"):
         raise InputError(f"recompute must be none, selective or full, got {recompute!r}")
+    if attention not in ATTENTION_KINDS:
+        raise InputError(f"attention must be {' or '.join(ATTENTION_KINDS)}, got "
+                         f"{attention!r}")
     d = _dims(model, shard, micro_batch, seq_len, precision)
     # Transformer Engine runs GEMMs in fp8 but attention in bf16
-    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "")
+    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "", attention)
     fwd, bwd = [op for op, _ in forward], []
     for op, how in reversed(forward):
         if how[0] == "gemm":
             bwd.extend(_gemm_bwd(op, how[1], d, how[2]))
-        elif how[0] == "attention":
+        elif how[0] == "core":
+            _, core_fwd, core_bwd = how
             if recompute == "selective":
-                bwd.append(replace(op, name="attention_recompute"))
-            bwd.append(_attention_bwd(op, d))
+                bwd.extend(replace(o, name=o.name + "_recompute") for o in core_fwd)
+            bwd.extend(core_bwd)
+        elif how[0] == "in_core":
+            continue
         else:
             _, what, elems, reads, writes, extra = how
             bwd.append(OpCost(op.name + "_bwd", "elementwise",
@@ -276,79 +341,6 @@ def layer_params_on_rank(model: ModelSpec, tp: int, ep: int = 1) -> tuple[float,
     return attention + model.router_params + model.norm_params, model.experts // ep * mlp
 
 
-def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
-    """Megatron tensor-parallel collectives of ``blocks`` attention/MLP blocks.
-
-    Without SP: an all-reduce after each block's forward and of its input gradient in the
-    backward (Shoeybi et al. 2019). With SP (Korthikanti et al. 2022): all-gather before and
-    reduce-scatter after each block; the backward all-gathers the output gradient, all-gathers
-    the saved sharded input again for the weight gradient, and reduce-scatters the input
-    gradient.
-    """
-    if shard.tp == 1:
-        return [], []
-    fwd, bwd = [], []
-    for i in range(blocks):
-        if shard.sp:
-            fwd += [CommCost(f"tp_all_gather_{i}", "all_gather", "tp", buffer_B, "fwd"),
-                    CommCost(f"tp_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B, "fwd")]
-            bwd += [CommCost(f"tp_grad_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
-                    CommCost(f"tp_input_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
-                    CommCost(f"tp_grad_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B,
-                             "bwd")]
-        else:
-            fwd.append(CommCost(f"tp_all_reduce_{i}", "all_reduce", "tp", buffer_B, "fwd"))
-            bwd.append(CommCost(f"tp_grad_all_reduce_{i}", "all_reduce", "tp", buffer_B, "bwd"))
-    if recompute == "full":
-        bwd = [replace(c, name=c.name + "_recompute", phase="bwd") for c in fwd] + bwd
-    return fwd, bwd
-
-
-@functools.lru_cache(maxsize=4096)
-def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                precision: str, recompute: str = "none", zero: int = 0) -> MappingProxyType:
-    """The collectives one transformer layer implies for one micro-batch on one rank.
-
-    TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
-    whose attention and MLP outputs are summed before a single reduction). CP: the forward
-    all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
-    the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
-    combine of the routed tokens in the forward and again in the backward. ZeRO-3: the layer's
-    parameters are all-gathered before its forward and again before its backward, and its
-    gradients reduce-scattered (axis ``dp``, the data-parallel replicas of the weights; for
-    expert weights the expert-data-parallel group).
-
-    >>> from clustersim.workload.models import get_model
-    >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
-    >>> [x.op for x in c["fwd"]], c["fwd"][0].bytes == 2048 * 12288 * 2
-    (['all_gather', 'reduce_scatter', 'all_gather', 'reduce_scatter'], True)
-    """
-    d = _dims(model, shard, micro_batch, seq_len, precision)
-    blocks = 1 if model.parallel_attention else 2
-    fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
-    if shard.cp > 1:
-        kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
-        fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
-        bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
-    if model.moe is not None and shard.ep > 1:
-        routed_B = d.t * model.moe.top_k * model.moe.capacity_factor * d.h * d.act_B
-        for phase, out in (("fwd", fwd), ("bwd", bwd)):
-            out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
-                    CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
-    if zero >= 3:
-        param_B = 4 if precision == "fp32" else 2
-        dense, expert = layer_params_on_rank(model, shard.tp, shard.ep)
-        for name, size in (("zero3", dense * param_B), ("zero3_expert", expert * param_B)):
-            if size:
-                fwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
-                                       "fwd"))
-                bwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
-                                       "bwd"))
-                bwd.append(CommCost(f"{name}_grad_reduce_scatter", "reduce_scatter", "dp",
-                                    size, "bwd"))
-    return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
-
-
 # ------------------------------------------------------------------ first and last stage
 
 def embedding_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
@@ -366,27 +358,6 @@ def embedding_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int
     bwd = OpCost("embedding_bwd", "embedding", d.t * d.h / shard.tp,
                  rows_B + 8 * d.t * d.h / shard.tp)
     return MappingProxyType({"fwd": (fwd,), "bwd": (bwd,)})
-
-
-def embedding_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                    precision: str) -> MappingProxyType:
-    """TP reduction of the vocab-parallel embedding output (reduce-scatter with SP).
-
-    >>> from clustersim.workload.models import get_model
-    >>> embedding_comms(get_model("llama3-8b"), Shard(tp=4), 1, 8192, "bf16")["fwd"][0].op
-    'all_reduce'
-    """
-    if shard.tp == 1:
-        return MappingProxyType({"fwd": (), "bwd": ()})
-    d = _dims(model, shard, micro_batch, seq_len, precision)
-    size = d.t * d.h * d.act_B
-    if shard.sp:
-        return MappingProxyType({
-            "fwd": (CommCost("embedding_reduce_scatter", "reduce_scatter", "tp", size, "fwd"),),
-            "bwd": (CommCost("embedding_grad_all_gather", "all_gather", "tp", size, "bwd"),)})
-    return MappingProxyType({
-        "fwd": (CommCost("embedding_all_reduce", "all_reduce", "tp", size, "fwd"),),
-        "bwd": ()})
 
 
 def logits_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
@@ -414,33 +385,6 @@ def logits_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
                              "bwd": (ce_bwd, *_gemm_bwd(logits, d.t, d), norm_bwd)})
 
 
-def logits_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                 precision: str) -> MappingProxyType:
-    """SP all-gather before the output projection (or the all-reduce of its input gradient
-    without SP) and the three small all-reduces of the vocab-parallel cross-entropy (max,
-    target logit, sum of exponentials; fp32 per token).
-
-    >>> from clustersim.workload.models import get_model
-    >>> c = logits_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")
-    >>> [x.name for x in c["fwd"]]
-    ['ce_max_all_reduce', 'ce_target_all_reduce', 'ce_sum_all_reduce']
-    """
-    if shard.tp == 1:
-        return MappingProxyType({"fwd": (), "bwd": ()})
-    d = _dims(model, shard, micro_batch, seq_len, precision)
-    size = d.t * d.h * d.act_B
-    ce = tuple(CommCost(f"ce_{what}_all_reduce", "all_reduce", "tp", 4 * d.t, "fwd")
-               for what in ("max", "target", "sum"))
-    if shard.sp:
-        return MappingProxyType({
-            "fwd": (CommCost("logits_input_all_gather", "all_gather", "tp", size, "fwd"), *ce),
-            "bwd": (CommCost("logits_grad_reduce_scatter", "reduce_scatter", "tp", size,
-                             "bwd"),)})
-    return MappingProxyType({
-        "fwd": ce,
-        "bwd": (CommCost("logits_grad_all_reduce", "all_reduce", "tp", size, "bwd"),)})
-
-
 # ------------------------------------------------------------------ optimizer and gradients
 
 def optimizer_ops(params_on_rank: float, precision: str, optimizer: str = "adam",
@@ -465,43 +409,6 @@ def optimizer_ops(params_on_rank: float, precision: str, optimizer: str = "adam"
     bytes_per = act_B + 2 * state_B + act_B
     flops = _ADAM_FLOPS if optimizer == "adam" else _SGD_FLOPS
     return [OpCost("optimizer_step", "optimizer", flops * updated, bytes_per * updated)]
-
-
-def gradient_comms(dense_params: float, expert_params: float, zero: int, precision: str,
-                   tied_embedding_params: float = 0.0) -> MappingProxyType:
-    """Data-parallel gradient and parameter collectives, split by how often they run.
-
-    ``dense_params``/``expert_params`` are the parameters on this rank before ZeRO sharding.
-    ZeRO 0: all-reduce the gradients once per step. ZeRO 1 (Megatron's distributed
-    optimizer): reduce-scatter gradients, all-gather updated parameters, once per step. ZeRO 2:
-    sharded gradients cannot be accumulated whole, so the reduce-scatter runs every
-    micro-batch. ZeRO 3: per-layer collectives in :func:`layer_comms`, nothing here but nothing
-    extra. Tied embeddings split over pipeline stages need their gradients summed between
-    the first and last stage (axis ``pp``, a group of two).
-
-    >>> c = gradient_comms(1e9, 0, 1, "bf16")
-    >>> [(x.op, x.bytes / 1e9) for x in c["step"]]
-    [('reduce_scatter', 2.0), ('all_gather', 2.0)]
-    """
-    grad_B = 4 if precision == "fp32" else 2
-    param_B = grad_B
-    step, micro = [], []
-    for prefix, count in (("", dense_params), ("expert_", expert_params)):
-        if not count:
-            continue
-        if zero == 0:
-            step.append(CommCost(f"{prefix}grad_all_reduce", "all_reduce", "dp",
-                                 count * grad_B, "bwd"))
-        elif zero in (1, 2):
-            rs = CommCost(f"{prefix}grad_reduce_scatter", "reduce_scatter", "dp",
-                          count * grad_B, "bwd")
-            (step if zero == 1 else micro).append(rs)
-            step.append(CommCost(f"{prefix}param_all_gather", "all_gather", "dp",
-                                 count * param_B, "bwd"))
-    if tied_embedding_params:
-        step.append(CommCost("tied_embedding_grad_all_reduce", "all_reduce", "pp",
-                             tied_embedding_params * grad_B, "bwd"))
-    return MappingProxyType({"microbatch": tuple(micro), "step": tuple(step)})
 
 
 # ------------------------------------------------------------------ whole-model FLOP counts

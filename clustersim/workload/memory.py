@@ -13,8 +13,11 @@ activations and dropout, ``sbh (10 + 24/t + 5as/ht)`` with tensor parallelism, `
 (34 + 5as/h)`` with TP + SP, ``34 sbh/t`` with selective recomputation, ``2sbh`` per layer
 with full recomputation. We model the same terms, generalised to GQA/MQA, SwiGLU, other MLP
 widths, MoE and parallel blocks (see :func:`layer_activation_bytes`). With flash attention
-(the default) the ``5as/h`` term (softmax output, its dropout mask and output) is never stored:
-only the fp32 log-sum-exp (4 bytes per row) is kept. Pipeline schedules keep several
+(``flash_attention=True``, the default; ``training.attention: flash``) the ``5as/h`` term
+(softmax output, its dropout mask and output) is never stored: only the fp32 log-sum-exp
+(4 bytes per row) is kept. Materialised attention (``flash_attention=False``;
+``training.attention: materialized``) stores it: exactly the s^2 tensors the backward of
+:func:`~clustersim.workload.flops.layer_ops` reads. Pipeline schedules keep several
 micro-batches in flight (:func:`inflight_microbatches`).
 
 >>> from clustersim.workload.models import get_model
@@ -114,8 +117,10 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     Terms (per layer; s tokens of a sequence on this rank, b micro-batch, e bytes per
     activation, t = tp; the norm-region terms are divided by t only with SP): norm inputs
     ``2e sbh``; attention input ``e sbh``; Q, K, V ``e sb (q + 2 kv)/t`` (K/V over the whole
-    gathered sequence with CP); attention core ``(2 + 3 if dropout) a s^2 b / t`` without
-    flash, ``4 a s b / t`` with it; output-projection input ``e sb q / t``; MLP input ``e sbh``;
+    gathered sequence with CP); attention core without flash: the softmax output ``e``, and
+    with dropout its 1-byte mask and output ``e + 1`` more, per score (``a s S b / t`` scores,
+    S the whole sequence with CP; ``5 a s^2 b`` for 16-bit with dropout), with flash the
+    log-sum-exp ``4 a s b / t``; output-projection input ``e sb q / t``; MLP input ``e sbh``;
     activation input ``e sb f/t`` (``2f`` for SwiGLU); down-projection input ``e sb f/t``;
     two 1-byte dropout masks ``sbh``. For a GPT layer this is Korthikanti's ``34 sbh + 5as^2b``.
     MoE: the MLP terms scale with the routed tokens (top_k x capacity factor) and the permuted
@@ -146,7 +151,8 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     elif flash_attention:
         core = 4.0 * heads * sb
     else:
-        core = (2 + (3 if model.dropout else 0)) * heads * s_local * seq_len * micro_batch
+        per_score = act_B + (act_B + 1 if model.dropout else 0)
+        core = per_score * heads * s_local * seq_len * micro_batch
     attention = act_B * (sb * q + micro_batch * seq_len * 2 * kv + sb * q) + core
     if model.moe is None:
         routed, expert_input = sb, 0.0

@@ -78,7 +78,7 @@ class ModelSpec:
     moe: MoESpec | None = None
     parallel_attention: bool = False
     tied_embeddings: bool = False
-    dropout: bool = False
+    dropout: bool = False      # attention and hidden dropout during training
     source: str = ""
 
     def __post_init__(self):
@@ -285,7 +285,7 @@ def get_model(name: str) -> ModelSpec:
 
 
 _INLINE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
-           "seq_len", "ffn", "parallel_attention", "tied_embeddings")
+           "seq_len", "ffn", "parallel_attention", "tied_embeddings", "dropout")
 
 
 def resolve_model(cfg) -> ModelSpec:
@@ -301,8 +301,10 @@ def resolve_model(cfg) -> ModelSpec:
     >>> resolve_model(ModelConfig(preset="llama3-8b", layers=16)).layers
     16
     >>> m = resolve_model(ModelConfig(layers=4, hidden=256, heads=8, vocab=1000))
-    >>> m.name, m.head_dim, m.ffn_hidden, m.seq_len
-    ('custom', 32, 1024, 2048)
+    >>> m.name, m.head_dim, m.ffn_hidden, m.seq_len, m.dropout
+    ('custom', 32, 1024, 2048, False)
+    >>> resolve_model(ModelConfig(preset="llama3-8b", dropout=True)).dropout
+    True
     """
     given = {k: getattr(cfg, k) for k in _INLINE if getattr(cfg, k) is not None}
     moe = MoESpec(cfg.moe.experts, cfg.moe.top_k, cfg.moe.capacity_factor) if cfg.moe else None

@@ -201,7 +201,8 @@ class _Builder:
         chunks = plan.virtual_stages
         precision, recompute = training.precision, training.recompute
         work = {c: chunk_work(self.model, plan, c * plan.pp + stage, self.device, precision,
-                              recompute, self.mem_bw) for c in range(chunks)}
+                              recompute, self.mem_bw, attention=training.attention)
+                for c in range(chunks)}
         layers_here = sum(w.layers for w in work.values())
         step_comms = dp_comms(self.model, plan, stage, precision)
         hybrid = plan.zero >= 1 and plan.shard_group < plan.dp

@@ -21,9 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from clustersim.hardware.compute import op_time_s
-from clustersim.workload.flops import (embedding_comms, embedding_ops, gradient_comms,
-                                       layer_comms, layer_ops, logits_comms, logits_ops,
-                                       optimizer_ops)
+from clustersim.workload.comms import (embedding_comms, gradient_comms, layer_comms,
+                                       logits_comms)
+from clustersim.workload.flops import embedding_ops, layer_ops, logits_ops, optimizer_ops
 from clustersim.workload.memory import stage_parameters
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.plan import ParallelPlan
@@ -99,12 +99,16 @@ def _merge(comms, times: int = 1) -> OrderedDict:
 
 @functools.lru_cache(maxsize=4096)
 def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
-               precision: str, recompute: str, mem_bw_Bps: float | None = None) -> ChunkWork:
+               precision: str, recompute: str, mem_bw_Bps: float | None = None, *,
+               attention: str = "flash") -> ChunkWork:
     """Compute and collectives of one micro-batch through ``virtual_stage`` (pipeline order):
-    its layers, plus the embedding on the first and the output layer and loss on the last."""
+    its layers, plus the embedding on the first and the output layer and loss on the last.
+    ``attention`` is the experiment's ``training.attention`` (``flash`` or ``materialized``,
+    see :func:`~clustersim.workload.flops.layer_ops`); a device without flash-attention
+    kernels refuses ``flash`` with an InputError."""
     shard, b, s = plan.shard, plan.micro_batch, plan.seq_len
     layers = plan.stage_layers[virtual_stage]
-    ops = layer_ops(model, shard, b, s, precision, recompute)
+    ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention)
     comms = layer_comms(model, shard, b, s, precision, recompute, plan.zero)
     layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
     layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)

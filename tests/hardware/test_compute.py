@@ -6,10 +6,13 @@ import random
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
+from clustersim.errors import InputError
 from clustersim.hardware.catalog import device_presets, get_device
-from clustersim.hardware.compute import (attention_efficiency, compute_families,
-                                         compute_params, gemm_efficiency, op_time_s)
+from clustersim.hardware.compute import (ComputeParams, attention_efficiency,
+                                         compute_families, compute_params, gemm_efficiency,
+                                         op_time_s)
 from clustersim.workload.flops import OpCost, Shard, layer_ops
 from clustersim.workload.models import get_model
 
@@ -56,7 +59,10 @@ def test_gemm_efficiency_monotone_and_at_most_one(family):
                 assert gemm_efficiency(*bigger, device, dtype) >= eff
 
 
-@pytest.mark.parametrize("family", sorted(compute_families()))
+FLASH_FAMILIES = sorted(name for name, p in compute_families().items() if p.flash_attention)
+
+
+@pytest.mark.parametrize("family", FLASH_FAMILIES)
 def test_attention_efficiency_monotone_and_at_most_one(family):
     params = compute_families()[family]
     device = SimpleNamespace(name=(params.devices or ["unknown-device"])[0])
@@ -73,15 +79,60 @@ def test_no_op_runs_faster_than_peak_or_than_memory_allows():
     for _ in range(2000):
         device = rng.choice(devices)
         dtype = rng.choice(sorted(device.peak_flops))
-        kind = rng.choice(["gemm", "attention", "elementwise", "optimizer", "embedding"])
+        kinds = ["gemm", "elementwise", "optimizer", "embedding"]
+        kind = rng.choice(kinds + ["attention"] * compute_params(device).flash_attention)
         m, n, k = (rng.choice(SIZES) for _ in range(3))
-        op = OpCost("x", kind, 2.0 * m * n * k, rng.uniform(1, 1e10), m, n, k)
+        batch = rng.choice([1, 1, 7, 96])
+        op = OpCost("x", kind, 2.0 * m * n * k * batch, rng.uniform(1, 1e10), m, n, k,
+                    batch=batch)
         bw = rng.choice([None, 1e11, 1e12, 1e13])
         t = op_time_s(op, device, dtype, mem_bw_Bps=bw)
         peak = device.peak_flops[dtype] if kind in ("gemm", "attention") else max(
             device.peak_flops.values())
         assert t >= op.flops / peak
         assert t >= op.bytes / (bw or device.memory.bw_Bps)
+
+
+def test_batched_gemm_fills_the_device_like_its_whole_output():
+    """A batch of B GEMMs offers B times the output tiles: at least as efficient as one of
+    them, never above the plateau, and exactly one GEMM's efficiency when B = 1."""
+    for device in (A100, H100):
+        for m, n, k in ((512, 512, 64), (2048, 2048, 128), (1024, 64, 1024)):
+            effs = [gemm_efficiency(m, n, k, device, "bf16", batch=b) for b in (1, 2, 24, 384)]
+            assert effs[0] == gemm_efficiency(m, n, k, device, "bf16")
+            assert effs == sorted(effs) and effs[-1] <= compute_params(device).max_efficiency(
+                "bf16")
+        # enough heads to give every SM a tile: the occupancy factor reaches one
+        params = compute_params(device)
+        c, ck, plateau = params.gemm_dim_overhead, params.gemm_k_overhead, \
+            params.max_efficiency("bf16")
+        assert gemm_efficiency(512, 512, 64, device, "bf16", batch=384) == pytest.approx(
+            plateau * (512 / (512 + c)) ** 2 * 64 / (64 + ck))
+
+
+def test_v100_refuses_flash_attention_and_times_materialized_attention():
+    """FlashAttention has no Volta kernels (Dao-AILab/flash-attention#148): a V100 run must
+    model attention unfused, which needs nothing but the GEMM curve and the memory."""
+    v100 = get_device("v100-sxm2-32gb")
+    gpt = get_model("gpt3-175b")
+    flash = layer_ops(gpt, Shard(tp=8), 1, 2048, "fp16")
+    attn = next(op for op in flash["fwd"] if op.kind == "attention")
+    with pytest.raises(InputError, match="training.attention: materialized"):
+        op_time_s(attn, v100, "fp16")
+    mat = layer_ops(gpt, Shard(tp=8), 1, 2048, "fp16", attention="materialized")
+    assert not [op for op in mat["fwd"] + mat["bwd"] if op.kind == "attention"]
+    for op in mat["fwd"] + mat["bwd"]:
+        assert op_time_s(op, v100, "fp16") >= op.bytes / v100.memory.bw_Bps
+
+
+def test_softmax_of_materialized_attention_is_memory_bound():
+    gpt = get_model("gpt3-175b")
+    ops = layer_ops(gpt, Shard(tp=8), 1, 2048, "bf16", attention="materialized")
+    softmax = next(op for op in ops["fwd"] if op.name == "attention_softmax")
+    params = compute_params(A100)
+    assert op_time_s(softmax, A100, "bf16") == pytest.approx(
+        softmax.bytes / (params.memory_efficiency * A100.memory.bw_Bps)
+        + params.kernel_overhead_s)
 
 
 def test_zero_op_takes_no_time_and_unknown_kind_is_refused():
@@ -153,3 +204,11 @@ def test_flash_attention_sweep_on_h100():
     for s, tflops in measured.items():
         eff = attention_efficiency(16384 * 16, s, 128, H100)
         assert eff * 989.4 == pytest.approx(tflops, rel=0.05)
+
+
+def test_a_family_describes_flash_attention_fully_or_not_at_all():
+    a100 = compute_families()["a100"].model_dump(by_alias=True)
+    without = {k: v for k, v in a100.items() if not k.startswith("attention_")}
+    assert not ComputeParams.model_validate(without).flash_attention
+    with pytest.raises(ValidationError, match="attention_seq_overhead"):
+        ComputeParams.model_validate({**without, "attention_max_efficiency": 0.5})

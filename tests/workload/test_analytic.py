@@ -21,7 +21,7 @@ from clustersim.topology import build_cluster
 from clustersim.workload import ModelSpec, get_model, resolve_plan
 from clustersim.workload.analytic import (_families, _mesh_key, _pricer, estimate_step,
                                           pipeline_span_s)
-from clustersim.workload.mesh import Mesh, blocks, mesh_for_plan
+from clustersim.workload.mesh import Mesh, blocks
 from clustersim.workload.program import _AXES, build_program
 from clustersim.workload.schedules import (next_virtual_stage, previous_virtual_stage,
                                            schedule)
@@ -65,27 +65,30 @@ def test_uncontended_collective_dominated_step_agrees_within_3_percent(clusters)
     assert est.exposed_comm_s == pytest.approx(parts["exposed_comm_s"], rel=0.03)
 
 
-CASES = [
-    (16, {"tp": 8}, {}),                                                     # tp only
-    (16, {"tp": 4, "pp": 2}, {}),                                            # tp + pp 1f1b
-    (16, {"tp": 2, "pp": 4, "schedule": "1f1b-interleaved", "virtual_stages": 2}, {}),
-    (16, {"tp": 2, "pp": 2, "schedule": "gpipe"}, {}),
-    (32, {"tp": 8, "zero": 1}, {}),                                          # dp across nodes
-    (32, {"tp": 8, "zero": 3}, {}),
-    (16, {"tp": 1}, {}),                                                     # 16-way dp
-    (64, {"tp": 4, "pp": 2, "sp": True, "zero": 1}, {}),
-    (32, {"tp": 8, "zero": 1, "shard_group": 2}, SLOW),                      # hybrid sharding
-    (32, {"tp": 8, "zero": 2}, SLOW),
-    (32, {"tp": 8, "zero": 3}, SLOW),
-    (32, {"tp": 4, "pp": 2, "zero": 1}, SLOW),
+CASES = [   # devices, parallelism, cluster overrides, other training keys
+    (16, {"tp": 8}, {}, {}),                                                 # tp only
+    (16, {"tp": 4, "pp": 2}, {}, {}),                                        # tp + pp 1f1b
+    (16, {"tp": 2, "pp": 4, "schedule": "1f1b-interleaved", "virtual_stages": 2}, {}, {}),
+    (16, {"tp": 2, "pp": 2, "schedule": "gpipe"}, {}, {}),
+    (32, {"tp": 8, "zero": 1}, {}, {}),                                      # dp across nodes
+    (32, {"tp": 8, "zero": 3}, {}, {}),
+    (16, {"tp": 1}, {}, {}),                                                 # 16-way dp
+    (64, {"tp": 4, "pp": 2, "sp": True, "zero": 1}, {}, {}),
+    (32, {"tp": 8, "zero": 1, "shard_group": 2}, SLOW, {}),                  # hybrid sharding
+    (32, {"tp": 8, "zero": 2}, SLOW, {}),
+    (32, {"tp": 8, "zero": 3}, SLOW, {}),
+    (32, {"tp": 4, "pp": 2, "zero": 1}, SLOW, {}),
+    (16, {"tp": 4, "pp": 2, "sp": True}, {}, {"overlap": {"tp_comm": True}}),  # TP under GEMMs
+    (32, {"tp": 8}, SLOW, {"overlap": {"grad_reduce": False, "param_gather": False}}),
 ]
 
 
-@pytest.mark.parametrize("devices,parallelism,overrides", CASES,
-                         ids=[f"{d}-{p}-{'slow' if o else 'ndr'}" for d, p, o in CASES])
-def test_full_steps_agree_with_the_flow_fidelity(clusters, devices, parallelism, overrides):
+@pytest.mark.parametrize("devices,parallelism,overrides,training", CASES,
+                         ids=[f"{d}-{p}-{'slow' if o else 'ndr'}-{t}" for d, p, o, t in CASES])
+def test_full_steps_agree_with_the_flow_fidelity(clusters, devices, parallelism, overrides,
+                                                 training):
     cluster = clusters(devices, overrides)
-    est, flow, parts, program = both(cluster, LLAMA, 2 * devices, parallelism)
+    est, flow, parts, program = both(cluster, LLAMA, 2 * devices, parallelism, **training)
     step = flow.step_time_s
     assert est.step_time_s == pytest.approx(step, rel=0.10)
     for key in ("compute_s", "exposed_comm_s", "bubble_s", "comm_s"):
@@ -105,7 +108,7 @@ def test_the_three_parts_sum_to_the_step(clusters):
     t = TrainingConfig(global_batch=64, parallelism={"tp": 4, "pp": 4, "zero": 1})
     est = estimate_step(LLAMA, resolve_plan(t, LLAMA, 64), clusters(64), t)
     assert est.compute_s + est.exposed_comm_s + est.bubble_s == pytest.approx(est.step_time_s)
-    assert est.comm_s >= est.exposed_comm_s and 0 <= est.dp_wait_s <= est.bubble_s + 1e-12
+    assert est.comm_s >= est.exposed_comm_s >= est.dp_wait_s >= 0
 
 
 # ------------------------------------------------------------------ the same groups and prices
@@ -149,7 +152,8 @@ def test_prices_are_the_collective_layers(clusters):
                    "stage_layers": [3, 5, 4, 4, 4, 4, 5, 3]}, None),
     ("gpt3-175b", {"tp": 8, "pp": 4, "zero": 1, "sp": True}, None),
     ("mixtral-8x7b", {"tp": 2, "ep": 2, "pp": 2, "zero": 3, "shard_group": 2}, 4096),
-    ("llama3-8b", {"tp": 4, "cp": 2, "zero": 2}, 8192)])
+    ("llama3-8b", {"tp": 4, "cp": 2, "zero": 2}, 8192),
+    ("gpt3-175b", {"tp": 8, "pp": 4, "stage_layers": [1, 47, 47, 1]}, 2048)])   # 1 == 1
 def test_canonical_stage_work_is_the_real_stage_work(clusters, model, parallelism, seq_len):
     cluster = clusters(16)
     model = get_model(model)
@@ -180,8 +184,9 @@ def test_one_device_is_microbatches_times_forward_and_backward_plus_optimizer(cl
     assert est.comm_s == est.exposed_comm_s == est.bubble_s == 0.0
 
 
-# eight equal layers, a 128-token vocabulary: the first and last stage weigh what the others do
-EVEN = ModelSpec("even", layers=8, hidden=2048, heads=16, vocab=128, seq_len=4096)
+# eight equal layers, a 128-token vocabulary: the first and last stage weigh what the others
+# do; wide enough that sending activations costs ~0.3% of a stage's compute
+EVEN = ModelSpec("even", layers=8, hidden=8192, heads=64, vocab=128, seq_len=4096)
 
 
 def _even(cluster, microbatches, **parallelism):
@@ -189,7 +194,7 @@ def _even(cluster, microbatches, **parallelism):
     return estimate_step(EVEN, resolve_plan(t, EVEN, 4), cluster, t)
 
 
-@pytest.mark.parametrize("m", [4, 8, 32])
+@pytest.mark.parametrize("m", [4, 8, 16])
 def test_1f1b_bubble_is_p_minus_1_over_m_plus_p_minus_1(clusters, m):
     cluster = clusters(8)
     est = _even(cluster, m)
@@ -258,3 +263,17 @@ def test_closed_form_is_a_tight_lower_bound_of_the_exact_schedule():
         exact = _replay(name, p, m, v, fwd, bwd)
         closed = pipeline_span_s(name, fwd, bwd, m)
         assert exact * 0.96 <= closed <= exact * (1 + 1e-12), (name, p, m, heavy)
+
+
+def test_closed_form_with_hops_of_unequal_cost():
+    # stages inside and across nodes: receives of 2% or 30% of a forward, m = 4p
+    rng = random.Random(11)
+    for name, p in itertools.product(("1f1b", "1f1b-interleaved"), (2, 4, 8)):
+        v = 2 if name == "1f1b-interleaved" else 1
+        for _ in range(10):
+            hop = [rng.choice((0.02, 0.3)) for _ in range(p)]
+            fwd = [[1.0 + (hop[s] if s or c else 0.0) for c in range(v)] for s in range(p)]
+            bwd = [[2.0 + (hop[(s + 1) % p] if s < p - 1 or c < v - 1 else 0.0)
+                    for c in range(v)] for s in range(p)]
+            exact = _replay(name, p, 4 * p, v, fwd, bwd)
+            assert exact * 0.95 <= pipeline_span_s(name, fwd, bwd, 4 * p) <= exact * (1 + 1e-12)

@@ -1,11 +1,10 @@
-"""FLOPs, bytes and collectives per op, checked against textbook formulas computed here."""
+"""FLOPs and bytes per op, checked against textbook formulas computed here."""
 
 import pytest
 
 from clustersim.errors import InputError
-from clustersim.workload.flops import (Shard, embedding_comms, embedding_ops, gradient_comms,
-                                       hardware_flops_per_token, layer_comms, layer_ops,
-                                       logits_comms, logits_ops, megatron_flops_per_iteration,
+from clustersim.workload.flops import (Shard, embedding_ops, hardware_flops_per_token,
+                                       layer_ops, logits_ops, megatron_flops_per_iteration,
                                        model_flops_per_token, optimizer_ops)
 from clustersim.workload.models import MoESpec, ModelSpec, get_model
 
@@ -39,17 +38,19 @@ def test_tensor_parallelism_divides_gemm_flops():
                 matmul_flops(one[phase], ("attention",)) / tp)
 
 
-def test_backward_gemms_are_dgrad_plus_wgrad_of_the_forward():
-    ops = layer_ops(GPT, Shard(tp=2), 1, 1024, "bf16")
+@pytest.mark.parametrize("attention", ["flash", "materialized"])
+def test_backward_gemms_are_dgrad_plus_wgrad_of_the_forward(attention):
+    ops = layer_ops(GPT, Shard(tp=2), 1, 1024, "bf16", attention=attention)
     fwd = {op.name: op for op in ops["fwd"]}
     bwd = {op.name: op for op in ops["bwd"]}
     for name, op in fwd.items():
         if op.kind == "gemm":
             assert bwd[name + "_dgrad"].flops == bwd[name + "_wgrad"].flops == op.flops
             d, w = bwd[name + "_dgrad"], bwd[name + "_wgrad"]
-            assert (d.m, d.n, d.k) == (op.m, op.k, op.n)
-            assert (w.m, w.n, w.k) == (op.k, op.n, op.m)
-    assert bwd["attention_bwd"].flops == pytest.approx(2.5 * fwd["attention"].flops)
+            assert (d.m, d.n, d.k, d.batch) == (op.m, op.k, op.n, op.batch)
+            assert (w.m, w.n, w.k, w.batch) == (op.k, op.n, op.m, op.batch)
+    if attention == "flash":
+        assert bwd["attention_bwd"].flops == pytest.approx(2.5 * fwd["attention"].flops)
 
 
 def test_recompute_replays_forward_work():
@@ -132,79 +133,99 @@ def test_layer_ops_are_cached_and_immutable():
         a["fwd"] = ()
 
 
-def test_bad_precision_and_recompute_are_input_errors():
+def test_bad_precision_recompute_and_attention_are_input_errors():
     with pytest.raises(InputError, match="precision"):
         layer_ops(GPT, Shard(), 1, 128, "int4")
     with pytest.raises(InputError, match="recompute"):
         layer_ops(GPT, Shard(), 1, 128, "bf16", "some")
+    with pytest.raises(InputError, match="materialized"):
+        layer_ops(GPT, Shard(), 1, 128, "bf16", attention="fused")
 
 
-# ------------------------------------------------------------------ collectives
-
-def test_tp_without_sp_two_all_reduces_each_way():
-    c = layer_comms(GPT, Shard(tp=8), 2, 2048, "bf16")
-    size = 2 * 2048 * 1024 * 2
-    assert [(x.op, x.axis, x.bytes) for x in c["fwd"]] == [("all_reduce", "tp", size)] * 2
-    assert [(x.op, x.bytes) for x in c["bwd"]] == [("all_reduce", size)] * 2
-    assert layer_comms(GPT, Shard(), 2, 2048, "bf16")["fwd"] == ()
-
-
-def test_tp_with_sp_gathers_and_scatters():
-    c = layer_comms(GPT, Shard(tp=8, sp=True), 1, 2048, "bf16")
-    assert [x.op for x in c["fwd"]] == ["all_gather", "reduce_scatter"] * 2
-    assert sorted(x.op for x in c["bwd"]) == ["all_gather"] * 4 + ["reduce_scatter"] * 2
-
-
-def test_parallel_block_reduces_once():
-    c = layer_comms(get_model("palm-540b"), Shard(tp=8), 1, 2048, "bf16")
-    assert len(c["fwd"]) == 1 and len(c["bwd"]) == 1
-
-
-def test_full_recompute_repeats_forward_comms():
-    c = layer_comms(GPT, Shard(tp=4), 1, 2048, "bf16", "full")
-    assert len(c["bwd"]) == 4 and c["bwd"][0].name.endswith("_recompute")
-
-
-def test_context_parallel_gathers_kv():
-    llama = get_model("llama3-70b")
-    c = layer_comms(llama, Shard(tp=8, cp=2), 1, 8192, "bf16")
-    kv = [x for x in c["fwd"] if x.axis == "cp"]
-    assert kv[0].op == "all_gather" and kv[0].bytes == 2 * 8192 * 1 * 128 * 2
-    assert [x.op for x in c["bwd"] if x.axis == "cp"] == ["reduce_scatter"]
-
-
-def test_expert_parallel_all_to_all():
-    mix = get_model("mixtral-8x7b")
-    c = layer_comms(mix, Shard(ep=8), 1, 4096, "bf16")
-    a2a = [x for x in c["fwd"] + c["bwd"] if x.op == "all_to_all"]
-    assert len(a2a) == 4 and all(x.bytes == 4096 * 2 * 4096 * 2 for x in a2a)
-    assert not [x for x in layer_comms(mix, Shard(), 1, 4096, "bf16")["fwd"]]
-
-
-def test_zero3_gathers_layer_parameters():
-    c = layer_comms(GPT, Shard(tp=2), 1, 2048, "bf16", zero=3)
-    gathers = [x for x in c["fwd"] if x.name == "zero3_param_all_gather"]
-    h = GPT.hidden  # matrices split over tp=2, the two norm gains replicated; 2 bytes each
-    assert gathers[0].bytes == (12 * h * h / 2 + 2 * h) * 2 and gathers[0].axis == "dp"
-    assert any(x.op == "reduce_scatter" and x.axis == "dp" for x in c["bwd"])
-
-
-def test_head_comms():
-    assert embedding_comms(GPT, Shard(tp=4, sp=True), 1, 2048, "bf16")["fwd"][0].op == \
-        "reduce_scatter"
-    c = logits_comms(GPT, Shard(tp=4), 1, 2048, "bf16")
-    assert len(c["fwd"]) == 3 and c["bwd"][0].op == "all_reduce"
+def test_embedding_lookup_has_no_flops():
     assert embedding_ops(GPT, Shard(), 1, 2048, "bf16")["fwd"][0].flops == 0
 
 
-def test_gradient_comms_by_zero_stage():
-    z0 = gradient_comms(1e9, 2e8, 0, "bf16")
-    assert [(x.name, x.bytes) for x in z0["step"]] == [("grad_all_reduce", 2e9),
-                                                        ("expert_grad_all_reduce", 4e8)]
-    z2 = gradient_comms(1e9, 0, 2, "bf16", tied_embedding_params=1e6)
-    assert [x.op for x in z2["microbatch"]] == ["reduce_scatter"]
-    assert [x.axis for x in z2["step"]] == ["dp", "pp"]
-    assert gradient_comms(1e9, 0, 3, "bf16")["step"] == ()
+# ------------------------------------------------------------------ materialised attention
+
+GPT_DROP = ModelSpec("gpt-dropout", layers=4, hidden=1024, heads=16, vocab=5000,
+                     seq_len=2048, dropout=True)
+
+
+def core(ops):
+    """The attention-core ops (QK^T, softmax, dropout, PV and their backward)."""
+    return [op for op in ops if op.name.startswith("attention")]
+
+
+@pytest.mark.parametrize("b, s", [(1, 2048), (4, 512)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_materialized_layer_forward_is_textbook(b, s, causal):
+    """24 b s h^2 + 4 b s^2 h whether causal or not: masked entries are computed in full."""
+    h = GPT.hidden
+    ops = layer_ops(GPT_DROP, Shard(), b, s, "bf16", causal=causal, attention="materialized")
+    assert matmul_flops(ops["fwd"]) == pytest.approx(24 * b * s * h**2 + 4 * b * s**2 * h)
+    # the backward runs four s^2 GEMMs (dV, dP, dQ, dK) against the forward's two
+    assert matmul_flops(core(ops["bwd"])) == pytest.approx(2 * 4 * b * s**2 * h)
+
+
+@pytest.mark.parametrize("model", [GPT, GPT_DROP])
+def test_flash_and_materialized_agree_outside_the_core(model):
+    flash = layer_ops(model, Shard(tp=4), 2, 1024, "bf16")
+    mat = layer_ops(model, Shard(tp=4), 2, 1024, "bf16", attention="materialized")
+    for phase in ("fwd", "bwd"):
+        outside = [[op for op in ops[phase] if not op.name.startswith("attention")]
+                   for ops in (flash, mat)]
+        assert outside[0] == outside[1]
+
+
+@pytest.mark.parametrize("model, passes", [(GPT_DROP, (6, 9)), (GPT, (4, 7))])
+def test_score_traffic_is_its_closed_form(model, passes):
+    """The b a s^2 scores cross memory once per pass, e bytes each (1-byte dropout mask).
+
+    Forward: QK^T writes S (1); softmax reads S, writes P (2); dropout reads P, writes P'
+    and the mask (2); PV reads P' (1): 6 passes, 4 without dropout. Backward: dP' = dO V^T
+    writes (1); dV = P'^T dO reads (1); dropout backward reads dP' and the mask, writes dP
+    (2); softmax backward reads P and dP, writes dS (3); dQ = dS K and dK = dS^T Q read dS
+    (2): 9 passes, 7 without dropout. Every batched GEMM also moves two of Q, K, V, O and
+    their gradients, b s h e each.
+    """
+    b, s, a, h, e = 2, 1024, model.heads, model.hidden, 2
+    scores = b * a * s * s
+    mask = scores if model.dropout else 0
+    ops = layer_ops(model, Shard(), b, s, "bf16", attention="materialized")
+    gemms = {"fwd": 2, "bwd": 4}
+    for phase, n in zip(("fwd", "bwd"), passes):
+        expected = n * scores * e + mask + gemms[phase] * 2 * b * s * h * e
+        assert sum(op.bytes for op in core(ops[phase])) == expected
+
+
+def test_gpt_1_7b_writes_3_gb_of_scores_per_layer_pass():
+    """Narayanan et al. 2021 Table 1, first row: 24 heads, seq 2048, micro-batch 16."""
+    gpt = ModelSpec("gpt-1.7b", layers=24, hidden=2304, heads=24, vocab=51200, dropout=True)
+    scores_op = next(op for op in layer_ops(gpt, Shard(), 16, 2048, "bf16",
+                                            attention="materialized")["fwd"]
+                     if op.name == "attention_scores")
+    assert (scores_op.m, scores_op.n, scores_op.k, scores_op.batch) == (2048, 2048, 96, 16 * 24)
+    written = 16 * 24 * 2048**2 * 2
+    assert written == pytest.approx(3.2e9, rel=0.01)
+    assert scores_op.bytes - written == 2 * 16 * 2048 * 2304 * 2   # Q and K read
+
+
+def test_materialized_recompute_replays_the_core():
+    base, sel, full = (layer_ops(GPT_DROP, Shard(), 1, 2048, "bf16", r,
+                                 attention="materialized") for r in ("none", "selective", "full"))
+    fwd_core = core(base["fwd"])
+    replayed = [op for op in sel["bwd"] if op.name.endswith("_recompute")]
+    assert [op.name for op in replayed] == [op.name + "_recompute" for op in fwd_core]
+    assert [(op.flops, op.bytes) for op in replayed] == [(op.flops, op.bytes)
+                                                        for op in fwd_core]
+    assert sum(op.bytes for op in full["bwd"]) == pytest.approx(
+        sum(op.bytes for op in base["bwd"]) + sum(op.bytes for op in base["fwd"]))
+
+
+def test_materialized_attention_stays_16_bit_under_fp8():
+    ops = layer_ops(GPT, Shard(), 1, 2048, "fp8", attention="materialized")
+    assert {op.dtype for op in core(ops["fwd"] + ops["bwd"])} == {"bf16"}
 
 
 def test_adam_step_moves_28_bytes_per_parameter():

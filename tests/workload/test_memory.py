@@ -38,6 +38,34 @@ def test_korthikanti_selective_and_full_recompute():
     assert act(Shard(tp=t, sp=True), "full") == pytest.approx(2 * SBH / t)
 
 
+def test_korthikanti_for_an_inline_gpt_with_dropout():
+    """sbh (34 + 5as/h) for a GPT layer whose dropout comes from the experiment file."""
+    from clustersim.config.experiment import ModelConfig
+    from clustersim.workload.models import resolve_model
+
+    gpt = resolve_model(ModelConfig(layers=24, hidden=2304, heads=24, vocab=51200,
+                                    dropout=True))
+    s, b, h, a = 2048, 16, 2304, 24
+    materialized = layer_activation_bytes(gpt, Shard(), b, s, "bf16", flash_attention=False)
+    assert materialized == 34 * s * b * h + 5 * a * s * s * b   # sbh (34 + 5as/h), exactly
+
+
+@pytest.mark.parametrize("dropout, precision, per_score", [
+    (True, "bf16", 2 + 1 + 2),     # softmax output P, dropout mask, dropout output P'
+    (False, "bf16", 2),            # P only: PV and the softmax backward both read it
+    (True, "fp32", 4 + 1 + 4),
+])
+def test_materialized_core_is_what_selective_recompute_drops(dropout, precision, per_score):
+    from dataclasses import replace
+
+    model = replace(GPT3, dropout=dropout)
+    t = 4
+    scores = A // t * S * S * B
+    stored = layer_activation_bytes(model, Shard(tp=t), B, S, precision, "none", False)
+    selective = layer_activation_bytes(model, Shard(tp=t), B, S, precision, "selective", False)
+    assert stored - selective == per_score * scores
+
+
 def test_flash_attention_keeps_only_the_log_sum_exp():
     t = 8
     no_core = act(Shard(tp=t, sp=True), "selective")

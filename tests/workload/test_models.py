@@ -99,3 +99,12 @@ def test_invalid_specs_are_input_errors(kwargs, message):
     base = dict(layers=2, hidden=96, heads=6, vocab=10)
     with pytest.raises(InputError, match=message):
         ModelSpec("bad", **{**base, **kwargs})
+
+
+def test_dropout_is_an_inline_key():
+    """``model.dropout`` reaches the spec: written inline, over a preset, or the preset's."""
+    inline = resolve_model(ModelConfig(layers=2, hidden=64, heads=4, vocab=100, dropout=True))
+    assert inline.dropout is True
+    assert resolve_model(ModelConfig(preset="gpt3-175b", dropout=False)).dropout is False
+    assert resolve_model(ModelConfig(preset="gpt3-175b")).dropout is True
+    assert resolve_model(ModelConfig(layers=2, hidden=64, heads=4, vocab=100)).dropout is False

@@ -1,0 +1,201 @@
+"""Collectives of one transformer training step, per rank: what each layer, the first and last
+pipeline stage, and the data-parallel gradient exchange ask of the network.
+
+Everything here is per micro-batch and per rank, for a rank holding one :class:`Shard` of the
+model; the kernels these collectives sit between are in :mod:`~clustersim.workload.flops`.
+Collective sizes are buffer sizes as nccl-tests defines them: all_gather the total output,
+reduce_scatter the total input, all_reduce and all_to_all the buffer of one rank. ``axis``
+names the mesh axis whose group runs the collective (``tp``, ``cp``, ``ep``, ``dp``, ``pp``).
+
+>>> from clustersim.workload.models import get_model
+>>> [c.op for c in layer_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")["fwd"]]
+['all_reduce', 'all_reduce']
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from clustersim.workload.flops import Shard, _dims, layer_params_on_rank
+from clustersim.workload.models import ModelSpec
+
+__all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms", "gradient_comms"]
+
+
+@dataclass(frozen=True)
+class CommCost:
+    """One collective a rank takes part in; ``axis`` names the mesh axis of its group."""
+
+    name: str
+    op: str          # "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "send"
+    axis: str        # "tp" | "cp" | "ep" | "dp" | "pp"
+    bytes: float
+    phase: str       # "fwd" | "bwd"
+
+
+
+def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
+    """Megatron tensor-parallel collectives of ``blocks`` attention/MLP blocks.
+
+    Without SP: an all-reduce after each block's forward and of its input gradient in the
+    backward (Shoeybi et al. 2019). With SP (Korthikanti et al. 2022): all-gather before and
+    reduce-scatter after each block; the backward all-gathers the output gradient, all-gathers
+    the saved sharded input again for the weight gradient, and reduce-scatters the input
+    gradient.
+    """
+    if shard.tp == 1:
+        return [], []
+    fwd, bwd = [], []
+    for i in range(blocks):
+        if shard.sp:
+            fwd += [CommCost(f"tp_all_gather_{i}", "all_gather", "tp", buffer_B, "fwd"),
+                    CommCost(f"tp_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B, "fwd")]
+            bwd += [CommCost(f"tp_grad_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
+                    CommCost(f"tp_input_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
+                    CommCost(f"tp_grad_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B,
+                             "bwd")]
+        else:
+            fwd.append(CommCost(f"tp_all_reduce_{i}", "all_reduce", "tp", buffer_B, "fwd"))
+            bwd.append(CommCost(f"tp_grad_all_reduce_{i}", "all_reduce", "tp", buffer_B, "bwd"))
+    if recompute == "full":
+        bwd = [replace(c, name=c.name + "_recompute", phase="bwd") for c in fwd] + bwd
+    return fwd, bwd
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                precision: str, recompute: str = "none", zero: int = 0) -> MappingProxyType:
+    """The collectives one transformer layer implies for one micro-batch on one rank.
+
+    TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
+    whose attention and MLP outputs are summed before a single reduction). CP: the forward
+    all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
+    the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
+    combine of the routed tokens in the forward and again in the backward. ZeRO-3: the layer's
+    parameters are all-gathered before its forward and again before its backward, and its
+    gradients reduce-scattered (axis ``dp``, the data-parallel replicas of the weights; for
+    expert weights the expert-data-parallel group).
+
+    >>> from clustersim.workload.models import get_model
+    >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
+    >>> [x.op for x in c["fwd"]], c["fwd"][0].bytes == 2048 * 12288 * 2
+    (['all_gather', 'reduce_scatter', 'all_gather', 'reduce_scatter'], True)
+    """
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    blocks = 1 if model.parallel_attention else 2
+    fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
+    if shard.cp > 1:
+        kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
+        fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
+        bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
+    if model.moe is not None and shard.ep > 1:
+        routed_B = d.t * model.moe.top_k * model.moe.capacity_factor * d.h * d.act_B
+        for phase, out in (("fwd", fwd), ("bwd", bwd)):
+            out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
+                    CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
+    if zero >= 3:
+        param_B = 4 if precision == "fp32" else 2
+        dense, expert = layer_params_on_rank(model, shard.tp, shard.ep)
+        for name, size in (("zero3", dense * param_B), ("zero3_expert", expert * param_B)):
+            if size:
+                fwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
+                                       "fwd"))
+                bwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
+                                       "bwd"))
+                bwd.append(CommCost(f"{name}_grad_reduce_scatter", "reduce_scatter", "dp",
+                                    size, "bwd"))
+    return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
+
+
+
+# ------------------------------------------------------------------ first and last stage
+
+def embedding_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                    precision: str) -> MappingProxyType:
+    """TP reduction of the vocab-parallel embedding output (reduce-scatter with SP).
+
+    >>> from clustersim.workload.models import get_model
+    >>> embedding_comms(get_model("llama3-8b"), Shard(tp=4), 1, 8192, "bf16")["fwd"][0].op
+    'all_reduce'
+    """
+    if shard.tp == 1:
+        return MappingProxyType({"fwd": (), "bwd": ()})
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    size = d.t * d.h * d.act_B
+    if shard.sp:
+        return MappingProxyType({
+            "fwd": (CommCost("embedding_reduce_scatter", "reduce_scatter", "tp", size, "fwd"),),
+            "bwd": (CommCost("embedding_grad_all_gather", "all_gather", "tp", size, "bwd"),)})
+    return MappingProxyType({
+        "fwd": (CommCost("embedding_all_reduce", "all_reduce", "tp", size, "fwd"),),
+        "bwd": ()})
+
+
+
+def logits_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                 precision: str) -> MappingProxyType:
+    """SP all-gather before the output projection (or the all-reduce of its input gradient
+    without SP) and the three small all-reduces of the vocab-parallel cross-entropy (max,
+    target logit, sum of exponentials; fp32 per token).
+
+    >>> from clustersim.workload.models import get_model
+    >>> c = logits_comms(get_model("llama3-8b"), Shard(tp=2), 1, 8192, "bf16")
+    >>> [x.name for x in c["fwd"]]
+    ['ce_max_all_reduce', 'ce_target_all_reduce', 'ce_sum_all_reduce']
+    """
+    if shard.tp == 1:
+        return MappingProxyType({"fwd": (), "bwd": ()})
+    d = _dims(model, shard, micro_batch, seq_len, precision)
+    size = d.t * d.h * d.act_B
+    ce = tuple(CommCost(f"ce_{what}_all_reduce", "all_reduce", "tp", 4 * d.t, "fwd")
+               for what in ("max", "target", "sum"))
+    if shard.sp:
+        return MappingProxyType({
+            "fwd": (CommCost("logits_input_all_gather", "all_gather", "tp", size, "fwd"), *ce),
+            "bwd": (CommCost("logits_grad_reduce_scatter", "reduce_scatter", "tp", size,
+                             "bwd"),)})
+    return MappingProxyType({
+        "fwd": ce,
+        "bwd": (CommCost("logits_grad_all_reduce", "all_reduce", "tp", size, "bwd"),)})
+
+
+
+# ------------------------------------------------------------------ data-parallel gradients
+
+def gradient_comms(dense_params: float, expert_params: float, zero: int, precision: str,
+                   tied_embedding_params: float = 0.0) -> MappingProxyType:
+    """Data-parallel gradient and parameter collectives, split by how often they run.
+
+    ``dense_params``/``expert_params`` are the parameters on this rank before ZeRO sharding.
+    ZeRO 0: all-reduce the gradients once per step. ZeRO 1 (Megatron's distributed
+    optimizer): reduce-scatter gradients, all-gather updated parameters, once per step. ZeRO 2:
+    sharded gradients cannot be accumulated whole, so the reduce-scatter runs every
+    micro-batch. ZeRO 3: per-layer collectives in :func:`layer_comms`, nothing here but nothing
+    extra. Tied embeddings split over pipeline stages need their gradients summed between
+    the first and last stage (axis ``pp``, a group of two).
+
+    >>> c = gradient_comms(1e9, 0, 1, "bf16")
+    >>> [(x.op, x.bytes / 1e9) for x in c["step"]]
+    [('reduce_scatter', 2.0), ('all_gather', 2.0)]
+    """
+    grad_B = 4 if precision == "fp32" else 2
+    param_B = grad_B
+    step, micro = [], []
+    for prefix, count in (("", dense_params), ("expert_", expert_params)):
+        if not count:
+            continue
+        if zero == 0:
+            step.append(CommCost(f"{prefix}grad_all_reduce", "all_reduce", "dp",
+                                 count * grad_B, "bwd"))
+        elif zero in (1, 2):
+            rs = CommCost(f"{prefix}grad_reduce_scatter", "reduce_scatter", "dp",
+                          count * grad_B, "bwd")
+            (step if zero == 1 else micro).append(rs)
+            step.append(CommCost(f"{prefix}param_all_gather", "all_gather", "dp",
+                                 count * param_B, "bwd"))
+    if tied_embedding_params:
+        step.append(CommCost("tied_embedding_grad_all_reduce", "all_reduce", "pp",
+                             tied_embedding_params * grad_B, "bwd"))
+    return MappingProxyType({"microbatch": tuple(micro), "step": tuple(step)})
