@@ -80,6 +80,10 @@ def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
                                       optimizer=training.optimizer,
                                       flash_attention=training.attention == "flash")
     capacity = cluster.memory_capacity_B(cluster.devices[0])
+    device_B, offload_problem = memory.total_B, ""
+    if training.offload.optimizer != "none":
+        device_B, offload_problem = _offloaded_memory(cluster, memory,
+                                                      training.offload.optimizer)
 
     if config.simulation.fidelity == "analytic":
         from clustersim.workload.analytic import estimate_step
@@ -124,7 +128,8 @@ def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
         "mfu": model_flops / (devices * peak), "hfu": hardware_flops / (devices * peak),
         "model_tflops_per_device": model_flops / devices / 1e12,
         **parts,
-        "peak_memory_gib": memory.total_B / 2**30,
+        "peak_memory_gib": device_B / 2**30,
+        "offloaded_memory_gib": (memory.total_B - device_B) / 2**30,
         "memory_capacity_gib": capacity / 2**30,
         "devices": devices, "dp": plan.dp, "num_microbatches": plan.num_microbatches,
     }
@@ -134,15 +139,45 @@ def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
     row.update(energy)
     row["energy_per_token_j"] = energy["energy_j"] / tokens
     row.update(_link_columns(cluster, link_bytes, link_busy, peak_util, step))
-    if memory.total_B > capacity:
+    if device_B > capacity:
+        offloaded = (f", {(memory.total_B - device_B) / 2**30:.1f} GiB offloaded"
+                     if device_B < memory.total_B else "")
         row["status"] = "oom"
-        row["error"] = (f"needs {memory.total_B / 2**30:.1f} GiB per device, has "
+        row["error"] = (f"needs {device_B / 2**30:.1f} GiB per device, has "
                         f"{capacity / 2**30:.1f} GiB (parameters {memory.parameters_B / 2**30:.1f},"
                         f" optimizer {memory.optimizer_states_B / 2**30:.1f}, activations "
-                        f"{memory.activations_B / 2**30:.1f} GiB)")
+                        f"{memory.activations_B / 2**30:.1f} GiB{offloaded})")
+    elif offload_problem:
+        row["status"], row["error"] = "oom", offload_problem
     if trace is not None:
         row["trace"] = trace
     return row
+
+
+def _offloaded_memory(cluster, memory, where: str) -> tuple[float, str]:
+    """Device bytes once the optimizer states live in ``where``, and a problem if the
+    offload memory cannot hold the states of every device that shares it."""
+    from collections import Counter
+
+    targets = Counter()
+    capacity = {}
+    for device in cluster.devices:
+        found = cluster.offload_memory(device, where)
+        if found is None:
+            raise InputError(f"training.offload.optimizer: {where!r} needs a topology with "
+                             f"{'a CXL memory pool' if where == 'cxl' else 'host memory'} (e.g. "
+                             f"topology: cxl-memory-pool, or set cluster.overrides.memory_pool)")
+        targets[found[0]] += 1
+        capacity[found[0]] = found[1]
+    node, sharing = max(targets.items(), key=lambda kv: kv[1] * memory.optimizer_states_B
+                        / capacity[kv[0]])
+    need = sharing * memory.optimizer_states_B
+    problem = ""
+    if need > capacity[node]:
+        problem = (f"offloaded optimizer states need {need / 2**30:.1f} GiB on {node} "
+                   f"({sharing} devices x {memory.optimizer_states_B / 2**30:.1f} GiB), which has "
+                   f"{capacity[node] / 2**30:.1f} GiB")
+    return memory.total_B - memory.optimizer_states_B, problem
 
 
 def _link_columns(cluster, link_bytes, link_busy, peak_util, step: float) -> dict[str, Any]:

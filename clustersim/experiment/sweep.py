@@ -4,7 +4,8 @@ Three kinds of sweep, each mapping dotted keys into the experiment to values:
 
 - ``grid``: the cartesian product of its lists (the last key varies fastest);
 - ``zip``: parallel lists of equal length, taken row by row;
-- ``cases``: an explicit list of scenarios, each a mapping of dotted keys to values.
+- ``cases``: an explicit list of scenarios, each a mapping of dotted keys to values (and an
+  optional ``label`` naming the case: it fills the ``case`` column).
 
 They combine as a product too: every case × every zip row × every grid point (grid innermost).
 A key may appear in only one kind, and no swept key may lie inside another
@@ -63,6 +64,10 @@ from clustersim.experiment import scenario as _scenario_module
 from clustersim.experiment.scenario import Scenario
 
 __all__ = ["SWEEPABLE", "InvalidScenario", "Expansion", "expand", "key_path"]
+
+# A case may carry ``label: text``: it names the scenario and fills the ``case`` column.
+CASE_LABEL = "label"
+CASE_COLUMN = "case"
 
 SWEEPABLE = ("cluster", "model", "training", "simulation")
 _SUFFIX_CHARS = 48  # scenario names stay readable in a table
@@ -195,7 +200,12 @@ def _short(value: Any) -> str:
 
 def _scenario_name(experiment: str, index: int, overrides: list[_Override]) -> str:
     name = f"{experiment}/{index:04d}"
-    suffix = " ".join(f"{o.key.rsplit('.', 1)[-1]}={_short(o.value)}" for o in overrides)
+    label = next((o for o in overrides if o.key == CASE_COLUMN), None)
+    if label is not None:  # a labelled case names itself instead of listing its keys
+        overrides = [o for o in overrides if o.source[:3] != label.source[:3]]
+    parts = ([str(label.value)] if label is not None else []) + [
+        f"{o.key.rsplit('.', 1)[-1]}={_short(o.value)}" for o in overrides]
+    suffix = " ".join(parts)
     if len(suffix) > _SUFFIX_CHARS:
         suffix = suffix[:_SUFFIX_CHARS - 3] + "..."
     return f"{name} {suffix}" if suffix else name
@@ -251,10 +261,15 @@ def _parse_sweep(doc: YamlDocument, sweep: dict) -> tuple[list, list[str], list[
 
     cases = sweep.get("cases") or []
     case_rows: list[list[_Override]] = []
+    labelled = False
     for j, case in enumerate(cases):
         row = []
         for key, value in case.items():
             loc = ("sweep", "cases", j, key)
+            if key == CASE_LABEL:  # names the case; changes nothing in the experiment
+                row.append(_Override(CASE_COLUMN, (), value, loc))
+                labelled = True
+                continue
             path = resolve(key, "cases", loc)
             if path is not None:
                 row.append(_Override(key, path, value, loc))
@@ -267,6 +282,8 @@ def _parse_sweep(doc: YamlDocument, sweep: dict) -> tuple[list, list[str], list[
             errors.append(doc.error(("sweep",), f"swept keys {a!r} and {b!r} overlap: "
                                                 f"{b!r} lies inside {a!r}; sweep one of them"))
     keys = [k for kind in ("grid", "zip", "cases") for k in ordered if kind_of_key[k] == kind]
+    if labelled:
+        keys.insert(0, CASE_COLUMN)
     factors = [case_rows or [[]], zip_rows or [[]],
                [list(itertools.chain.from_iterable(p)) for p in
                 itertools.product(*grid_factors)]]
@@ -327,6 +344,8 @@ def _validated(doc: YamlDocument, data: dict, overrides: list[_Override]
                ) -> tuple[ExperimentConfig | None, list[InputError]]:
     """Apply the overrides to ``data`` (in place) and validate it; errors point at the sweep."""
     for o in overrides:
+        if not o.path:
+            continue  # a case label
         try:
             _set(data, o.path, o.value)
         except InputError as exc:
@@ -354,7 +373,8 @@ def expand(doc: YamlDocument) -> Expansion:
     for index, combo in enumerate(itertools.product(*factors)):
         overrides = [o for part in reversed(combo) for o in part]  # grid, zip, case
         by_key = {o.key: o.value for o in overrides}
-        swept = {k: by_key[k] if k in by_key else _get(base_data, key_path(k)) for k in keys}
+        swept = {k: by_key[k] if k in by_key else
+                 "" if k == CASE_COLUMN else _get(base_data, key_path(k)) for k in keys}
         name = _scenario_name(base.name, index, overrides)
         data = copy.deepcopy(base_data)
         config, problems = _validated(doc, data, overrides)
@@ -375,7 +395,7 @@ def expand(doc: YamlDocument) -> Expansion:
             invalid.append(InvalidScenario(index, name, swept, message, data))
         else:
             for key in keys:  # a key this point does not set: the value it actually runs with
-                if key not in by_key:
+                if key not in by_key and key != CASE_COLUMN:
                     swept[key] = _get(config.model_dump(mode="json"), key_path(key))
             scenarios.append(Scenario(index=index, name=name, config=config, swept=swept))
     if not scenarios:  # nothing to run: the file is wrong; say each problem once

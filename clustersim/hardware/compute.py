@@ -25,7 +25,7 @@ thousands of times per second in sweeps, so family lookups are cached by device 
 >>> from clustersim.workload.flops import OpCost
 >>> a100 = get_device("a100-sxm-80gb")
 >>> big = OpCost("gemm", "gemm", 2 * 16384**3, 3 * 16384**2 * 2, 16384, 16384, 16384)
->>> round(big.flops / op_time_s(big, a100, "bf16") / 1e12)  # Azure measured 256.5
+>>> round(big.flops / op_time_s(big, a100, "bf16", in_training=False) / 1e12)  # Azure: 256.5
 251
 """
 
@@ -61,7 +61,8 @@ class ComputeParams(StrictModel):
     tile: tuple[PositiveInt, PositiveInt]
     gemm_max_efficiency: dict[str, float]
     gemm_dim_overhead: float = Field(ge=0)
-    gemm_k_overhead: float = Field(ge=0)
+    gemm_k_overhead: float | dict[str, float] = Field(
+        description="one value, or per dtype with a `default`")
     split_k_min: float = Field(gt=0)
     # None: no flash-attention kernel on this family (then the other three are absent too)
     attention_max_efficiency: float | None = Field(None, gt=0, le=1)
@@ -69,6 +70,11 @@ class ComputeParams(StrictModel):
     attention_head_dim_overhead: float | None = Field(None, ge=0)
     attention_bwd_ratio: float | None = Field(None, gt=0, le=1)
     memory_efficiency: float = Field(gt=0, le=1)
+    # Sustained fraction of benchmark compute throughput inside a real multi-GPU training
+    # step (power-capped clocks with every GPU, NIC and switch loaded, SMs shared with NCCL
+    # kernels, framework-shaped operands); fitted per family on published training runs.
+    training_efficiency: float = Field(1.0, gt=0, le=1)
+    training_efficiency_fitted_on: list[str] = Field(default_factory=list)
     kernel_overhead_s: NonNegativeTime = Field(alias="kernel_overhead")
     source: str = Field(min_length=1)
     estimated: list[str] = Field(default_factory=list)
@@ -88,6 +94,11 @@ class ComputeParams(StrictModel):
     def flash_attention(self) -> bool:
         """Whether the family has flash-attention kernels (their efficiency is described)."""
         return self.attention_max_efficiency is not None
+
+    def k_overhead(self, dtype: str) -> float:
+        """The GEMM k-dimension overhead for ``dtype``."""
+        ck = self.gemm_k_overhead
+        return ck if isinstance(ck, (int, float)) else ck.get(dtype, ck["default"])
 
     def max_efficiency(self, dtype: str) -> float:
         """The GEMM plateau for ``dtype`` (the family's default when not measured)."""
@@ -145,7 +156,7 @@ def _gemm_eff(m: int, n: int, k: int, family: str, dtype: str, batch: int = 1) -
     top = p.max_efficiency(dtype)
     if m <= 0 or n <= 0 or k <= 0:   # shape unknown: the plateau
         return top
-    c, ck = p.gemm_dim_overhead, p.gemm_k_overhead
+    c, ck = p.gemm_dim_overhead, p.k_overhead(dtype)
     tiles = max(1, batch) * m * n / (p.compute_units * p.tile[0] * p.tile[1])
     occupancy = min(1.0, tiles * max(1.0, k / p.split_k_min))
     return top * occupancy * (m / (m + c)) * (n / (n + c)) * (k / (k + ck))
@@ -203,11 +214,13 @@ def _vector_flops(device, dtype: str) -> float:
     return device.flops_for(dtype)
 
 
-def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None) -> float:
+def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None,
+              in_training: bool = True) -> float:
     """Seconds one op (a :class:`~clustersim.workload.flops.OpCost`) takes on ``device``.
 
     ``dtype`` is the run's precision (``op.dtype`` overrides it when set); ``mem_bw_Bps`` the
-    bandwidth of the memory the device reads, default its own.
+    bandwidth of the memory the device reads, default its own. ``in_training=False`` times the
+    op alone, as a kernel benchmark would (without the family's ``training_efficiency``).
 
     >>> from clustersim.hardware.catalog import get_device
     >>> from clustersim.workload.flops import OpCost
@@ -236,5 +249,6 @@ def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None) -> float:
         rate = _vector_flops(device, dt)
     else:
         raise ValueError(f"unknown op kind {kind!r}; allowed: {', '.join(OP_KINDS)}")
-    compute_s = op.flops / rate if op.flops > 0 else 0.0
+    sustained = p.training_efficiency if in_training else 1.0
+    compute_s = op.flops / (rate * sustained) if op.flops > 0 else 0.0
     return max(compute_s, memory_s) + p.kernel_overhead_s

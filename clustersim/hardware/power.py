@@ -14,14 +14,27 @@ scaled by Dally et al., "Evolution of the GPU", Hot Chips 2021). A device then d
 ``idle + FLOP/s x J/FLOP + bytes/s x 8 x J/bit``, which reaches its TDP only when both its math
 units and its memory run flat out.
 
+The energy per FLOP belongs to the compute die: a catalog device whose memory alone is swapped
+(``device_overrides: {memory.technology: lpddr5x}``, same TDP, idle power and peak FLOP/s)
+keeps the catalog's J/FLOP, so only memory energy and memory-bound time change. A device whose
+TDP, idle power or peak FLOP/s is overridden too is a new design and is budgeted with its own
+memory.
+
 >>> from clustersim.hardware import get_device
->>> round(joules_per_flop(get_device("h100-sxm-80gb"), "bf16") * 1e12, 2)
+>>> h100 = get_device("h100-sxm-80gb")
+>>> round(joules_per_flop(h100, "bf16") * 1e12, 2)
 0.55
+>>> lpddr = h100.with_overrides({"memory.technology": "lpddr5x", "memory.stacks": 16,
+...                              "memory.bandwidth": "1092 GB/s"})
+>>> joules_per_flop(lpddr, "bf16") == joules_per_flop(h100, "bf16")
+True
 """
 
 from __future__ import annotations
 
 import functools
+
+from clustersim.errors import InputError
 
 __all__ = ["memory_power_at_peak_W", "joules_per_flop", "joules_per_memory_byte"]
 
@@ -38,12 +51,30 @@ def memory_power_at_peak_W(device) -> float:
     return device.memory.bw_Bps * joules_per_memory_byte(device)
 
 
+def _budgeted_memory_power_W(device) -> float:
+    """Memory power the device's TDP was specified with: the catalog entry's when ``device``
+    is that entry with only its memory changed, else the device's own."""
+    from clustersim.hardware import device_presets
+
+    base = device_presets().get(device.name)
+    if base is not None and (base.tdp_W, base.idle_W, base.peak_flops) == (
+            device.tdp_W, device.idle_W, device.peak_flops):
+        return memory_power_at_peak_W(base)
+    return memory_power_at_peak_W(device)
+
+
 @functools.lru_cache(maxsize=256)
 def joules_per_flop(device, dtype: str) -> float:
     """Dynamic energy of one FLOP of ``dtype`` (see the module docstring for the derivation).
 
-    Never negative: if a spec's memory power alone exceeded its dynamic budget, the compute
-    share is taken as zero rather than inventing energy.
+    A spec whose memory alone would draw all of ``TDP - idle`` leaves nothing for the math
+    units: that is an InputError (the energy of its FLOPs would silently be zero).
     """
-    budget = device.tdp_W - device.idle_W - memory_power_at_peak_W(device)
-    return max(0.0, budget) / device.flops_for(dtype)
+    memory_W = _budgeted_memory_power_W(device)
+    budget = device.tdp_W - device.idle_W - memory_W
+    if budget <= 0:
+        raise InputError(
+            f"device {device.name!r}: its memory at full bandwidth draws {memory_W:.0f} W, "
+            f"at least tdp - idle_power = {device.tdp_W - device.idle_W:.0f} W, leaving no "
+            f"power for its math units; raise tdp or lower memory.bandwidth")
+    return budget / device.flops_for(dtype)

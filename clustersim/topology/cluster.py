@@ -84,6 +84,7 @@ class Cluster:
     params: dict[str, Any] = field(default_factory=dict)
     _routes: dict = field(default_factory=dict, repr=False)
     _segments: dict = field(default_factory=dict, repr=False)
+    _offload_targets: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_graph(cls, G: nx.DiGraph, name: str | None = None,
@@ -186,6 +187,27 @@ class Cluster:
 
     def memory_capacity_B(self, device: Any) -> float:
         return self.graph.nodes[self.memory_node(device)]["capacity_B"]
+
+    def offload_memory(self, device: Any, where: str) -> tuple[Any, float] | None:
+        """``(memory node, its capacity)`` a device offloads to: ``host`` DRAM of its node, or
+        one expander of its ``cxl`` memory pool (spread round-robin by rank); None if the
+        topology has none."""
+        G = self.graph
+        level = {"host": "host", "cxl": "cxl"}[where]
+        for att in G.nodes[device]["attach"]:
+            if att.level != level:
+                continue
+            fabric = self.router.fabrics[att.fabric]
+            targets = self._offload_targets.get(fabric.id)
+            if targets is None:
+                kind = "memory" if where == "host" else "cxl_memory"
+                targets = sorted(n for n in G.predecessors(fabric.planes[0])
+                                 if G.nodes[n]["kind"] == kind)
+                self._offload_targets[fabric.id] = targets
+            if targets:
+                node = targets[self.rank_of[device] % len(targets)]
+                return node, G.nodes[node]["capacity_B"]
+        return None
 
     def nodes_of_kind(self, kind: str) -> list:
         return [n for n, k in self.graph.nodes(data="kind") if k == kind]

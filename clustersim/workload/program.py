@@ -41,14 +41,26 @@ from clustersim.workload.models import ModelSpec
 from clustersim.workload.plan import ParallelPlan
 from clustersim.workload.schedules import (next_virtual_stage, previous_virtual_stage,
                                            schedule)
-from clustersim.workload.stagework import (Comm, Work, activation_bytes, chunk_work, dp_comms,
-                                           optimizer_work)
+from clustersim.errors import InputError
+from clustersim.topology.graph import COMPUTE_KINDS
+from clustersim.workload.stagework import (ZERO3_PREFIX, Comm, Work, activation_bytes,
+                                           chunk_work, dp_comms, optimizer_state,
+                                           optimizer_work, p2p_gather_bytes)
 
 __all__ = ["build_program", "BUCKETS"]
 
 # Gradient / parameter buckets per chunk (Megatron-Core launches a bucket every ~40M
 # parameters; a handful per chunk already leaves only the last bucket exposed).
 BUCKETS = 4
+# FSDP prefetches one unit (a layer) ahead; pieces of up to this many per chunk approximate
+# it while keeping the number of ops small.
+ZERO3_PIECES = 8
+
+
+def _piece(comm: Comm, pieces: int, i: int) -> Comm:
+    """The share of a per-layer collective (``count`` back-to-back calls) in piece ``i``."""
+    count = comm.count * (i + 1) // pieces - comm.count * i // pieces
+    return replace(comm, count=count)
 
 # The mesh axes spanned by each collective axis: dense weights are replicated over data and
 # context parallel ranks, expert weights over the data-parallel ranks of the same expert.
@@ -131,7 +143,7 @@ class _Builder:
         axis = _axis_of(comm)
         of_rank, by_sig = self._family(axis, block)
         group, sig = of_rank[self.real_of[sim]]
-        if len(group) < 2:
+        if len(group) < 2 or comm.count == 0:
             return None
         key = (tag, comm.name, axis, block, sig)
         call = self._calls.get(key)
@@ -207,6 +219,8 @@ class _Builder:
         step_comms = dp_comms(self.model, plan, stage, precision)
         hybrid = plan.zero >= 1 and plan.shard_group < plan.dp
         act_B = activation_bytes(self.model, plan, precision)
+        gather_B = p2p_gather_bytes(self.model, plan, precision)
+        gather = Comm("p2p_all_gather", "all_gather", "tp", gather_B)
         self.last_main[sim] = None
         dp_ops: list[int] = []
 
@@ -238,6 +252,9 @@ class _Builder:
                 if prev is not None:
                     self.main(sim, self.p2p(sim, prev[0], act_B, ("act", vstage, m), "compute",
                                             deps=(self.main(sim, None),), receive=True))
+                    if gather_B:
+                        self.main(sim, self.collective(sim, gather, ("gather-act", vstage, m),
+                                                       "compute", deps=(self.main(sim, None),)))
                 comms = w.fwd_comms
                 body, bucket_comms = w.fwd, None
                 if m == first_f[c] and c in param_buckets:
@@ -247,27 +264,41 @@ class _Builder:
                 if nxt is not None:
                     self.main(sim, self.p2p(sim, nxt[0], act_B, ("grad", vstage, m), "compute",
                                             deps=(self.main(sim, None),), receive=True))
+                    if gather_B:
+                        self.main(sim, self.collective(sim, gather, ("gather-grad", vstage, m),
+                                                       "compute", deps=(self.main(sim, None),)))
                 comms = w.bwd_comms
                 body, bucket_comms = w.bwd, None
-            # FSDP: gather this chunk's parameters one compute ahead (prefetch)
-            waits = []
-            for comm in comms:
-                if comm.prefetched:
-                    waits.append(self.collective(sim, comm, (kind, c, m), "dp",
-                                                 deps=(prefetch_from,),
-                                                 block="inner" if hybrid else "all"))
-            prefetch_from = self.main(sim, None)
+            # FSDP (ZeRO-3): the chunk runs in pieces of layers; each piece's parameters are
+            # gathered one piece ahead (prefetch) and its gradients reduce-scattered after it.
+            gathers3 = [cm for cm in comms if cm.prefetched]
+            reduces3 = [cm for cm in comms if cm.name.startswith(ZERO3_PREFIX)
+                        and not cm.prefetched]
             compute_from = self.main(sim, None)
             last_reduce = kind == "B" and m == last_b[c]
-            pieces = BUCKETS if (bucket_comms or (last_reduce and reduces)) else 1
+            if gathers3 or reduces3:
+                pieces = max(1, min(w.layers, ZERO3_PIECES))
+            elif bucket_comms or (last_reduce and reduces):
+                pieces = BUCKETS
+            else:
+                pieces = 1
             for i in range(pieces):
-                deps = [self.main(sim, None), *waits]
+                deps = [self.main(sim, None)]
+                for g in gathers3:
+                    deps.append(self.collective(sim, _piece(g, pieces, i), (kind, c, m, i), "dp",
+                                                deps=(prefetch_from,),
+                                                block="inner" if hybrid else "all"))
+                prefetch_from = self.main(sim, None)
                 if bucket_comms and i < len(bucket_comms):
                     deps.append(bucket_comms[i])
                 self.main(sim, self.compute(sim, body * (1 / pieces), deps,
                                             label=f"{kind} c{c} mb{m}" +
                                             (f" {i + 1}/{pieces}" if pieces > 1 else ""),
                                             category="fwd" if kind == "F" else "bwd"))
+                for r in reduces3:
+                    dp_ops.append(self.collective(sim, _piece(r, pieces, i), (kind, c, m, i),
+                                                  "dp", deps=(self.main(sim, None),),
+                                                  block="inner" if hybrid else "all"))
                 if last_reduce and reduces:   # gradient buckets as the backward makes them
                     share = work[c].layers / layers_here / pieces
                     stream = "dp" if overlap.grad_reduce else "compute"
@@ -291,9 +322,9 @@ class _Builder:
                                 dp_ops.append(op)
             overlapped: list[int | None] = []
             for comm in comms:
-                if comm.prefetched:
-                    continue
-                if comm.name.startswith("zero3") or (plan.zero == 2 and comm.axis == "dp"):
+                if comm.name.startswith(ZERO3_PREFIX):
+                    continue  # run with the compute pieces above
+                if plan.zero == 2 and comm.axis == "dp":
                     op = self.collective(sim, comm, (kind, c, m), "dp",
                                          deps=(self.main(sim, None),),
                                          block="inner" if hybrid else "all")
@@ -331,15 +362,87 @@ class _Builder:
             op = self.collective(sim, comm, ("tied",), "dp", deps=(self.main(sim, None),))
             if op is not None:
                 dp_ops.append(op)
-        opt = optimizer_work(self.model, plan, stage, self.device, precision,
-                             training.optimizer, self.mem_bw)
-        self.main(sim, self.compute(sim, opt, (self.main(sim, None), *dp_ops),
-                                    label="optimizer step", category="optimizer"))
+        self.optimizer_step(sim, stage, [*dp_ops, self.main(sim, None)])
         if gathers and not overlap.param_gather:
             for g in gathers:
                 self.main(sim, self.collective(sim, g, ("ag-after",), "compute",
                                                deps=(self.main(sim, None),),
                                                block="inner" if hybrid else "all"))
+
+
+    # -- the optimizer step, on the device or offloaded ------------------------------------
+    def _offload_pairs(self, sim: int, where: str, to_device: bool) -> list[tuple]:
+        """(source, destination) flows between the ranks ``sim`` stands for and the memory
+        their optimizer states live in."""
+        me = self.real_of[sim]
+        stage = self.mesh.coords(me)["pp"]
+        ranks = [r for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == stage] \
+            if self.representative else [me]
+        pairs = []
+        for r in ranks:
+            device = self.devices[r]
+            found = self.cluster.offload_memory(device, where)
+            if found is None:
+                raise InputError(f"training.offload.optimizer: {where!r} needs a topology with "
+                                 f"{'a CXL memory pool' if where == 'cxl' else 'host memory'} "
+                                 f"(e.g. topology: cxl-memory-pool, or set "
+                                 f"cluster.overrides.memory_pool)")
+            pairs.append((found[0], device) if to_device else (device, found[0]))
+        return pairs
+
+    def _offload(self, sim: int, where: str, to_device: bool, size: float, stream: str,
+                 deps, label: str) -> int:
+        call = self.program.transfer(self._offload_pairs(sim, where, to_device), size,
+                                     participants=(sim,), label=label)
+        return self.program.post(sim, call, stream=stream, deps=tuple(d for d in deps
+                                                                      if d is not None),
+                                 category="offload")
+
+    def optimizer_step(self, sim: int, stage: int, deps: list) -> None:
+        """Adam/SGD on the device; or with ``offload.optimizer``: ``host`` runs it on the CPU
+        (ZeRO-Offload: gradients down, a CPU step bound by the host's DRAM bandwidth,
+        parameters back), ``cxl`` streams the states between the device and the CXL pool
+        (reads and writes at once: the links are full duplex)."""
+        training, plan = self.training, self.plan
+        where = training.offload.optimizer
+        if where == "none":
+            opt = optimizer_work(self.model, plan, stage, self.device, training.precision,
+                                 training.optimizer, self.mem_bw)
+            self.main(sim, self.compute(sim, opt, deps, label="optimizer step",
+                                        category="optimizer"))
+            return
+        state = optimizer_state(self.model, plan, stage, training.precision, training.optimizer)
+        if where == "host":
+            down = self._offload(sim, "host", False, state.params * state.grad_B, "offload",
+                                 deps, "gradients to host")
+            cpu_s = state.params * (state.grad_B + 2 * state.state_B + state.param_B) \
+                / self._host_bw_share(sim)
+            cpu = self.program.compute(sim, cpu_s, deps=(down,), stream="host",
+                                       category="optimizer", label="CPU optimizer step")
+            up = self._offload(sim, "host", True, state.params * state.param_B, "offload",
+                               (cpu,), "parameters from host")
+            self.main(sim, self.compute(sim, Work(), (self.main(sim, None), up),
+                                        label="offloaded step done", category="optimizer"))
+            return
+        read = self._offload(sim, "cxl", True, state.total_state_B, "offload-read", deps,
+                             "optimizer states from CXL")
+        write = self._offload(sim, "cxl", False, state.total_state_B, "offload-write", deps,
+                              "optimizer states to CXL")
+        opt = optimizer_work(self.model, plan, stage, self.device, training.precision,
+                             training.optimizer, self.mem_bw, states_on_device=False)
+        self.main(sim, self.compute(sim, opt, (*deps, read), label="optimizer step",
+                                    category="optimizer"))
+        self.main(sim, self.compute(sim, Work(), (self.main(sim, None), write),
+                                    label="states written back", category="optimizer"))
+
+    def _host_bw_share(self, sim: int) -> float:
+        """DRAM bandwidth of the host a device offloads to, shared by all its devices, at
+        STREAM-class efficiency (~75% of peak on DDR4/DDR5 servers: an estimate)."""
+        node, _ = self.cluster.offload_memory(self.devices[self.real_of[sim]], "host")
+        G = self.cluster.graph
+        host = next(iter(G.predecessors(node)))
+        sharing = sum(1 for n in G.predecessors(host) if G.nodes[n]["kind"] in COMPUTE_KINDS)
+        return 0.75 * G.edges[host, node]["bw_Bps"] / max(1, sharing)
 
 
 def build_program(model: ModelSpec, plan: ParallelPlan, cluster, training,

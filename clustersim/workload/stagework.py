@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clustersim.hardware.compute import op_time_s
 from clustersim.workload.comms import (embedding_comms, gradient_comms, layer_comms,
@@ -28,8 +28,9 @@ from clustersim.workload.memory import stage_parameters
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.plan import ParallelPlan
 
-__all__ = ["Work", "Comm", "ChunkWork", "chunk_work", "optimizer_work", "dp_comms",
-           "activation_bytes", "ZERO3_PREFIX"]
+__all__ = ["Work", "Comm", "ChunkWork", "chunk_work", "optimizer_work", "optimizer_state",
+           "OptimizerState", "dp_comms",
+           "activation_bytes", "p2p_gather_bytes", "ZERO3_PREFIX"]
 
 ZERO3_PREFIX = "zero3"  # layer collectives that FSDP prefetches / overlaps
 
@@ -147,11 +148,45 @@ def _updated_params(model: ModelSpec, plan: ParallelPlan, stage: int) -> float:
     return p.dense / dense_shards + p.expert / expert_shards
 
 
+@dataclass(frozen=True)
+class OptimizerState:
+    """What one rank's optimizer step touches: the parameters it updates and the bytes per
+    parameter of its state (fp32 master copy and moments), gradient and parameter."""
+
+    params: float
+    state_B: float
+    grad_B: float
+    param_B: float
+
+    @property
+    def total_state_B(self) -> float:
+        return self.params * self.state_B
+
+
+def optimizer_state(model: ModelSpec, plan: ParallelPlan, stage: int, precision: str,
+                    optimizer: str = "adam") -> OptimizerState:
+    """The optimizer state of one rank of ``stage`` (ZeRO paper: fp32 master + 2 Adam moments
+    = 12 bytes per parameter in mixed precision; one moment for SGD; no master in fp32)."""
+    from clustersim.workload.flops import element_bytes
+
+    act_B, _ = element_bytes(precision)
+    master = 0 if precision == "fp32" else 4
+    moments = 2 if optimizer == "adam" else 1
+    return OptimizerState(_updated_params(model, plan, stage), master + 4 * moments, act_B,
+                          act_B)
+
+
 @functools.lru_cache(maxsize=1024)
 def optimizer_work(model: ModelSpec, plan: ParallelPlan, stage: int, device, precision: str,
-                   optimizer: str = "adam", mem_bw_Bps: float | None = None) -> Work:
-    """The optimizer step of one rank of ``stage``."""
+                   optimizer: str = "adam", mem_bw_Bps: float | None = None,
+                   states_on_device: bool = True) -> Work:
+    """The optimizer step of one rank of ``stage`` on its device. With the states offloaded
+    (``states_on_device=False``) the device memory sees only the gradient and parameter
+    traffic; the states stream over the offload link (the program builder adds that)."""
     ops = optimizer_ops(_updated_params(model, plan, stage), precision, optimizer)
+    if not states_on_device:
+        state = optimizer_state(model, plan, stage, precision, optimizer)
+        ops = [replace(op, bytes=op.bytes - 2 * state.total_state_B) for op in ops]
     return _time(ops, device, precision, mem_bw_Bps)
 
 
@@ -168,10 +203,21 @@ def dp_comms(model: ModelSpec, plan: ParallelPlan, stage: int, precision: str
 
 
 def activation_bytes(model: ModelSpec, plan: ParallelPlan, precision: str) -> float:
-    """Bytes of activations (or their gradients) a stage sends to the next per micro-batch:
-    the hidden state of its tokens, divided by tp under sequence parallelism."""
+    """Bytes of activations (or their gradients) each rank sends to the next stage per
+    micro-batch: the hidden state of its tokens, split over the tensor-parallel ranks. With
+    sequence parallelism the tensor is already split; without it Megatron's scatter/gather
+    optimisation (Narayanan et al. SC'21, Sec. 4.1, on by default) sends 1/tp from each rank
+    and all-gathers over the fast intra-node links at the receiver
+    (:func:`p2p_gather_bytes`)."""
     from clustersim.workload.flops import element_bytes
 
     tokens = plan.micro_batch * plan.seq_len / plan.cp
-    per_rank = tokens * model.hidden * element_bytes(precision)[0]
-    return per_rank / plan.tp if plan.sp and plan.tp > 1 else per_rank
+    return tokens * model.hidden * element_bytes(precision)[0] / plan.tp
+
+
+def p2p_gather_bytes(model: ModelSpec, plan: ParallelPlan, precision: str) -> float:
+    """Size of the all-gather that rebuilds a received activation on the tensor-parallel
+    group (scatter/gather without sequence parallelism); 0 when none is needed."""
+    if plan.tp == 1 or plan.sp:
+        return 0.0
+    return activation_bytes(model, plan, precision) * plan.tp

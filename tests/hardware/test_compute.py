@@ -104,7 +104,7 @@ def test_batched_gemm_fills_the_device_like_its_whole_output():
                 "bf16")
         # enough heads to give every SM a tile: the occupancy factor reaches one
         params = compute_params(device)
-        c, ck, plateau = params.gemm_dim_overhead, params.gemm_k_overhead, \
+        c, ck, plateau = params.gemm_dim_overhead, params.k_overhead("bf16"), \
             params.max_efficiency("bf16")
         assert gemm_efficiency(512, 512, 64, device, "bf16", batch=384) == pytest.approx(
             plateau * (512 / (512 + c)) ** 2 * 64 / (64 + ck))
@@ -181,7 +181,7 @@ def test_gemm_curve_reproduces_the_sweep_it_was_fitted_on(key):
     errors = []
     for (m, n, k), measured in AZURE[key]:
         op = gemm(m, n, k, in_B)
-        predicted = op.flops / op_time_s(op, device, dtype) / 1e12
+        predicted = op.flops / op_time_s(op, device, dtype, in_training=False) / 1e12
         errors.append(predicted / measured - 1)
     print(name, [f"{e:+.1%}" for e in errors])
     assert max(abs(e) for e in errors) < 0.10
