@@ -2,8 +2,8 @@
 
 Predicts every bundled published measurement and prints predicted against measured with the
 error, then the median and max absolute error: nccl-tests collectives
-(:mod:`clustersim.validate.collectives`) and end-to-end training runs
-(:mod:`clustersim.validate.training`).
+(:mod:`clustersim.validate.collectives`), end-to-end training runs
+(:mod:`clustersim.validate.training`) and energy plausibility (:mod:`clustersim.validate.energy`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
                         help="also write every row (both tables) to FILE")
     parser.add_argument("--fidelity", choices=["flow", "analytic"], default="flow",
                         help="fidelity for the training runs (default: flow)")
-    parser.add_argument("--only", choices=["collectives", "training"], default=None,
+    parser.add_argument("--only", choices=["collectives", "training", "energy"], default=None,
                         help="validate one table only")
 
 
@@ -56,6 +56,14 @@ def run(args) -> int:
         print(f"summary: {summary['rows']} rows, median |error| "
               f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
         tables.append(train.assign(table="training"))
+    if args.only in (None, "energy"):
+        from clustersim.validate.energy import energy_validation
+
+        energy = energy_validation(fidelity=args.fidelity)
+        _print_table(energy, [c for c in ("id", "quantity", "published", "predicted", "ratio",
+                                          "within_factor_2") if c in energy.columns],
+                     "energy plausibility: predicted vs published")
+        tables.append(energy.assign(table="energy"))
     if args.csv:
         pd.concat(tables, ignore_index=True).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")

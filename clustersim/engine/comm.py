@@ -98,7 +98,8 @@ class CommModel:
             if kinds <= {"accelerator", "die"}:
                 algorithm = select_algorithm(self.cluster, [src, dst], "send_recv", size_B)
                 [phase] = expand(self.cluster, [src, dst], "send_recv", size_B, algorithm)
-                found = (float(phase.bytes.sum()),
+                # nccl-tests' send_recv runs both directions; a send is the 0 -> 1 half
+                found = (float(phase.bytes[phase.src == 0].sum()),
                          phase_latency_s(self.cluster, [src, dst], phase))
             else:
                 found = (size_B, self.cluster.route(src, dst)[2])

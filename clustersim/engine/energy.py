@@ -7,7 +7,8 @@
   InfiniBand, ICI, host DRAM: whatever the flows crossed), summed per technology;
 - static: idle power of every device, and the power of every switch, optical switch and host
   CPU, over the step time;
-- facility overhead: everything times the power usage effectiveness (PUE, default 1).
+- facility overhead: ``(PUE - 1)`` times all of the above (cooling, power delivery), so the
+  parts add up to the total (``simulation.pue``, default 1).
 
 >>> import numpy as np
 >>> from clustersim.topology import build_cluster
@@ -78,6 +79,7 @@ def step_energy(cluster, activity: Activity, dtype: str, pue: float = 1.0) -> di
         if joules > 0:
             out[f"energy_link_{tech}_j"] = float(joules)
     subtotal = compute + memory + network + out["energy_static_j"]
+    out["energy_facility_overhead_j"] = subtotal * (pue - 1.0)  # cooling, power delivery
     out["energy_j"] = subtotal * pue
     out["avg_power_w"] = out["energy_j"] / t if t > 0 else 0.0
     return out

@@ -49,11 +49,11 @@ def check_scenario(config: ExperimentConfig) -> None:
     from clustersim.topology.presets import load_topology, resolve_params
     from clustersim.workload.models import resolve_model
 
+    from clustersim.topology.gpu_cluster import resolve_device
+
     preset = load_topology(config.cluster.topology)
     params = resolve_params(preset, config.cluster.overrides)
-    from clustersim.hardware import get_device
-
-    get_device(params.device)
+    resolve_device(params.device, params.device_overrides)
     resolve_model(config.model)
 
 
@@ -135,7 +135,8 @@ def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
     }
     from clustersim.engine.energy import Activity, step_energy
 
-    energy = step_energy(cluster, Activity(step, flops, mem_bytes, link_bytes), dtype)
+    energy = step_energy(cluster, Activity(step, flops, mem_bytes, link_bytes), dtype,
+                         pue=config.simulation.pue)
     row.update(energy)
     row["energy_per_token_j"] = energy["energy_j"] / tokens
     row.update(_link_columns(cluster, link_bytes, link_busy, peak_util, step))

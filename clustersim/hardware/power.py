@@ -3,16 +3,20 @@
 Datasheets give a device's TDP and idle power, not energy per FLOP. We split the dynamic power
 at full load into memory and compute: streaming memory at its full bandwidth costs
 ``bandwidth x 8 x energy_per_bit`` of the memory technology (e.g. HBM3 at 3.35 TB/s and
-3.2 pJ/bit: 86 W), and the rest of ``TDP - idle`` is what the math units draw at their peak
-rate. So
+3.2 pJ/bit: 86 W), and the rest of ``TDP - idle`` is what the math units draw when they run as
+fast as they can. That is not the datasheet peak: a GPU reaches its power limit while running
+large GEMMs at their sustained rate (H100: ~80% of peak in cuBLAS, less inside a training step,
+where clocks sit at the power limit), so
 
-    energy per FLOP = (TDP - idle - memory power at full bandwidth) / peak FLOP/s (dtype)
+    energy per FLOP = (TDP - idle - memory power at full bandwidth)
+                      / (peak FLOP/s (dtype) x GEMM plateau x training efficiency)
 
-(H100 SXM, BF16: (700 - 70 - 86) W / 989 TFLOP/s = 0.55 pJ/FLOP, in line with the
-0.3-1 pJ per 16-bit tensor FLOP reported for 4-7 nm accelerators, e.g. Horowitz ISSCC 2014
-scaled by Dally et al., "Evolution of the GPU", Hot Chips 2021). A device then draws
-``idle + FLOP/s x J/FLOP + bytes/s x 8 x J/bit``, which reaches its TDP only when both its math
-units and its memory run flat out.
+with the plateau and training efficiency of the device's compute family
+(``hardware/data/compute.yaml``). H100 SXM, BF16: (700 - 70 - 86) W / (989 TFLOP/s x 0.80 x
+0.80) = 0.86 pJ/FLOP, in line with the 0.3-1 pJ per 16-bit tensor FLOP reported for 4-7 nm
+accelerators (Horowitz ISSCC 2014 scaled by Dally et al., "Evolution of the GPU", Hot Chips
+2021). A device then draws ``idle + FLOP/s x J/FLOP + bytes/s x 8 x J/bit``, which reaches its
+TDP when its math units run at their sustained rate and its memory streams flat out.
 
 The energy per FLOP belongs to the compute die: a catalog device whose memory alone is swapped
 (``device_overrides: {memory.technology: lpddr5x}``, same TDP, idle power and peak FLOP/s)
@@ -23,7 +27,7 @@ memory.
 >>> from clustersim.hardware import get_device
 >>> h100 = get_device("h100-sxm-80gb")
 >>> round(joules_per_flop(h100, "bf16") * 1e12, 2)
-0.55
+0.86
 >>> lpddr = h100.with_overrides({"memory.technology": "lpddr5x", "memory.stacks": 16,
 ...                              "memory.bandwidth": "1092 GB/s"})
 >>> joules_per_flop(lpddr, "bf16") == joules_per_flop(h100, "bf16")
@@ -65,7 +69,8 @@ def _budgeted_memory_power_W(device) -> float:
 
 @functools.lru_cache(maxsize=256)
 def joules_per_flop(device, dtype: str) -> float:
-    """Dynamic energy of one FLOP of ``dtype`` (see the module docstring for the derivation).
+    """Dynamic energy of one FLOP of ``dtype`` at the device's sustained rate (see the module
+    docstring for the derivation).
 
     A spec whose memory alone would draw all of ``TDP - idle`` leaves nothing for the math
     units: that is an InputError (the energy of its FLOPs would silently be zero).
@@ -77,4 +82,8 @@ def joules_per_flop(device, dtype: str) -> float:
             f"device {device.name!r}: its memory at full bandwidth draws {memory_W:.0f} W, "
             f"at least tdp - idle_power = {device.tdp_W - device.idle_W:.0f} W, leaving no "
             f"power for its math units; raise tdp or lower memory.bandwidth")
-    return budget / device.flops_for(dtype)
+    from clustersim.hardware.compute import compute_params
+
+    family = compute_params(device)
+    sustained = family.max_efficiency(dtype) * family.training_efficiency
+    return budget / (device.flops_for(dtype) * sustained)

@@ -22,6 +22,7 @@ from pydantic import Field, PositiveInt
 
 from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
+from clustersim.errors import InputError, InputErrors
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.graph import new_graph, add_node, attach, add_link
 from clustersim.topology.memory import add_cxl_pool, add_device_memory, add_host
@@ -106,7 +107,13 @@ def resolve_device(name: str, overrides: dict[str, Any]):
         stacks = overrides.get("memory.stacks", device.memory.stacks)
         overrides["memory.bandwidth"] = int(stacks) * get_link(
             overrides["memory.technology"]).bw_Bps
-    return device.with_overrides(overrides)
+    try:
+        return device.with_overrides(overrides)
+    except InputErrors as exc:  # name the override and quote its value (sweeps locate it)
+        raise InputErrors(InputError(e.message + "".join(
+            f" (override 'device_overrides.{k}': {v!r})" for k, v in overrides.items()
+            if e.message.startswith(f"{k}:")), e.file, e.line, e.col)
+            for e in exc.errors) from None
 
 
 def _mesh_path(fabric, a, b) -> tuple:

@@ -145,12 +145,23 @@ def resolve_params(preset: TopologyPreset, overrides: dict[str, Any] | None = No
                    ) -> BaseModel:
     """The builder's parameter model: the preset's values with ``overrides`` applied."""
     builder = BUILDERS[preset.builder]
-    data = apply_overrides(preset.params, overrides or {}, builder.params)
+    overrides = overrides or {}
+    data = apply_overrides(preset.params, overrides, builder.params)
     try:
         return validate(builder.params, data)
     except InputErrors as exc:
-        raise InputErrors(InputError(f"topology {preset.name}: {e.message}")
+        raise InputErrors(InputError(f"topology {preset.name}: {e.message}"
+                                     + _blame(e.message, overrides))
                           for e in exc.errors) from None
+
+
+def _blame(message: str, overrides: dict[str, Any]) -> str:
+    """`` (override 'key': 'value')`` for the override an error is about, quoted so a sweep
+    can point at the line that set it."""
+    for key, value in overrides.items():
+        if message.startswith(f"{key}:") or f"{key!r}" in message or f" {key}:" in message:
+            return f" (override {key!r}: {value!r})"
+    return ""
 
 
 def build_graph(topology: str, devices: int | None = None,

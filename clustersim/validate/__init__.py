@@ -6,4 +6,4 @@ measured (``clustersim validate``).
 True
 """
 
-__all__ = ["collectives"]
+__all__ = ["collectives", "training", "energy"]

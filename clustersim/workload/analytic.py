@@ -5,8 +5,10 @@ from :mod:`~clustersim.workload.stagework`; every collective priced by the colle
 (``collective_time_s``, algorithm ``auto``) on the group family the builder forms, every send
 at the flow engine's point-to-point cost. Only how the pieces combine differs. A slot of
 chunk ``c`` on stage ``s`` is ``F = receive + compute + blocking TP/CP/EP collectives`` (a
-receive waits for the whole transfer: a call starts once both sides have posted it), and
-``B`` likewise. The main stream of stage 0 ends at
+receive waits for the whole transfer, a call starting once both sides have posted it, then
+all-gathers it over TP without sequence parallelism; with ``overlap.tp_comm`` the TP
+collectives run beside the compute: ``max(compute + blocking, TP)``), and ``B`` likewise.
+The main stream of stage 0 ends at
 
     T = max_s [ D_s + down_s + W_s + max(0, RT_s - (k_s - (v-1)p) F_s) + up_s ]
 
@@ -26,10 +28,11 @@ fill where first forwards wait for their parameters. Data parallelism adds, per 
 - ZeRO-1/2 parameter all-gather buckets from the step's start, which the first forward of
   each chunk waits for piece by piece (or all of it after the optimizer);
 - ZeRO-2's per-micro-batch reduce-scatter, queued behind each backward;
-- ZeRO-3: each compute waits for its gather, launched one compute ahead but behind the
-  previous backward's reduce-scatter on the same stream: ``max(0, gather - previous slot)``
-  after a forward, ``max(0, reduce-scatter + gather - receive)`` after a backward, counted
-  per transition of the schedule; the first gather and the last reduce-scatter are exposed;
+- ZeRO-3 (``ZERO3_PIECES`` pieces a slot): each piece waits for its gather, launched one
+  piece ahead but queued behind the previous piece's reduce-scatter on the same stream: in
+  a forward ``max(0, gather - piece)`` per piece, in a backward ``reduce-scatter + gather``;
+  a slot's first piece likewise after the previous slot, counted per transition of the
+  schedule; the step's first gather and last reduce-scatter are exposed;
 - the tied-embedding all-reduce of the first and last stage, then each stage's optimizer.
 
 The step ends when the slowest stage's optimizer does; the breakdown is that stage's, as
@@ -64,9 +67,9 @@ import numpy as np
 
 from clustersim.workload.mesh import blocks, mesh_for_plan
 from clustersim.workload.plan import ParallelPlan
-from clustersim.workload.program import _AXES, BUCKETS, _axis_of
-from clustersim.workload.stagework import (activation_bytes, chunk_work, dp_comms,
-                                           optimizer_work)
+from clustersim.workload.program import _AXES, BUCKETS, ZERO3_PIECES, _axis_of
+from clustersim.workload.stagework import (ZERO3_PREFIX, activation_bytes, chunk_work,
+                                           dp_comms, optimizer_work, p2p_gather_bytes)
 
 __all__ = ["StepEstimate", "estimate_step", "pipeline_span_s", "warmup_forwards"]
 
@@ -226,6 +229,7 @@ class _Pricer:
         self.J_per_B = cluster.links.energy_J_per_bit * 8.0
         self.groups, self.curves, self.prices, self.units = {}, {}, {}, {}
         self.hops, self.pairs, self.p2p, self.chunks, self.stages = {}, {}, {}, {}, {}
+        self.templates, self.stage_prices = {}, {}
 
     def family(self, key: tuple) -> list:
         found = self.groups.get(key)
@@ -256,6 +260,8 @@ class _Pricer:
                     if t < best:
                         best, name = t, algorithm
                 found = (best, self._unit((key, op, name), family, op, name))
+            if len(self.prices) > 500_000:   # sizes vary with every plan: keep it bounded
+                self.prices.clear()
             self.prices[(key, op, size)] = found
         return found
 
@@ -336,19 +342,22 @@ class _Pricer:
 
     # The stagework functions read only these fields of a plan, so one canonical plan per
     # (shape, layers, first/last) serves every stage and scenario (tests hold them equal).
-    def chunk(self, model, plan: ParallelPlan, vstage: int, precision: str, recompute: str):
+    def chunk(self, model, plan: ParallelPlan, vstage: int, training):
         """``chunk_work`` of virtual stage ``vstage``."""
         layers, index = _canonical(plan.stage_layers[vstage], vstage == 0,
                                    vstage == len(plan.stage_layers) - 1)
+        precision, recompute, attention = (training.precision, training.recompute,
+                                           training.attention)
         key = (model, plan.tp, plan.sp, plan.cp, plan.ep, plan.zero, plan.micro_batch,
-               plan.seq_len, layers, index, precision, recompute)
+               plan.seq_len, layers, index, precision, recompute, attention)
         found = self.chunks.get(key)
         if found is None:
             canon = ParallelPlan(tp=plan.tp, pp=len(layers), cp=plan.cp, ep=plan.ep,
                                  sp=plan.sp, zero=plan.zero, micro_batch=plan.micro_batch,
                                  seq_len=plan.seq_len, stage_layers=layers)
             found = self.chunks[key] = chunk_work(model, canon, index, self.cluster.device,
-                                                  precision, recompute, self.mem_bw)
+                                                  precision, recompute, self.mem_bw,
+                                                  attention=attention)
         return found
 
     def stage(self, model, plan: ParallelPlan, stage: int, precision: str, optimizer: str):
@@ -397,12 +406,13 @@ class _Stage:
     overlapped with the compute, ``overlap.tp_comm``, beyond the compute); slots ``F``/``B``;
     side-stream work: ZeRO-3 gathers ``ag_f``/``ag_b`` and reduce-scatters ``rs``, ZeRO-2
     ``mb_rs``, parameter buckets (end times from the step's start, ``gathered``), gradient
-    buckets (one piece each, ``bucket``); per step: ``hidden`` communication under compute
-    (overlapped TP, the sends no receive overlaps), ``side`` all side-stream collectives."""
+    buckets (one piece each, ``bucket``); ZeRO-3's ``pieces`` per chunk and the waits inside
+    a slot (``wf``/``wb``); per step: ``hidden`` communication under compute (overlapped TP,
+    the sends no receive overlaps), ``side`` all side-stream collectives."""
 
     __slots__ = ("f", "b", "cf", "cb", "F", "B", "ag_f", "ag_b", "rs", "mb_rs", "gathered",
                  "bucket", "reduce_main", "gather_main", "tied", "opt", "flops", "mem",
-                 "side", "recv", "hidden", "early")
+                 "side", "recv", "hidden", "early", "pieces", "wf", "wb", "recv_f", "recv_b")
 
 
 def estimate_step(model, plan: ParallelPlan, cluster, training) -> StepEstimate:
@@ -412,6 +422,11 @@ def estimate_step(model, plan: ParallelPlan, cluster, training) -> StepEstimate:
     if len(cluster.devices) < plan.devices:
         raise ValueError(f"the plan needs {plan.devices} devices, the cluster has "
                          f"{len(cluster.devices)}")
+    if training.offload.optimizer != "none":
+        from clustersim.errors import InputError
+
+        raise InputError(f"training.offload.optimizer: {training.offload.optimizer!r} is not "
+                         "modelled by the analytic fidelity; use simulation.fidelity: flow")
     pr = _pricer(cluster)
     p, v, m = plan.pp, plan.virtual_stages, plan.num_microbatches
     mesh_key = _mesh_key(plan)
@@ -440,78 +455,138 @@ def estimate_step(model, plan: ParallelPlan, cluster, training) -> StepEstimate:
                 terms[unit] = terms.get(unit, 0.0) + wire * m * count
     stages = [_stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b)
               for s in range(p)]
-    return _combine(plan, training, stages, t_in_f, pr, terms)
+    return _combine(plan, training, stages, pr, terms)
+
+
+# What a priced collective adds to: per chunk, the slot's blocking time (forward, backward),
+# overlapped TP (forward, backward), ZeRO-3 gathers (forward, backward) and reduce-scatters,
+# ZeRO-2's per micro-batch, parameter buckets, gradient buckets; per stage, parameters
+# gathered after the optimizer, the tied embeddings, the receive's all-gather.
+(_CF, _CB, _TF, _TB, _AGF, _AGB, _RS, _MB, _PB, _GB, _POST, _TIED, _RECV) = range(13)
+
+
+def _template(pr, model, plan, training, s):
+    """Stage ``s``'s work and the collectives it prices, wherever it sits (cached):
+    ``(works, opt, calls)``, a call being ``(slot, chunk, axis, block, op, bytes, count,
+    calls per micro-batch, calls per step)``."""
+    v = plan.virtual_stages
+    key = (model, plan.tp, plan.sp, plan.cp, plan.ep, plan.dp, plan.zero, plan.shard_group,
+           plan.micro_batch, plan.seq_len, v, s == 0, s == plan.pp - 1, plan.pp > 1,
+           tuple(plan.stage_layers[c * plan.pp + s] for c in range(v)),
+           s + plan.pp * (v - 1) == len(plan.stage_layers) - 1, training.precision,
+           training.recompute, training.attention, training.optimizer,
+           training.overlap.tp_comm, training.overlap.param_gather,
+           training.overlap.grad_reduce)
+    found = pr.templates.get(key)
+    if found is not None:
+        return found
+    hybrid = plan.zero >= 1 and plan.shard_group < plan.dp
+    dp_block = "inner" if hybrid else "all"
+    works = [pr.chunk(model, plan, c * plan.pp + s, training) for c in range(v)]
+    here = sum(w.layers for w in works)
+    opt, comms = pr.stage(model, plan, s, training.precision, training.optimizer)
+    gathers = [g for g in comms["step"] if g.op == "all_gather"]
+    reduces = [r for r in comms["step"] if r.op != "all_gather" and r.axis != "pp"]
+    calls = []
+    for c, w in enumerate(works):
+        for backward, chunk_comms in ((False, w.fwd_comms), (True, w.bwd_comms)):
+            for comm in chunk_comms:   # as build_rank places them
+                side = comm.name.startswith(ZERO3_PREFIX) or (
+                    plan.zero == 2 and comm.axis == "dp")
+                slot = ((_AGB if backward else _AGF) if comm.prefetched else _RS if side
+                        else (_TB if backward else _TF)
+                        if training.overlap.tp_comm and comm.axis == "tp"
+                        else _CB if backward else _CF)
+                calls.append((slot, c, _axis_of(comm), dp_block if side else "all", comm.op,
+                              comm.bytes, comm.count, comm.count, 0))
+        share = w.layers / here
+        for comm in comms["microbatch"]:
+            calls.append((_MB, c, _axis_of(comm), "all", comm.op, comm.bytes * share, 1, 1, 0))
+        for g in (gathers if training.overlap.param_gather else ()):
+            calls.append((_PB, c, _axis_of(g), dp_block, g.op, g.bytes * share / BUCKETS, 1,
+                          0, BUCKETS))
+        for r in reduces:
+            size = r.bytes * share / BUCKETS
+            calls.append((_GB, c, _axis_of(r), dp_block, r.op, size, 1, 0, BUCKETS))
+            if hybrid:   # scaled by the block size when priced
+                calls.append((_GB, c, _axis_of(r), "across", "all_reduce", size, 1, 0, BUCKETS))
+    for g in (() if training.overlap.param_gather else gathers):
+        calls.append((_POST, 0, _axis_of(g), dp_block, g.op, g.bytes, 1, 0, 1))
+    for t in comms["step"]:
+        if t.axis == "pp":
+            calls.append((_TIED, 0, "tied", "all", t.op, t.bytes, 1, 0, 1))
+    gather_B = p2p_gather_bytes(model, plan, training.precision) if plan.pp > 1 else 0.0
+    if gather_B:
+        receives = 2 * v - (s == 0) - (s == plan.pp - 1)
+        calls.append((_RECV, 0, "tp", "all", "all_gather", gather_B, 1, receives, 0))
+    found = pr.templates[key] = (works, opt, tuple(calls))
+    return found
 
 
 def _stage_prices(pr, model, plan, training, s, call, block, t_in_f, t_in_b) -> _Stage:
     p, v, m = plan.pp, plan.virtual_stages, plan.num_microbatches
+    works, opt, calls = _template(pr, model, plan, training, s)
+    prices = []
+    for slot, c, axis, kind, op, size, count, per_mb, per_step in calls:
+        if kind == "across":
+            size /= block[axis]
+        prices.append(count * call(axis, kind, 0 if slot == _TIED else s, op, size,
+                                   per_mb * m + (per_step if slot != _TIED or s == 0 else 0)))
+    key = (id(works), p, m, plan.schedule, s == 0, s == p - 1, tuple(prices), t_in_f[s],
+           t_in_b[s], t_in_f[1 % p])
+    st = pr.stage_prices.get(key)
+    if st is None:
+        if len(pr.stage_prices) > 100_000:
+            pr.stage_prices.clear()
+        st = pr.stage_prices[key] = _derive(plan, training, s, works, opt, calls, prices,
+                                            t_in_f, t_in_b)
+    return st
+
+
+def _derive(plan, training, s, works, opt, calls, prices, t_in_f, t_in_b) -> _Stage:
+    """A stage's slots and side-stream work from its prices (shared by identical stages)."""
+    p, v, m = plan.pp, plan.virtual_stages, plan.num_microbatches
     overlap = training.overlap
-    hybrid = plan.zero >= 1 and plan.shard_group < plan.dp
-    dp_block = "inner" if hybrid else "all"
-    st = _Stage()
-    works = [pr.chunk(model, plan, c * p + s, training.precision, training.recompute)
-             for c in range(v)]
-    here = sum(w.layers for w in works)
-    opt, comms = pr.stage(model, plan, s, training.precision, training.optimizer)
-    st.f, st.b = [w.fwd.seconds for w in works], [w.bwd.seconds for w in works]
-    st.cf, st.cb, st.ag_f, st.ag_b, st.rs, st.mb_rs, st.bucket = ([0.0] * v for _ in range(7))
-    tp_f, tp_b = [0.0] * v, [0.0] * v   # TP collectives overlapped with their compute
-    st.gathered, clock = [], 0.0
-    gathers = [g for g in comms["step"] if g.op == "all_gather"]
-    reduces = [r for r in comms["step"] if r.op != "all_gather" and r.axis != "pp"]
-    for c, w in enumerate(works):
-        for backward, chunk_comms in ((False, w.fwd_comms), (True, w.bwd_comms)):
-            for comm in chunk_comms:   # as build_rank places them
-                side = comm.prefetched or comm.name.startswith("zero3") or (
-                    plan.zero == 2 and comm.axis == "dp")
-                t = comm.count * call(_axis_of(comm), dp_block if side else "all", s, comm.op,
-                                      comm.bytes, m * comm.count)
-                if comm.prefetched:
-                    (st.ag_b if backward else st.ag_f)[c] += t
-                elif overlap.tp_comm and comm.axis == "tp" and not side:
-                    (tp_b if backward else tp_f)[c] += t
-                else:
-                    (st.rs if side else st.cb if backward else st.cf)[c] += t
-        share = w.layers / here
-        for comm in comms["microbatch"]:
-            st.mb_rs[c] += call(_axis_of(comm), "all", s, comm.op, comm.bytes * share, m)
-        done = []   # parameter buckets, queued on the side stream from the step's start
-        for g in (gathers if overlap.param_gather else ()):
-            t = call(_axis_of(g), dp_block, s, g.op, g.bytes * share / BUCKETS, BUCKETS)
+    acc = [[0.0] * v for _ in range(13)]
+    done = [[] for _ in range(v)]   # parameter buckets, queued from the step's start
+    clock = 0.0
+    for (slot, c, *_), t in zip(calls, prices):
+        acc[slot][c] += t
+        if slot == _PB:
             for _ in range(BUCKETS if t > 0 else 0):
                 clock += t
-                done.append(clock)
-        st.gathered.append(done)
-        for r in reduces:              # gradient buckets of the chunk's last backward
-            size = r.bytes * share / BUCKETS
-            st.bucket[c] += call(_axis_of(r), dp_block, s, r.op, size, BUCKETS)
-            if hybrid:
-                st.bucket[c] += call(_axis_of(r), "across", s, "all_reduce",
-                                     size / block[_axis_of(r)], BUCKETS)
-    st.gather_main = 0.0 if overlap.param_gather else sum(
-        call(_axis_of(g), dp_block, s, g.op, g.bytes, 1) for g in gathers)
+                done[c].append(clock)
+    st = _Stage()
+    st.f, st.b = [w.fwd.seconds for w in works], [w.bwd.seconds for w in works]
+    st.ag_f, st.ag_b, st.rs, st.mb_rs, st.bucket = (acc[x] for x in (_AGF, _AGB, _RS, _MB, _GB))
+    st.gathered, st.gather_main, st.tied = done, acc[_POST][0], acc[_TIED][0]
     st.reduce_main = 0.0 if overlap.grad_reduce else BUCKETS * sum(st.bucket)
-    st.tied = sum(call("tied", "all", 0, t.op, t.bytes, 1 if s == 0 else 0)
-                  for t in comms["step"] if t.axis == "pp")
     # the TP stream starts with the compute: a slot is max(compute + blocking, TP)
+    tp_f, tp_b = acc[_TF], acc[_TB]
     st.hidden = m * sum(min(tp_f[c], st.f[c]) + min(tp_b[c], st.b[c]) for c in range(v))
-    st.cf = [max(st.cf[c], tp_f[c] - st.f[c]) for c in range(v)]
-    st.cb = [max(st.cb[c], tp_b[c] - st.b[c]) for c in range(v)]
+    st.cf = [max(acc[_CF][c], tp_f[c] - st.f[c]) for c in range(v)]
+    st.cb = [max(acc[_CB][c], tp_b[c] - st.b[c]) for c in range(v)]
     st.opt = opt.seconds
     st.flops = m * sum(w.fwd.flops + w.bwd.flops for w in works) + opt.flops
     st.mem = m * sum(w.fwd.bytes + w.bwd.bytes for w in works) + opt.bytes
-    first, last = [s == 0 and c == 0 for c in range(v)], [s == p - 1 and c == v - 1
-                                                         for c in range(v)]
-    recv_f = [0.0 if first[c] else t_in_f[s] for c in range(v)]
-    recv_b = [0.0 if last[c] else t_in_b[s] for c in range(v)]
-    st.F = [st.f[c] + st.cf[c] + recv_f[c] for c in range(v)]
-    st.B = [st.b[c] + st.cb[c] + recv_b[c] for c in range(v)]
-    st.recv = m * (sum(recv_f) + sum(recv_b))
+    # a receive is the transfer, then (scatter/gather without SP) a TP all-gather
+    gather = acc[_RECV][0]
+    st.recv_f = [0.0 if s == 0 and c == 0 else t_in_f[s] + gather for c in range(v)]
+    st.recv_b = [0.0 if s == p - 1 and c == v - 1 else t_in_b[s] + gather for c in range(v)]
+    # ZeRO-3 runs a slot in pieces, each gathering the next piece's parameters: a forward
+    # waits where a gather outlasts a piece; in a backward every gather queues behind the
+    # previous piece's reduce-scatter on the same stream
+    st.pieces = [max(1, min(w.layers, ZERO3_PIECES)) for w in works]
+    st.wf = [(n - 1) * max(0.0, (st.ag_f[c] - st.f[c]) / n) for c, n in enumerate(st.pieces)]
+    st.wb = [(n - 1) * (st.rs[c] + st.ag_b[c]) / n for c, n in enumerate(st.pieces)]
+    st.F = [st.f[c] + st.cf[c] + st.recv_f[c] + st.wf[c] for c in range(v)]
+    st.B = [st.b[c] + st.cb[c] + st.recv_b[c] + st.wb[c] for c in range(v)]
+    st.recv = m * (sum(st.recv_f) + sum(st.recv_b))
     # a send runs alongside the next slot's receive; on the first stage the warm-up forwards
     # have none to hide behind but the next forward's compute
     warm = warmup_forwards(plan.schedule, s, p, m, v) if s == 0 and p > 1 else 0
     st.hidden += warm / v * t_in_f[1 % p]
-    st.early = clock or st.ag_f[0]   # side-stream work from the step's start
+    st.early = clock or st.ag_f[0] / st.pieces[0]   # side-stream work from the step's start
     st.side = (clock + m * sum(st.mb_rs[c] + st.ag_f[c] + st.ag_b[c] + st.rs[c]
                                for c in range(v))
                + (BUCKETS * sum(st.bucket) if overlap.grad_reduce else 0.0) + st.tied)
@@ -528,7 +603,7 @@ def _first_forward_end(st: _Stage, c: int, start: float) -> float:
         for i in range(BUCKETS):
             x = max(x, done[i]) + st.f[c] / BUCKETS
     else:
-        x = max(x, st.ag_f[0] if c == 0 else 0.0) + st.f[c]
+        x = max(x, st.ag_f[0] / st.pieces[0] if c == 0 else 0.0) + st.f[c] + st.wf[c]
     return x + st.cf[c]
 
 
@@ -547,27 +622,27 @@ def _queue_end(end: float, n: int, k: int, r: float, cool: float, steady: float,
     return best
 
 
-def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
+def _combine(plan, training, stages, pr, terms) -> StepEstimate:
     p, v, m = plan.pp, plan.virtual_stages, plan.num_microbatches
     grad_overlap = training.overlap.grad_reduce
     F, B, drain, stall, wait = [], [], [], [0.0] * p, [0.0] * p
     for s, st in enumerate(stages):
-        # ZeRO-3: waits for gathers, per transition of the schedule (F^k (FB)^(n-k) B^k)
+        # ZeRO-3: a slot's first piece waits for its gather, queued behind the previous
+        # slot's last reduce-scatter, per transition of the schedule (F^k (FB)^(n-k) B^k)
         k, n = warmup_forwards(plan.schedule, s, p, m, v), m * v
         ff, fb, bf, bb = (k, n - k, n - k - 1, k) if k < n else (n - 1, 1, 0, n - 1)
-        ag_f, ag_b, rs = sum(st.ag_f) / v, sum(st.ag_b) / v, sum(st.rs) / v
-        slot_f = sum(st.f[c] + st.cf[c] for c in range(v)) / v
-        recv_f = sum(st.F[c] - st.f[c] - st.cf[c] for c in range(v)) / v
-        recv_b = sum(st.B[c] - st.b[c] - st.cb[c] for c in range(v)) / v
-        e_ff, e_fb = max(0.0, ag_f - slot_f - recv_f), max(0.0, ag_b - slot_f - recv_b)
-        e_bf, e_bb = max(0.0, rs + ag_f - recv_f), max(0.0, rs + ag_b - recv_b)
-        waits = ff * e_ff + fb * e_fb + bf * e_bf + bb * e_bb
+        ag_f, ag_b, rs, f = (sum(x[c] / st.pieces[c] for c in range(v)) / v
+                             for x in (st.ag_f, st.ag_b, st.rs, st.f))
+        cf, cb, recv_f, recv_b = (sum(x) / v for x in (st.cf, st.cb, st.recv_f, st.recv_b))
+        e_ff, e_fb = max(0.0, ag_f - f - cf - recv_f), max(0.0, ag_b - f - cf - recv_b)
+        e_bf, e_bb = max(0.0, rs + ag_f - cb - recv_f), max(0.0, rs + ag_b - cb - recv_b)
+        waits = ff * e_ff + fb * e_fb + bf * e_bf + bb * e_bb + m * sum(st.wf + st.wb)
         e_f, e_b = (e_ff, e_bb) if plan.schedule == "gpipe" else (e_bf, e_fb)  # steady state
         F.append([x + e_f for x in st.F])
         B.append([x + e_b for x in st.B])
         drain.append([B[s][c] + (0.0 if grad_overlap else BUCKETS * st.bucket[c])
                       for c in range(v)])
-        stall[s] += waits - n * (e_f + e_b)
+        stall[s] += waits - m * sum(st.wf + st.wb) - n * (e_f + e_b)
         if plan.schedule != "gpipe":   # GPipe's drain path holds the blocking reductions
             stall[s] += st.reduce_main
         wait[s] += waits
@@ -575,15 +650,15 @@ def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
     # until its first receive a stage idles while its side stream gathers (exposed)
     delay, early, gated, natural = [0.0] * p, [0.0] * p, 0.0, 0.0
     for s, st in enumerate(stages):
-        hop = t_in_f[s] if s > 0 else 0.0
+        hop = st.recv_f[0]
         early[s] = min(st.early, gated)
         end = _first_forward_end(st, 0, gated + hop)
-        wait[s] += end - gated - hop - st.f[0] - st.cf[0]
-        gated, natural = end, natural + hop + st.f[0] + st.cf[0]
+        wait[s] += end - gated - hop - st.f[0] - st.wf[0] - st.cf[0]
+        gated, natural = end, natural + hop + st.f[0] + st.wf[0] + st.cf[0]
         delay[s] = gated - natural
         for c in range(1, v):   # later chunks' first forwards: F index c p
-            start = gated + (c * p - 1) * sum(F[s]) / v + t_in_f[s]
-            late = _first_forward_end(st, c, start) - start - st.f[c] - st.cf[c]
+            start = gated + (c * p - 1) * sum(F[s]) / v + st.recv_f[c]
+            late = _first_forward_end(st, c, start) - start - st.f[c] - st.wf[c] - st.cf[c]
             stall[s] += late
             wait[s] += late
     span = pipeline_span_s(plan.schedule, F, B, m, stall, delay, drain)
@@ -593,8 +668,8 @@ def _combine(plan, training, stages, t_in_f, pr, terms) -> StepEstimate:
         end = span - above
         above += drain[s][0]
         side = st.gathered[-1][-1] if st.gathered[-1] else 0.0
-        if st.rs[0]:   # ZeRO-3: the last backward's reduce-scatter
-            side = max(side, end + st.rs[0])
+        if st.rs[0]:   # ZeRO-3: the last piece's reduce-scatter, beside the blocking ones
+            side = max(side, end - st.cb[0] + st.rs[0] / st.pieces[0])
         if any(st.mb_rs):   # ZeRO-2
             side = _queue_end(end, m * v, warmup_forwards(plan.schedule, s, p, m, v),
                               sum(st.mb_rs) / v, sum(B[s]) / v, sum(F[s] + B[s]) / v, side)

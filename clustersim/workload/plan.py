@@ -204,9 +204,10 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
                              f"{model_parallel * dp}, but the cluster has {devices} devices; "
                              f"leave dp out to use dp = devices / (tp x pp x cp)")
     _check_tensor_parallel(model, tp)
-    if par.sp and tp > 1 and (seq_len // cp) % tp:
-        raise Infeasible(f"sequence parallelism splits the {seq_len // cp} tokens of a "
-                         f"sequence on each cp rank over tp={tp}; they must divide")
+    # Sequence parallelism needs no divisibility of its own: where the tokens do not split
+    # over tp (Megatron's sequence dimension), the activations split over the hidden
+    # dimension instead, as GSPMD shards PaLM's (same bytes, same collectives), and hidden
+    # already divides by tp.
     if cp > 1 and seq_len % (2 * cp):
         raise Infeasible(f"seq_len={seq_len} must be divisible by 2 x cp = {2 * cp}: "
                          "load-balanced causal context parallelism gives each rank two "

@@ -36,6 +36,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from clustersim.engine.program import Program
+from clustersim.workload.flops import element_bytes
+from clustersim.workload.memory import stage_parameters
 from clustersim.workload.mesh import blocks, mesh_for_plan
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.plan import ParallelPlan
@@ -357,6 +359,14 @@ class _Builder:
                 self.p2p(sim, target[0], act_B, ("act" if kind == "F" else "grad", tvstage, m),
                          "send-next" if kind == "F" else "send-prev",
                          deps=(self.main(sim, None),))
+        # hybrid FSDP: the gradient shards reduced inside each block are summed across blocks
+        if plan.zero >= 3 and hybrid:
+            shard = stage_parameters(self.model, plan, stage).dense / self._block_size("dp")
+            across = Comm("zero3_grad_all_reduce_across", "all_reduce", "dp",
+                          shard * element_bytes(precision)[0])
+            dp_ops.append(self.collective(sim, across, ("ar3",), "dp",
+                                          deps=[d for d in dp_ops if d is not None],
+                                          block="across"))
         # tied embeddings: first and last stage sum their gradients
         for comm in tied:
             op = self.collective(sim, comm, ("tied",), "dp", deps=(self.main(sim, None),))

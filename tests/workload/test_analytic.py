@@ -161,8 +161,8 @@ def test_canonical_stage_work_is_the_real_stage_work(clusters, model, parallelis
     plan = resolve_plan(t, model, 16 if parallelism.get("tp") != 8 else 32)
     pr, bw = _pricer(cluster), cluster.memory_bw_Bps(cluster.devices[0])
     for vs in range(len(plan.stage_layers)):
-        assert pr.chunk(model, plan, vs, "bf16", "none") == chunk_work(
-            model, plan, vs, cluster.device, "bf16", "none", bw)
+        assert pr.chunk(model, plan, vs, t) == chunk_work(
+            model, plan, vs, cluster.device, "bf16", "none", bw, attention=t.attention)
     for s in range(plan.pp):
         assert pr.stage(model, plan, s, "bf16", "adam") == (
             optimizer_work(model, plan, s, cluster.device, "bf16", "adam", bw),
