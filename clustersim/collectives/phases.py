@@ -100,8 +100,10 @@ def _payload_phases(cluster, info, op, size_bytes, name, root, matrix):
     return _algorithms()[name](cluster, info, op, float(size_bytes), root=root, matrix=matrix)
 
 
-def valid_algorithms(cluster, group, op: str) -> list[str]:
-    """Names of the algorithms that accept ``op`` on ``group`` (no protocol suffix).
+def valid_algorithms(cluster, group, op: str, names=None) -> list[str]:
+    """Names of the algorithms (among ``names``, default all) that accept ``op`` on ``group``
+    (no protocol suffix). Checking means expanding, so ask only about the names you need: a
+    direct all-reduce on 4,096 chips alone is 16.8 million transfers.
 
     >>> from clustersim.topology import build_cluster
     >>> c = build_cluster("dgx-h100", 8)
@@ -114,7 +116,7 @@ def valid_algorithms(cluster, group, op: str) -> list[str]:
     check_op(op)
     info = group_info(cluster, group)
     out = []
-    for name in ALGORITHMS:
+    for name in ALGORITHMS if names is None else [n for n in ALGORITHMS if n in names]:
         try:
             _payload_phases(cluster, info, op, 1.0, name, 0, None)
         except InputError:

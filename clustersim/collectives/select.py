@@ -44,15 +44,14 @@ __all__ = ["auto_candidates", "candidates", "price", "select_algorithm"]
 def auto_candidates(cluster, group, op: str) -> list[str]:
     """Algorithm names (without protocol) ``auto`` considers for ``op`` on ``group``."""
     info = group_info(cluster, group)
-    valid = valid_algorithms(cluster, group, op)
     if op in ("all_to_all", "send_recv"):
         wanted = ["direct"]
     elif info.torus is not None:
         wanted = ["ring", "multidim"]
     else:
         wanted = ["ring", "tree", "nvls", "sharp"]
-    found = [a for a in wanted if a in valid]
-    return found or valid[:1]
+    found = valid_algorithms(cluster, group, op, wanted)
+    return found or valid_algorithms(cluster, group, op)[:1]
 
 
 def candidates(cluster, group, op: str, algorithm: str = "auto") -> list[str]:

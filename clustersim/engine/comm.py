@@ -4,7 +4,8 @@ A collective call expands (``clustersim.collectives.expand``) into phases over g
 positions; every group of the call runs each phase at the same time, so one phase of a call is
 one batch of flows. A transfer call is one batch of point-to-point flows. Link capacities are
 the calibrated effective capacities, and latencies the calibrated per-step latencies, that the
-analytic model uses too, so an uncontended collective costs the same in both fidelities.
+analytic model uses too, so an uncontended collective costs the same in both fidelities; a
+point-to-point message is priced by :func:`p2p_cost` in both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from clustersim.engine.program import CollectiveCall, TransferCall
 from clustersim.network.flows import FlowSet, flow_set
 
-__all__ = ["CommModel", "BatchSpec"]
+__all__ = ["CommModel", "BatchSpec", "p2p_cost"]
 
 BatchSpec = tuple[FlowSet, np.ndarray, float, str]
 
@@ -84,33 +85,54 @@ class CommModel:
                         f"{algorithm} {phase.label}"))
         return out
 
-    def _p2p_cost(self, src, dst, size_B: float) -> tuple[float, float]:
-        """``(wire bytes, latency_s)`` of one point-to-point message: the send_recv
-        collective of two devices (protocol, efficiency and per-step latency as calibrated),
-        or raw bytes and route latency to a memory endpoint (offload)."""
-        key = (self.cluster.router.shared_fabric(src, dst), size_B,
-               self.cluster.graph.nodes[dst]["kind"])
-        found = self._p2p.get(key)
-        if found is None:
-            from clustersim.collectives import expand, phase_latency_s, select_algorithm
-
-            kinds = {self.cluster.graph.nodes[n]["kind"] for n in (src, dst)}
-            if kinds <= {"accelerator", "die"}:
-                algorithm = select_algorithm(self.cluster, [src, dst], "send_recv", size_B)
-                [phase] = expand(self.cluster, [src, dst], "send_recv", size_B, algorithm)
-                # nccl-tests' send_recv runs both directions; a send is the 0 -> 1 half
-                found = (float(phase.bytes[phase.src == 0].sum()),
-                         phase_latency_s(self.cluster, [src, dst], phase))
-            else:
-                found = (size_B, self.cluster.route(src, dst)[2])
-            self._p2p[key] = found
-        return found
-
     def _transfer(self, call: TransferCall) -> BatchSpec:
         flows = self._pair_flows.get(call.pairs)
         if flows is None:  # pipeline sends repeat the same pairs every micro-batch
             flows = flow_set([self.cluster.route(src, dst)[:2] for src, dst in call.pairs])
             self._pair_flows[call.pairs] = flows
-        wire_B, latency = self._p2p_cost(*call.pairs[0], call.size_B)
+        wire_B, latency = p2p_cost(self.cluster, *call.pairs[0], call.size_B, self._p2p)
         nbytes = np.full(len(flows.lengths), wire_B * call.repeat)
         return flows, nbytes, latency * call.repeat, call.label
+
+
+def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
+             ) -> tuple[float, float]:
+    """``(wire bytes, latency_s)`` of one point-to-point message of ``size_B`` bytes from
+    ``src`` to ``dst``: between two devices, the send half of the calibrated ``send_recv``
+    collective (protocol, efficiency and per-step latency as nccl-tests measured them); to or
+    from a memory endpoint (offload), the raw bytes and the route's latency.
+
+    Messages of one size between endpoints of the same kind through the same fabric cost the
+    same, so ``cache`` (a dict the caller keeps for one cluster) holds one price per fabric,
+    size and destination kind: pipeline sends repeat every micro-batch.
+
+    >>> from clustersim.topology import build_cluster
+    >>> cluster = build_cluster("dgx-h100", devices=16)
+    >>> wire_B, latency_s = p2p_cost(cluster, cluster.devices[0], cluster.devices[8], 2**20)
+    >>> wire_B, round(latency_s * 1e6, 2)   # node 0 to node 1, over the NDR fabric
+    (1048576.0, 14.83)
+    """
+    G = cluster.graph
+    if src not in G or dst not in G:
+        missing = src if src not in G else dst
+        raise ValueError(f"p2p_cost: {missing!r} is not a node of the cluster")
+    key = (cluster.router.shared_fabric(src, dst), size_B, G.nodes[dst]["kind"])
+    found = None if cache is None else cache.get(key)
+    if found is None:
+        found = _p2p_cost(cluster, src, dst, size_B)
+        if cache is not None:
+            cache[key] = found
+    return found
+
+
+def _p2p_cost(cluster, src, dst, size_B: float) -> tuple[float, float]:
+    from clustersim.collectives import expand, phase_latency_s, select_algorithm
+
+    kinds = {cluster.graph.nodes[n]["kind"] for n in (src, dst)}
+    if kinds <= {"accelerator", "die"}:
+        algorithm = select_algorithm(cluster, [src, dst], "send_recv", size_B)
+        [phase] = expand(cluster, [src, dst], "send_recv", size_B, algorithm)
+        # nccl-tests' send_recv runs both directions; a send is the 0 -> 1 half
+        return (float(phase.bytes[phase.src == 0].sum()),
+                phase_latency_s(cluster, [src, dst], phase))
+    return (size_B, cluster.route(src, dst)[2])

@@ -41,7 +41,12 @@ class Activity:
 
 
 def static_power_W(cluster) -> dict[str, float]:
-    """Power drawn whatever the step does: idle devices, switches, hosts."""
+    """Power drawn whatever the step does: idle devices, switches, hosts (computed once per
+    cluster: a sweep prices thousands of scenarios on the same one)."""
+    return cluster.memo("static_power_W", lambda: _static_power_W(cluster))
+
+
+def _static_power_W(cluster) -> dict[str, float]:
     from clustersim.hardware import get_switch
 
     G = cluster.graph

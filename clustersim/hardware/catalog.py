@@ -7,6 +7,11 @@ derivation is in ``notes:`` and in ``docs/hardware-sources.md``). In Python ever
 in base units and says so in its name (``bw_Bps``, ``latency_s``, ``tdp_W``). Figures are raw
 spec-sheet values: efficiency and calibration factors are fitted elsewhere.
 
+The records are defined in :mod:`~clustersim.hardware.specs`; this module reads and checks
+the YAML files (errors at ``file:line:col``, links every device and switch names), and keeps
+the presets, read once per process.
+
+>>> from clustersim.units import format_quantity
 >>> h100 = get_device("h100-sxm-80gb")
 >>> format_quantity(h100.flops_for("bf16"), "flop_rate"), h100.memory.technology
 ('989 TFLOP/s', 'hbm3')
@@ -20,29 +25,24 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
-
-from clustersim.config.quantities import (Bandwidth, EnergyPerBit, FlopRate, NonNegativePower,
-                                          NonNegativeTime, Power, Size)
-from clustersim.config.validation import StrictModel, validate
+from clustersim.config.validation import validate
 from clustersim.config.yamlio import load_yaml_file
-from clustersim.errors import InputError, InputErrors, closest, unknown_name
-from clustersim.units import format_quantity
+from clustersim.errors import InputError, InputErrors, unknown_name
+from clustersim.hardware.specs import (DTYPES, LINK_CATEGORIES, CatalogModel, DeviceSpec,
+                                       HostLinkSpec, LinkTech, MemorySpec, ScaleUpSpec,
+                                       SwitchSpec)
 
+# The records are defined in hardware.specs; they stay importable from here.
 __all__ = [
     "DTYPES", "LINK_CATEGORIES", "DATA_DIR",
     "MemorySpec", "ScaleUpSpec", "HostLinkSpec", "DeviceSpec", "LinkTech", "SwitchSpec",
     "get_device", "get_link", "get_switch", "device_presets", "link_presets", "switch_presets",
-    "load_link_catalog", "load_device_catalog", "load_switch_catalog",
+    "load_link_catalog", "load_device_catalog", "load_switch_catalog", "check_device_links",
 ]
 
 DATA_DIR = Path(__file__).parent / "data"
-DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
-Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"]
-LINK_CATEGORIES = ("scale-up", "chip-to-chip", "host", "coherent", "die-to-die", "memory",
-                   "scale-out", "torus")
 # Which link categories each device attachment may name (a typo'd technology is caught early).
 _ALLOWED_CATEGORIES = {
     "memory": ("memory",),
@@ -52,262 +52,9 @@ _ALLOWED_CATEGORIES = {
 }
 
 
-class CatalogModel(StrictModel):
-    """A catalog record: frozen, unknown keys rejected, fields settable by YAML key or name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _field_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
-    """Every dotted key a record of ``model`` can name, by YAML key and by Python name."""
-    keys: set[str] = set()
-    for name, info in model.model_fields.items():
-        for key in {name, info.alias or name}:
-            keys.add(prefix + key)
-            nested = _nested_model(info.annotation)
-            if nested is not None:
-                keys |= _field_keys(nested, prefix + key + ".")
-            if name == "peak_flops":
-                keys |= {f"{prefix}{key}.{d}" for d in DTYPES}
-    return keys
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    for arg in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
-
-
-class _Sourced(CatalogModel):
-    """Checks shared by every catalog entry; each declares ``source``, ``estimated`` and
-    ``notes`` last, so keys are listed in the order a YAML entry is written."""
-
-    @model_validator(mode="after")
-    def _provenance(self):
-        if not self.source.strip():
-            raise ValueError("source must name where the figures come from")
-        known = _field_keys(type(self))
-        unknown = [k for k in self.estimated if k not in known]
-        if unknown:
-            near = closest(unknown[0], sorted(known))
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"estimated names {unknown[0]!r}, which is not a field{hint}")
-        return self
-
-
-class LinkTech(_Sourced):
-    """One link technology, described per link unit and per direction."""
-
-    name: str
-    description: str
-    category: Literal["scale-up", "chip-to-chip", "host", "coherent", "die-to-die", "memory",
-                      "scale-out", "torus"]
-    bw_Bps: Bandwidth = Field(alias="bandwidth", description="per direction, one link unit")
-    unit: str = Field(description="what one link unit is, e.g. 'x16 port', 'one HBM3 stack'")
-    lanes: PositiveInt | None = Field(None, description="lanes in one unit (PCIe/CXL/UCIe)")
-    latency_s: NonNegativeTime = Field(alias="latency", description="one traversal, no switch")
-    energy_J_per_bit: EnergyPerBit = Field(alias="energy_per_bit",
-                                           description="one bit across the link, both ends")
-    duplex: Literal["full", "half"] = "full"
-    source: str = Field(description="where the figures come from")
-    estimated: list[str] = Field(default_factory=list, description="fields that are estimates")
-    notes: str = Field("", description="derivations of estimates, conflicts between sources")
-
-    @model_validator(mode="after")
-    def _memory_is_half_duplex(self):
-        if self.category == "memory" and self.duplex != "half":
-            raise ValueError(f"{self.name}: a memory bus shares its bandwidth between reads "
-                             "and writes; write `duplex: half`")
-        return self
-
-
-class MemorySpec(CatalogModel):
-    """A device's memory: ``stacks`` stacks/packages of one technology."""
-
-    technology: str = Field(description="a memory link technology, e.g. hbm3")
-    stacks: PositiveInt = Field(description="stacks, devices or packages")
-    capacity_B: Size = Field(alias="capacity")
-    bw_Bps: Bandwidth = Field(alias="bandwidth", description="peak, all stacks together")
-
-    @property
-    def per_stack_bw_Bps(self) -> float:
-        """Peak bandwidth of one stack as this device runs it."""
-        return self.bw_Bps / self.stacks
-
-
-class ScaleUpSpec(CatalogModel):
-    """The device's scale-up ports: ``links`` units of one link technology."""
-
-    technology: str
-    links: PositiveInt
-
-
-class HostLinkSpec(CatalogModel):
-    """The link to the host CPU; ``lanes`` for lane-based links (PCIe), else one unit."""
-
-    technology: str
-    lanes: PositiveInt | None = None
-
-
-class DeviceSpec(_Sourced):
-    """A compute endpoint that runs one rank: a GPU, a TPU chip, or one die of a package."""
-
-    name: str
-    description: str = Field(description="one line, shown by `clustersim presets`")
-    vendor: str
-    year: int = Field(ge=2000, le=2100)
-    peak_flops: dict[Dtype, FlopRate] = Field(min_length=1, description="dense, per dtype")
-    memory: MemorySpec
-    scale_up: ScaleUpSpec | None = None
-    host_link: HostLinkSpec | None = None
-    nic: str | None = Field(None, description="default scale-out NIC link technology")
-    tdp_W: Power = Field(alias="tdp")
-    idle_W: NonNegativePower = Field(alias="idle_power")
-    sram_B: Size | None = Field(None, alias="sram", description="largest on-chip SRAM level")
-    source: str = Field(description="where the figures come from")
-    estimated: list[str] = Field(default_factory=list, description="fields that are estimates")
-    notes: str = Field("", description="derivations of estimates, conflicts between sources")
-
-    # Specs key the caches of per-op timing; pydantic cannot hash the dict fields, so a spec
-    # hashes by its JSON, computed once.
-    _hash: int | None = PrivateAttr(default=None)
-
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(self.model_dump_json())
-        return self._hash
-
-    @model_validator(mode="after")
-    def _idle_below_tdp(self):
-        if self.idle_W >= self.tdp_W:
-            raise ValueError(f"idle_power ({format_quantity(self.idle_W, 'power')}) must be "
-                             f"below tdp ({format_quantity(self.tdp_W, 'power')})")
-        return self
-
-    def flops_for(self, dtype: str) -> float:
-        """Dense peak FLOP/s for ``dtype``; an InputError names the dtypes this device has.
-
-        >>> get_device("a100-sxm-80gb").flops_for("bf16")
-        312000000000000.0
-        >>> get_device("tpu-v4").flops_for("fp8")
-        Traceback (most recent call last):
-        ...
-        clustersim.errors.InputError: device 'tpu-v4' has no ... 'fp8'; available: bf16, int8
-        """
-        if dtype not in self.peak_flops:
-            raise InputError(f"device {self.name!r} has no peak FLOP/s for {dtype!r}; "
-                             f"available: {', '.join(self.peak_flops)}")
-        return self.peak_flops[dtype]
-
-    def scale_up_bw_Bps(self) -> float:
-        """Scale-up bandwidth per direction: links x one link's bandwidth (0 if none).
-
-        >>> get_device("a100-sxm-80gb").scale_up_bw_Bps() / 1e9
-        300.0
-        """
-        if self.scale_up is None:
-            return 0.0
-        return self.scale_up.links * get_link(self.scale_up.technology).bw_Bps
-
-    def host_link_bw_Bps(self) -> float:
-        """Host-link bandwidth per direction (0 if none); lanes scale a lane-based unit.
-
-        >>> round(get_device("h100-sxm-80gb").host_link_bw_Bps() / 1e9, 1)
-        63.0
-        """
-        if self.host_link is None:
-            return 0.0
-        link = get_link(self.host_link.technology)
-        if self.host_link.lanes is None:
-            return link.bw_Bps
-        return link.bw_Bps * self.host_link.lanes / (link.lanes or 1)
-
-    def with_overrides(self, overrides: dict[str, Any]) -> DeviceSpec:
-        """A copy with dotted YAML keys replaced, validated again like a catalog entry.
-
-        >>> h100 = get_device("h100-sxm-80gb")
-        >>> cheap = h100.with_overrides({"memory.technology": "lpddr5x",
-        ...                              "memory.bandwidth": "500 GB/s"})
-        >>> cheap.memory.technology, cheap.memory.bw_Bps, cheap.tdp_W == h100.tdp_W
-        ('lpddr5x', 500000000000.0, True)
-        """
-        data = self.model_dump(by_alias=True)
-        for key, value in overrides.items():
-            _set_dotted(data, str(key), value, DeviceSpec)
-        device = validate(DeviceSpec, data)
-        _raise_reference_errors(device, link_presets())
-        return device
-
-
-class SwitchSpec(_Sourced):
-    """A switch chip (or optical switch): radix, port technology, latency and power."""
-
-    name: str
-    description: str
-    ports: PositiveInt = Field(description="ports of one port_technology unit each")
-    port_technology: str = Field(description="a link technology name")
-    latency_s: NonNegativeTime = Field(alias="latency", description="port to port")
-    in_network_reduction: Literal["nvls", "sharp"] | None = None
-    power_W: NonNegativePower = Field(alias="power", description="whole switch chip")
-    source: str = Field(description="where the figures come from")
-    estimated: list[str] = Field(default_factory=list, description="fields that are estimates")
-    notes: str = Field("", description="derivations of estimates, conflicts between sources")
-
-
-# ---------------------------------------------------------------------------------- overrides
-
-def _yaml_keys(model: type[BaseModel]) -> dict[str, str]:
-    """YAML key for every accepted key (the YAML key itself and the Python name)."""
-    keys = {}
-    for name, info in model.model_fields.items():
-        keys[info.alias or name] = info.alias or name
-        keys[name] = info.alias or name
-    return keys
-
-
-def _set_dotted(data: dict, key: str, value: Any, model: type[BaseModel]) -> None:
-    """Set ``data[a][b]... = value`` for ``key = "a.b..."``, checking each part against model."""
-    parts = key.split(".")
-    node, current = data, model
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if current is None:  # inside peak_flops: only dtypes are keys, and they are values
-            if part not in DTYPES:
-                raise _unknown_key(key, depth, DTYPES)
-            if not last:
-                raise InputError(f"override {key!r}: {part!r} is a value, not a group of keys")
-            node[part] = value
-            return
-        keys = _yaml_keys(current)
-        if part not in keys:
-            allowed = [info.alias or name for name, info in current.model_fields.items()]
-            raise _unknown_key(key, depth, allowed)
-        part = keys[part]
-        if last:
-            node[part] = value
-            return
-        name = next(n for n, i in current.model_fields.items() if (i.alias or n) == part)
-        nested = _nested_model(current.model_fields[name].annotation)
-        if nested is None and name != "peak_flops":
-            raise InputError(f"override {key!r}: {part!r} is a value, not a group of keys")
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node, current = node[part], nested
-
-
-def _unknown_key(key: str, depth: int, allowed) -> InputError:
-    parts = key.split(".")
-    near = closest(parts[depth], allowed)
-    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
-    where = f" in {'.'.join(parts[:depth])}" if depth else ""
-    return InputError(f"unknown override key {key!r}{hint} (allowed{where}: "
-                      f"{', '.join(allowed)})")
-
-
 # ------------------------------------------------------------------------------------ loading
 
-def _load_entries(path: Path, model: type[_Sourced]) -> tuple[dict, Any]:
+def _load_entries(path: Path, model: type[CatalogModel]) -> tuple[dict, Any]:
     doc = load_yaml_file(path)
     if not isinstance(doc.data, dict):
         raise doc.error((), f"{path.name} must map preset names to entries")
@@ -348,7 +95,18 @@ def _reference_problems(device: DeviceSpec, links: dict[str, LinkTech]) -> list[
     return problems
 
 
-def _raise_reference_errors(device: DeviceSpec, links: dict[str, LinkTech]) -> None:
+def check_device_links(device: DeviceSpec, links: dict[str, LinkTech] | None = None) -> None:
+    """Raise InputErrors for every link technology ``device`` names that ``links`` (default:
+    the link presets) lacks or that cannot serve its role (memory, scale-up, host link, NIC).
+
+    >>> h100 = get_device("h100-sxm-80gb")
+    >>> check_device_links(h100)   # every catalog device passes
+    >>> check_device_links(h100, {})
+    Traceback (most recent call last):
+    ...
+    clustersim.errors.InputErrors: ...
+    """
+    links = link_presets() if links is None else links
     problems = _reference_problems(device, links)
     if problems:
         raise InputErrors(InputError(message) for _, message in problems)

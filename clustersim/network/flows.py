@@ -45,11 +45,15 @@ _DONE_SECONDS = 1e-9
 
 
 class FlowSet(NamedTuple):
-    """Routes of several flows as flat arrays (links per flow, link indices, weights)."""
+    """Routes of several flows as flat arrays: links per flow, link indices, weights, and
+    the distinct links with each entry's index among them (computed once, reused by every
+    batch that runs these routes)."""
 
     lengths: np.ndarray
     links: np.ndarray
     weights: np.ndarray
+    uniq: np.ndarray
+    local: np.ndarray
 
 
 def flow_set(routes: Sequence[tuple[np.ndarray, np.ndarray]]) -> FlowSet:
@@ -57,7 +61,9 @@ def flow_set(routes: Sequence[tuple[np.ndarray, np.ndarray]]) -> FlowSet:
     lengths = np.fromiter((len(r[0]) for r in routes), dtype=np.int64, count=len(routes))
     links = np.concatenate([r[0] for r in routes]) if routes else np.zeros(0, np.int64)
     weights = np.concatenate([r[1] for r in routes]) if routes else np.zeros(0)
-    return FlowSet(lengths, links.astype(np.int64, copy=False), weights)
+    links = links.astype(np.int64, copy=False)
+    uniq, local = np.unique(links, return_inverse=True)
+    return FlowSet(lengths, links, weights, uniq, local)
 
 
 class Batch:
@@ -66,13 +72,14 @@ class Batch:
     __slots__ = ("id", "lengths", "links", "weights", "uniq", "local", "remaining", "rate",
                  "done", "label", "t_last", "version")
 
-    def __init__(self, bid: int, lengths: np.ndarray, links: np.ndarray, weights: np.ndarray,
-                 nbytes: np.ndarray, done: simpy.Event, label: str = ""):
+    def __init__(self, bid: int, lengths: np.ndarray, uniq: np.ndarray, local: np.ndarray,
+                 weights: np.ndarray, nbytes: np.ndarray, done: simpy.Event, label: str = ""):
         self.id = bid
         self.lengths = lengths          # links per flow
-        self.links = links              # compact link index of every route entry
+        self.uniq = uniq                # compact links this batch touches, sorted
+        self.local = local              # each route entry's index into uniq
+        self.links = uniq[local]        # compact link index of every route entry
         self.weights = weights
-        self.uniq, self.local = np.unique(links, return_inverse=True)  # links it touches
         self.remaining = np.asarray(nbytes, dtype=np.float64).copy()
         self.rate = np.zeros(len(lengths))
         self.done = done
@@ -140,11 +147,19 @@ class FlowNetwork:
         done = self.env.event()
         if not isinstance(flows, FlowSet):
             flows = flow_set(flows)
-        lengths, links, weights = flows
-        nbytes = np.where(lengths == 0, 0.0, np.asarray(nbytes, dtype=np.float64))
-        batch = Batch(next(self._ids), lengths, self._compact(links), weights, nbytes, done,
+        nbytes = np.where(flows.lengths == 0, 0.0, np.asarray(nbytes, dtype=np.float64))
+        # the batch's distinct links in compact ids, sorted (re-sharing searches them)
+        uniq = self._compact(flows.uniq)
+        order = np.argsort(uniq, kind="stable")
+        if np.any(order != np.arange(len(order))):  # map to sorted compact ids
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            uniq, local = uniq[order], rank[flows.local]
+        else:
+            local = flows.local
+        batch = Batch(next(self._ids), flows.lengths, uniq, local, flows.weights, nbytes, done,
                       label)
-        np.add.at(self._bytes, batch.links, np.repeat(nbytes, lengths) * weights)
+        np.add.at(self._bytes, batch.links, np.repeat(nbytes, flows.lengths) * flows.weights)
         if latency_s > 0:  # a bare timeout with a callback: cheaper than a process
             self.env.timeout(latency_s).callbacks.append(lambda _: self._join(batch))
         else:

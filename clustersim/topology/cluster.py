@@ -85,6 +85,13 @@ class Cluster:
     _routes: dict = field(default_factory=dict, repr=False)
     _segments: dict = field(default_factory=dict, repr=False)
     _offload_targets: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, compute):
+        """A per-cluster cache for derived facts (static power, ...): ``compute()`` once."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @classmethod
     def from_graph(cls, G: nx.DiGraph, name: str | None = None,

@@ -136,14 +136,20 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
     if levels == 3:
         if len(pods) > radix:
             raise ValueError(f"{len(pods)} pods exceed the {radix} ports of a core switch")
-        # Each agg sends radix/2 links up; agg j of every pod meets the same core group j.
-        per_group = radix // 2
+        # Each agg sends radix/2 links up; agg j of every pod meets the same core group j. A
+        # core has a port per pod link, so with fewer than radix pods a group needs fewer
+        # cores, each taking several parallel links from every agg (same bandwidth, fewer
+        # switches drawing power).
+        uplinks = radix // 2
+        per_group = next(n for n in range(1, uplinks + 1)
+                         if uplinks % n == 0 and n * radix >= uplinks * len(pods))
         for j in range(up):
             cores[j] = tuple(switch_node(f"core{j}.{c}", "core") for c in range(per_group))
             for p in aggs:
                 for core in cores[j]:
-                    add_link(G, aggs[p][j], core, link, bw_Bps=bw_Bps, latency_s=latency_s,
-                             switch_latency_s=sw_lat, bundle=fabric_id)
+                    add_link(G, aggs[p][j], core, link, count=uplinks // per_group,
+                             bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
+                             bundle=fabric_id)
     fabric = add_fabric(G, FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of,
                                          pod_of=pod_of, aggs=aggs, cores=cores,
                                          in_network_reduction=spec.in_network_reduction))

@@ -60,12 +60,14 @@ def row_source(row) -> str:
 
 
 def _interleave(layers_per_stage: int) -> dict[str, Any]:
-    """NAR21 used the interleaved schedule; two chunks per stage where the layers split
-    evenly, otherwise plain 1F1B (an uneven interleaving would need per-chunk layer counts
-    the paper does not give)."""
-    if layers_per_stage % 2 == 0:
-        return {"schedule": "1f1b-interleaved", "virtual_stages": 2}
-    return {"schedule": "1f1b"}
+    """Both sources pipeline with Megatron's interleaved 1F1B schedule (Narayanan et al.
+    SC'21; Megatron-Core's --num-layers-per-virtual-pipeline-stage), whose chunk counts they do
+    not publish: we take the fewest chunks (at least two) that split a stage's layers evenly,
+    and plain 1F1B when a stage holds a single layer."""
+    chunks = next((v for v in range(2, layers_per_stage + 1) if layers_per_stage % v == 0), 1)
+    if chunks == 1:
+        return {"schedule": "1f1b"}
+    return {"schedule": "1f1b-interleaved", "virtual_stages": chunks}
 
 
 def row_config(row) -> dict[str, Any]:
@@ -109,11 +111,14 @@ def row_config(row) -> dict[str, Any]:
             parallelism.update(_interleave(int(row["layers"]) // pp))
     else:  # MCORE24: the README's flags
         # --overlap-grad-reduce --overlap-param-gather --tp-comm-overlap, distributed
-        # optimizer (ZeRO-1), sequence parallelism with TP, micro-batch 1, 1F1B.
+        # optimizer (ZeRO-1), sequence parallelism with TP, micro-batch 1, interleaving as
+        # for NAR21.
         model.update(vocab=int(row["vocab"]), seq_len=int(row["seq_len"]))
         training.update(micro_batch=1, recompute="none",
                         overlap={"grad_reduce": True, "param_gather": True, "tp_comm": True})
         parallelism.update(sp=tp > 1, zero=1 if dp > 1 else 0)
+        if pp > 1:
+            parallelism.update(_interleave(int(row["layers"]) // pp))
     training["parallelism"] = parallelism
     return {"name": str(row["id"]),
             "cluster": {"topology": topology, "devices": devices, "overrides": overrides},

@@ -18,8 +18,9 @@ import functools
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from clustersim.workload.flops import Shard, _dims, layer_params_on_rank
+from clustersim.workload.flops import layer_params_on_rank
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import Shard, layer_dims
 
 __all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms", "gradient_comms"]
 
@@ -83,7 +84,7 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     >>> [x.op for x in c["fwd"]], c["fwd"][0].bytes == 2048 * 12288 * 2
     (['all_gather', 'reduce_scatter', 'all_gather', 'reduce_scatter'], True)
     """
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     blocks = 1 if model.parallel_attention else 2
     fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
     if shard.cp > 1:
@@ -122,7 +123,7 @@ def embedding_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: i
     """
     if shard.tp == 1:
         return MappingProxyType({"fwd": (), "bwd": ()})
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     size = d.t * d.h * d.act_B
     if shard.sp:
         return MappingProxyType({
@@ -147,7 +148,7 @@ def logits_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     """
     if shard.tp == 1:
         return MappingProxyType({"fwd": (), "bwd": ()})
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     size = d.t * d.h * d.act_B
     ce = tuple(CommCost(f"ce_{what}_all_reduce", "all_reduce", "tp", 4 * d.t, "fwd")
                for what in ("max", "target", "sum"))

@@ -1,20 +1,15 @@
 """FLOPs and memory traffic of the kernels of one transformer training step, per rank.
 
 Everything here is per micro-batch and per rank, for a rank that holds one shard of the model
-(:class:`Shard`: tensor, sequence, context and expert parallelism); the collectives between
-these kernels are in :mod:`~clustersim.workload.comms`. Conventions:
+(:class:`~clustersim.workload.ops.Shard`: tensor, sequence, context and expert
+parallelism); the collectives between these kernels are in :mod:`~clustersim.workload.comms`.
+Conventions:
 
 - A GEMM ``Y[m,n] = X[m,k] W[k,n]`` costs ``2mnk`` FLOPs. Its backward is a data-gradient GEMM
   ``dX = dY W^T`` (shape m, k, n) and a weight-gradient GEMM ``dW = X^T dY`` (shape k, n, m).
-- Attention (``attention="flash"``, the default) is flash-style (Dao et al. 2022/2023): no
-  s^2 tensor touches device memory. Causal attention executes half the score/value FLOPs of
-  full attention (masked tiles are skipped; the diagonal tiles are ignored). The backward
-  executes 2.5x the forward FLOPs (five matmuls against two: it recomputes QK^T), the
-  FlashAttention-2 benchmark convention.
-- ``attention="materialized"`` is the unfused attention of Megatron-LM before flash kernels
-  (2019-22, ``CoreAttention``): batched GEMMs per head write and read the b a s^2 scores in
-  the activation dtype, with a fused scale-mask-softmax and (with dropout) a dropout pass
-  between them; masked (causal) entries are computed in full. See :func:`layer_ops`.
+- The attention core is flash-style (``attention="flash"``, the default) or the unfused
+  ``"materialized"`` kernels of Megatron-LM before flash attention; both are built in
+  :mod:`~clustersim.workload.attention` and placed in the layer by :func:`layer_ops`.
 - Model FLOPs for MFU (:func:`model_flops_per_token`) follow PaLM (Chowdhery et al. 2022,
   App. B): ``6N + 12 L H Q T``, attention counted *without* causal halving.
 - Bytes are device-memory reads plus writes, activations in 16 bits (32 for fp32), GEMM inputs
@@ -31,114 +26,35 @@ these kernels are in :mod:`~clustersim.workload.comms`. Conventions:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
 
 from clustersim.errors import InputError
+from clustersim.workload.attention import ATTENTION_KINDS, attention_ops
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import (ELEMENTWISE_FLOPS, PRECISIONS, LayerDims, OpCost, Shard,
+                                     element_bytes, layer_dims)
 
+# OpCost, Shard, PRECISIONS and element_bytes live in workload.ops and ATTENTION_KINDS in
+# workload.attention (the attention builders need them); they stay importable from here.
 __all__ = [
     "OpCost", "Shard", "PRECISIONS", "ATTENTION_KINDS", "element_bytes",
     "layer_params_on_rank", "layer_ops", "embedding_ops", "logits_ops", "optimizer_ops",
     "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",
 ]
 
-PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
-ATTENTION_KINDS = ("flash", "materialized")
-# Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
-# much). They only matter on a device whose vector unit is slow next to its memory. Dropout:
-# compare a random number, select, scale (the Philox generator's integer work not counted).
-_ELEMENTWISE_FLOPS = {"norm": 5, "residual": 1, "gelu": 8, "swiglu": 5, "permute": 0,
-                      "softmax": 5, "dropout": 3, "embedding": 0}
-_FA_BWD_FLOPS = 2.5     # FlashAttention backward / forward FLOPs (Dao 2023)
 _ADAM_FLOPS = 12        # per parameter: moments, bias correction, sqrt, divide, decay, update
 _SGD_FLOPS = 4          # per parameter: momentum and update
 
 
-@dataclass(frozen=True)
-class OpCost:
-    """One kernel on one rank. For a GEMM, (m, n, k) is its shape and ``batch`` the number of
-    such GEMMs one batched kernel runs (one per attention head; ``flops`` and ``bytes`` are
-    the kernel's totals); for flash attention, m is query rows (tokens x heads on this rank),
-    n the mean number of keys a query sees, k head_dim. ``dtype`` overrides the run's
-    precision for this op ('' = the run's)."""
-
-    name: str
-    kind: str        # "gemm" | "attention" | "elementwise" | "embedding" | "optimizer"
-    flops: float
-    bytes: float
-    m: int = 0
-    n: int = 0
-    k: int = 0
-    dtype: str = ""
-    batch: int = 1
-
-
-@dataclass(frozen=True)
-class Shard:
-    """How one rank's share of a layer is cut: tp (with sp: sequence-parallel norms), cp, ep.
-
-    >>> Shard(tp=8, sp=True).tp
-    8
-    """
-
-    tp: int = 1
-    sp: bool = False
-    cp: int = 1
-    ep: int = 1
-
-
-def element_bytes(precision: str) -> tuple[int, int]:
-    """(activation bytes, GEMM-input bytes) per element for a training precision.
-
-    >>> element_bytes("bf16"), element_bytes("fp8"), element_bytes("fp32")
-    ((2, 2), (2, 1), (4, 4))
-    """
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    act = 4 if precision == "fp32" else 2
-    return act, {"fp8": 1}.get(precision, act)
-
-
-@dataclass(frozen=True)
-class _Dims:
-    b: int
-    s_local: int     # tokens of one sequence on this rank (seq_len / cp)
-    s_full: int
-    t: float         # tokens on this rank (b * s_local)
-    t_norm: float    # tokens the norms/residuals run on (t / tp with SP)
-    h: int
-    heads: int       # query heads on this rank
-    kv: int          # KV heads on this rank (>= 1: replicated when tp > kv_heads)
-    q: int           # query width on this rank
-    kvw: int         # key (and value) width on this rank
-    ffn: int         # MLP width on this rank
-    vocab: int       # vocabulary slice on this rank (Megatron pads the vocab to divide)
-    experts: int     # MoE experts held on this rank
-    act_B: int
-    in_B: int
-
-
-def _dims(model: ModelSpec, shard: Shard, b: int, seq_len: int, precision: str) -> _Dims:
-    act_B, in_B = element_bytes(precision)
-    tp = shard.tp
-    kv = model.kv_heads // tp if model.kv_heads % tp == 0 else 1
-    s_local = seq_len // shard.cp
-    t = b * s_local
-    return _Dims(b, s_local, seq_len, t, t / tp if shard.sp else t, model.hidden,
-                 model.heads // tp, kv, model.heads // tp * model.head_dim, kv * model.head_dim,
-                 -(-model.ffn_hidden // tp), -(-model.vocab // tp),
-                 max(1, model.experts // shard.ep), act_B, in_B)
-
-
-def _gemm(name: str, m: float, n: float, k: float, d: _Dims, groups: int = 1) -> OpCost:
+def _gemm(name: str, m: float, n: float, k: float, d: LayerDims, groups: int = 1) -> OpCost:
     """``groups`` equal GEMMs of m/groups rows each (grouped expert GEMM: weights per group)."""
     m_each = max(1, round(m / groups))
     return OpCost(name, "gemm", 2.0 * m * n * k, (m * k + groups * k * n) * d.in_B
                   + m * n * d.act_B, m_each, int(n), int(k))
 
 
-def _gemm_bwd(op: OpCost, m: float, d: _Dims, groups: int = 1) -> list[OpCost]:
+def _gemm_bwd(op: OpCost, m: float, d: LayerDims, groups: int = 1) -> list[OpCost]:
     n, k = op.n, op.k
     dgrad = OpCost(op.name + "_dgrad", "gemm", op.flops,
                    (m * n + groups * n * k) * d.in_B + m * k * d.act_B, op.m, k, n)
@@ -148,72 +64,12 @@ def _gemm_bwd(op: OpCost, m: float, d: _Dims, groups: int = 1) -> list[OpCost]:
 
 
 def _elementwise(name: str, what: str, elements: float, reads: float, writes: float,
-                 d: _Dims, extra_B: float = 0.0) -> OpCost:
-    return OpCost(name, "elementwise", _ELEMENTWISE_FLOPS[what] * elements,
+                 d: LayerDims, extra_B: float = 0.0) -> OpCost:
+    return OpCost(name, "elementwise", ELEMENTWISE_FLOPS[what] * elements,
                   (reads + writes) * elements * d.act_B + extra_B)
 
 
-def _attention(model: ModelSpec, d: _Dims, causal: bool, dtype: str) -> OpCost:
-    full = 4.0 * d.b * d.s_local * d.s_full * d.q
-    keys = d.s_full // 2 if causal else d.s_full
-    bytes_ = (2 * d.t * d.q + 2 * d.b * d.s_full * d.kvw) * d.act_B + 4 * d.t * d.heads
-    return OpCost("attention", "attention", full / 2 if causal else full, bytes_,
-                  int(d.t * d.heads), max(1, keys), model.head_dim, dtype)
-
-
-def _attention_bwd(fwd: OpCost, d: _Dims) -> OpCost:
-    bytes_ = (4 * d.t * d.q + 4 * d.b * d.s_full * d.kvw) * d.act_B + 8 * d.t * d.heads
-    return replace(fwd, name="attention_bwd", flops=_FA_BWD_FLOPS * fwd.flops, bytes=bytes_)
-
-
-def _materialized_attention(model: ModelSpec, d: _Dims, dtype: str
-                            ) -> tuple[list[OpCost], list[OpCost]]:
-    """Forward and backward kernels of unfused attention (Megatron-LM ``CoreAttention``).
-
-    Each matrix product is one batched GEMM, one GEMM per head (batch = b x heads on this
-    rank), over E = b a s s_k scores (s queries on this rank, s_k keys: the whole sequence)
-    held in the activation dtype; dropout adds a 1-byte mask per score. Forward:
-    ``attention_scores`` Z = Q K^T writes E; ``attention_softmax`` (the fused
-    scale-mask-softmax) reads Z, writes P; ``attention_dropout`` reads P, writes P' and the
-    mask; ``attention_context`` O = P' V reads P' (P without dropout). Backward:
-    ``attention_context_dgrad`` dP' = dO V^T writes E (the left operand's gradient, as a
-    GEMM's dgrad), ``attention_context_wgrad`` dV = P'^T dO reads P' (the right operand's, as
-    a wgrad); the dropout backward reads dP' and the mask, writes dP; the softmax backward
-    reads P and dP, writes dS; ``attention_scores_dgrad`` dQ = dS K and ``_wgrad`` dK = dS^T Q
-    read dS. Megatron generates the causal mask inside the softmax kernel (nothing read) and
-    computes the masked scores in full. The backward's four GEMMs are twice the forward's.
-    """
-    s, keys, hd, batch = d.s_local, d.s_full, model.head_dim, d.b * d.heads
-    scores = float(batch * s * keys)
-    q_B, kv_B, p_B = d.t * d.q * d.act_B, d.b * keys * d.kvw * d.act_B, scores * d.act_B
-    mask_B = scores if model.dropout else 0.0
-    ew = _ELEMENTWISE_FLOPS
-
-    # each moves one E-sized operand and two of Q, K, V, O or their gradients (one of query
-    # width, one of KV width)
-    def bgemm(name, m, n, k):
-        return OpCost(name, "gemm", 2.0 * scores * hd, p_B + q_B + kv_B, m, n, k, dtype, batch)
-
-    def pointwise(name, flops, tensors):
-        return OpCost(name, "elementwise", flops * scores, tensors * p_B + mask_B, dtype=dtype)
-
-    fwd = [bgemm("attention_scores", s, keys, hd),
-           OpCost("attention_softmax", "elementwise", ew["softmax"] * scores, 2 * p_B,
-                  dtype=dtype)]
-    bwd = [bgemm("attention_context_dgrad", s, keys, hd),
-           bgemm("attention_context_wgrad", keys, hd, s)]
-    if model.dropout:
-        fwd.append(pointwise("attention_dropout", ew["dropout"], 2))
-        bwd.append(pointwise("attention_dropout_bwd", 2 * ew["dropout"], 2))
-    fwd.append(bgemm("attention_context", s, hd, keys))
-    bwd += [OpCost("attention_softmax_bwd", "elementwise", 2 * ew["softmax"] * scores,
-                   3 * p_B, dtype=dtype),
-            bgemm("attention_scores_dgrad", s, hd, keys),
-            bgemm("attention_scores_wgrad", hd, keys, s)]
-    return fwd, bwd
-
-
-def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str, attention: str
+def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, attention: str
              ) -> list[tuple[OpCost, tuple]]:
     """Forward ops of one layer, each with how to build its backward."""
     drop_B = d.t_norm * d.h if model.dropout else 0.0      # 1-byte dropout mask
@@ -230,11 +86,7 @@ def _forward(model: ModelSpec, d: _Dims, causal: bool, attn_dtype: str, attentio
         ops.append((_gemm(name, m, n, k, d, groups), ("gemm", m, groups)))
 
     def core():   # the attention core; its last op carries the backward of all of it
-        if attention == "flash":
-            fwd = [_attention(model, d, causal, attn_dtype)]
-            bwd = [_attention_bwd(fwd[0], d)]
-        else:
-            fwd, bwd = _materialized_attention(model, d, attn_dtype)
+        fwd, bwd = attention_ops(model, d, causal, attn_dtype, attention)
         ops.extend((op, ("in_core",)) for op in fwd[:-1])
         ops.append((fwd[-1], ("core", tuple(fwd), tuple(bwd))))
 
@@ -281,8 +133,8 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     ``full`` replays the whole layer forward at the start of the backward, ``selective``
     replays the attention core just before its backward (Korthikanti et al. 2022).
     ``attention``: ``flash`` (one fused kernel each way) or ``materialized`` (the s^2 scores
-    through memory, see :func:`_materialized_attention`; dropout on them when
-    ``model.dropout``).
+    through memory, see :func:`~clustersim.workload.attention.materialized_attention_ops`;
+    dropout on them when ``model.dropout``).
 
     >>> from clustersim.workload.models import get_model
     >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16", "selective")
@@ -300,7 +152,7 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     if attention not in ATTENTION_KINDS:
         raise InputError(f"attention must be {' or '.join(ATTENTION_KINDS)}, got "
                          f"{attention!r}")
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     # Transformer Engine runs GEMMs in fp8 but attention in bf16
     forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "", attention)
     fwd, bwd = [op for op, _ in forward], []
@@ -317,7 +169,7 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
         else:
             _, what, elems, reads, writes, extra = how
             bwd.append(OpCost(op.name + "_bwd", "elementwise",
-                              2 * _ELEMENTWISE_FLOPS[what] * elems,
+                              2 * ELEMENTWISE_FLOPS[what] * elems,
                               (reads + writes) * elems * d.act_B + extra))
     if recompute == "full":
         bwd = [replace(op, name=op.name + "_recompute") for op in fwd] + bwd
@@ -351,7 +203,7 @@ def embedding_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int
     >>> embedding_ops(get_model("llama3-8b"), Shard(), 1, 8192, "bf16")["fwd"][0].kind
     'embedding'
     """
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     rows_B = d.t * d.h * d.act_B
     fwd = OpCost("embedding", "embedding", 0.0, rows_B / shard.tp + rows_B + 8 * d.t)
     # the gradient rows are accumulated into an fp32 table slice: read + write 4 bytes each
@@ -372,13 +224,13 @@ def logits_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     >>> ops["fwd"][1].flops == 2 * 8192 * 4096 * 128256
     True
     """
-    d = _dims(model, shard, micro_batch, seq_len, precision)
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
     norm = _elementwise("final_norm", "norm", d.t_norm * d.h, 1, 1, d)
     logits = _gemm("logits", d.t, d.vocab, d.h, d)
     entries = d.t * d.vocab
-    ce = OpCost("cross_entropy", "elementwise", _ELEMENTWISE_FLOPS["softmax"] * entries,
+    ce = OpCost("cross_entropy", "elementwise", ELEMENTWISE_FLOPS["softmax"] * entries,
                 entries * (d.act_B + 4))
-    ce_bwd = OpCost("cross_entropy_bwd", "elementwise", 2 * _ELEMENTWISE_FLOPS["softmax"]
+    ce_bwd = OpCost("cross_entropy_bwd", "elementwise", 2 * ELEMENTWISE_FLOPS["softmax"]
                     * entries, entries * (4 + d.act_B))
     norm_bwd = _elementwise("final_norm_bwd", "norm", d.t_norm * d.h, 2, 1, d)
     return MappingProxyType({"fwd": (norm, logits, ce),

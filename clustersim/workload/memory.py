@@ -34,8 +34,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from clustersim.workload.flops import Shard, element_bytes, layer_params_on_rank
+from clustersim.workload.flops import layer_params_on_rank
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import Shard, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
 __all__ = ["MemoryBreakdown", "StageParameters", "stage_parameters", "layer_activation_bytes",

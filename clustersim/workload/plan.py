@@ -17,10 +17,11 @@ physical stage ``j % pp``, so physical stage ``k`` holds virtual stages ``k, k+p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from clustersim.workload.flops import Shard
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import Shard
 from clustersim.workload.schedules import SCHEDULES
 
 __all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDULES"]
@@ -70,7 +71,7 @@ class ParallelPlan:
 
     @property
     def devices(self) -> int:
-        """Ranks the plan occupies: tp x pp x dp x cp (ep is carved out of dp x cp)."""
+        """Ranks the plan occupies: tp x pp x dp x cp (ep is carved out of dp)."""
         return self.tp * self.pp * self.dp * self.cp
 
     @property
@@ -218,10 +219,15 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
         if model.moe.experts % ep:
             raise Infeasible(f"ep={ep} does not divide the {model.moe.experts} experts of "
                              f"{model.name!r} (allowed: {_divisors(model.moe.experts)})")
-        if (dp * cp) % ep:
-            raise Infeasible(f"ep={ep} must divide dp x cp = {dp} x {cp} = {dp * cp}: "
-                             "expert parallelism is carved out of the data- and "
-                             "context-parallel ranks (Megatron-Core)")
+        # The mesh nests ep inside dp (tp, cp, ep, dp / ep, pp): an ep that divides dp x cp
+        # but not dp would need experts split over context-parallel ranks, which the mesh
+        # (workload.mesh.mesh_for_plan) cannot lay out.
+        if dp % ep:
+            allowed = _divisors(math.gcd(dp, model.moe.experts))
+            raise Infeasible(f"ep={ep} must divide dp={dp}: expert parallelism is carved out "
+                             f"of the data-parallel ranks (the inner part of dp in the device "
+                             f"mesh; experts are not split over context-parallel ranks); "
+                             f"allowed here: ep in {allowed}, or more data parallelism")
     per_step = training.micro_batch * dp
     if training.global_batch % per_step:
         lower = training.global_batch // per_step * per_step

@@ -13,11 +13,13 @@ parallelism follows Megatron-Core and FSDP:
   all-gathers each chunk's parameters one compute ahead (prefetch) and reduce-scatters its
   gradients after each backward; hybrid sharding (``shard_group``) shards within blocks of
   the data-parallel group and all-reduces across them;
-- the optimizer step waits for every gradient collective.
+- the optimizer step waits for every gradient collective; it runs on the device or offloaded
+  (:mod:`~clustersim.workload.optimizer_step`).
 
-In ``representative`` mode one rank per pipeline stage is simulated and every collective or
-send carries all groups or pairs of its stage, so the network sees every concurrent flow; in
-``all`` mode every rank is simulated with its own calls.
+Every collective runs on the groups :mod:`~clustersim.workload.groups` defines, the ones the
+analytic model prices. In ``representative`` mode one rank per pipeline stage is simulated
+and every collective or send carries all groups or pairs of its stage, so the network sees
+every concurrent flow; in ``all`` mode every rank is simulated with its own calls.
 
 >>> from clustersim.config.experiment import TrainingConfig
 >>> from clustersim.topology import build_cluster
@@ -36,44 +38,28 @@ from __future__ import annotations
 from dataclasses import replace
 
 from clustersim.engine.program import Program
-from clustersim.workload.flops import element_bytes
+from clustersim.workload.groups import (axis_of, block_size, collective_families,
+                                        hybrid_sharded, sharded_block)
 from clustersim.workload.memory import stage_parameters
-from clustersim.workload.mesh import blocks, mesh_for_plan
+from clustersim.workload.mesh import mesh_for_plan
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import element_bytes
+from clustersim.workload.optimizer_step import post_optimizer_step
 from clustersim.workload.plan import ParallelPlan
 from clustersim.workload.schedules import (next_virtual_stage, previous_virtual_stage,
                                            schedule)
-from clustersim.errors import InputError
-from clustersim.topology.graph import COMPUTE_KINDS
-from clustersim.workload.stagework import (ZERO3_PREFIX, Comm, Work, activation_bytes,
-                                           chunk_work, dp_comms, optimizer_state,
-                                           optimizer_work, p2p_gather_bytes)
+from clustersim.workload.stagework import (BUCKETS, ZERO3_PIECES, ZERO3_PREFIX, Comm, Work,
+                                           activation_bytes, chunk_work, dp_comms,
+                                           p2p_gather_bytes)
 
+# BUCKETS was defined here; it lives in stagework beside the work both fidelities price
 __all__ = ["build_program", "BUCKETS"]
-
-# Gradient / parameter buckets per chunk (Megatron-Core launches a bucket every ~40M
-# parameters; a handful per chunk already leaves only the last bucket exposed).
-BUCKETS = 4
-# FSDP prefetches one unit (a layer) ahead; pieces of up to this many per chunk approximate
-# it while keeping the number of ops small.
-ZERO3_PIECES = 8
 
 
 def _piece(comm: Comm, pieces: int, i: int) -> Comm:
     """The share of a per-layer collective (``count`` back-to-back calls) in piece ``i``."""
     count = comm.count * (i + 1) // pieces - comm.count * i // pieces
     return replace(comm, count=count)
-
-# The mesh axes spanned by each collective axis: dense weights are replicated over data and
-# context parallel ranks, expert weights over the data-parallel ranks of the same expert.
-_AXES = {"tp": ("tp",), "cp": ("cp",), "ep": ("ep",), "pp": ("pp",),
-         "dp": ("cp", "ep", "dp"), "edp": ("cp", "dp")}
-
-
-def _axis_of(comm: Comm) -> str:
-    if comm.axis == "pp":
-        return "tied"   # the only pp-axis collective: tied embeddings, first and last stage
-    return "edp" if comm.axis == "dp" and "expert" in comm.name else comm.axis
 
 
 class _Builder:
@@ -114,17 +100,8 @@ class _Builder:
         """For an axis (and a hybrid-sharding block kind): rank -> group, sig -> groups."""
         key = (axis, block)
         if key not in self._families:
-            if axis == "tied":
-                last = self.plan.pp - 1
-                groups = [[r, self.mesh.rank(**{**self.mesh.coords(r), "pp": last})]
-                          for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == 0]
-            else:
-                groups = self.mesh.groups(_AXES[axis])
-            if block != "all":
-                size = self._block_size(axis)
-                split = [blocks(g, size) for g in groups]
-                groups = [b for inner, across in split
-                          for b in (inner if block == "inner" else across)]
+            groups = collective_families(self.mesh, axis, block, 0 if block == "all" else
+                                         block_size(self.plan, axis, self.mesh))
             of_rank, by_sig = {}, {}
             for g in groups:
                 sig = frozenset(self.sim_of[x] for x in g)
@@ -134,15 +111,10 @@ class _Builder:
             self._families[key] = (of_rank, by_sig)
         return self._families[key]
 
-    def _block_size(self, axis: str) -> int:
-        plan = self.plan
-        width = len(self.mesh.group(0, _AXES[axis]))
-        return min(width, plan.shard_group * (plan.cp if axis in ("dp", "edp") else 1))
-
     def collective(self, sim: int, comm: Comm, tag, stream: str, deps=(), block: str = "all",
                    size: float | None = None, category: str = "") -> int | None:
         """Post ``comm`` for simulated rank ``sim`` on its group; None if the group is one rank."""
-        axis = _axis_of(comm)
+        axis = axis_of(comm)
         of_rank, by_sig = self._family(axis, block)
         group, sig = of_rank[self.real_of[sim]]
         if len(group) < 2 or comm.count == 0:
@@ -196,6 +168,15 @@ class _Builder:
             self._pairs[key] = found
         return found
 
+    def ranks_of(self, sim: int) -> list[int]:
+        """The real ranks simulated rank ``sim`` stands for: its whole stage in representative
+        mode, itself otherwise."""
+        me = self.real_of[sim]
+        if not self.representative:
+            return [me]
+        stage = self.mesh.coords(me)["pp"]
+        return [r for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == stage]
+
     def compute(self, sim: int, work: Work, deps=(), label: str = "", category: str = "") -> int:
         return self.program.compute(sim, work.seconds, deps=tuple(d for d in deps
                                                                   if d is not None),
@@ -219,7 +200,7 @@ class _Builder:
                 for c in range(chunks)}
         layers_here = sum(w.layers for w in work.values())
         step_comms = dp_comms(self.model, plan, stage, precision)
-        hybrid = plan.zero >= 1 and plan.shard_group < plan.dp
+        hybrid, dp_block = hybrid_sharded(plan), sharded_block(plan)
         act_B = activation_bytes(self.model, plan, precision)
         gather_B = p2p_gather_bytes(self.model, plan, precision)
         gather = Comm("p2p_all_gather", "all_gather", "tp", gather_B)
@@ -239,7 +220,7 @@ class _Builder:
                     op for g in gathers for b in range(BUCKETS)
                     if (op := self.collective(sim, g, ("ag", c, b), "dp",
                                               size=g.bytes * share / BUCKETS,
-                                              block="inner" if hybrid else "all")) is not None]
+                                              block=dp_block)) is not None]
         actions = schedule(plan.schedule, plan.pp, plan.num_microbatches, chunks)[stage]
         last_b = {c: max(m for k, cc, m in actions if k == "B" and cc == c)
                   for c in range(chunks)}
@@ -289,7 +270,7 @@ class _Builder:
                 for g in gathers3:
                     deps.append(self.collective(sim, _piece(g, pieces, i), (kind, c, m, i), "dp",
                                                 deps=(prefetch_from,),
-                                                block="inner" if hybrid else "all"))
+                                                block=dp_block))
                 prefetch_from = self.main(sim, None)
                 if bucket_comms and i < len(bucket_comms):
                     deps.append(bucket_comms[i])
@@ -300,7 +281,7 @@ class _Builder:
                 for r in reduces3:
                     dp_ops.append(self.collective(sim, _piece(r, pieces, i), (kind, c, m, i),
                                                   "dp", deps=(self.main(sim, None),),
-                                                  block="inner" if hybrid else "all"))
+                                                  block=dp_block))
                 if last_reduce and reduces:   # gradient buckets as the backward makes them
                     share = work[c].layers / layers_here / pieces
                     stream = "dp" if overlap.grad_reduce else "compute"
@@ -308,7 +289,7 @@ class _Builder:
                         op = self.collective(sim, r, ("rs", c, i), stream,
                                              deps=(self.main(sim, None),),
                                              size=r.bytes * share,
-                                             block="inner" if hybrid else "all")
+                                             block=dp_block)
                         if op is not None:
                             dp_ops.append(op)
                             if not overlap.grad_reduce:
@@ -318,8 +299,9 @@ class _Builder:
                             op = self.collective(sim, cross, ("ar", c, i), stream,
                                                  deps=(op if op is not None else
                                                        self.main(sim, None),),
-                                                 size=r.bytes * share / self._block_size(
-                                                     _axis_of(r)), block="across")
+                                                 size=r.bytes * share / block_size(
+                                                     plan, axis_of(r), self.mesh),
+                                                 block="across")
                             if op is not None:
                                 dp_ops.append(op)
             overlapped: list[int | None] = []
@@ -329,7 +311,7 @@ class _Builder:
                 if plan.zero == 2 and comm.axis == "dp":
                     op = self.collective(sim, comm, (kind, c, m), "dp",
                                          deps=(self.main(sim, None),),
-                                         block="inner" if hybrid else "all")
+                                         block=dp_block)
                     if op is not None:
                         dp_ops.append(op)
                     continue
@@ -361,7 +343,8 @@ class _Builder:
                          deps=(self.main(sim, None),))
         # hybrid FSDP: the gradient shards reduced inside each block are summed across blocks
         if plan.zero >= 3 and hybrid:
-            shard = stage_parameters(self.model, plan, stage).dense / self._block_size("dp")
+            shard = (stage_parameters(self.model, plan, stage).dense
+                     / block_size(plan, "dp", self.mesh))
             across = Comm("zero3_grad_all_reduce_across", "all_reduce", "dp",
                           shard * element_bytes(precision)[0])
             dp_ops.append(self.collective(sim, across, ("ar3",), "dp",
@@ -372,87 +355,12 @@ class _Builder:
             op = self.collective(sim, comm, ("tied",), "dp", deps=(self.main(sim, None),))
             if op is not None:
                 dp_ops.append(op)
-        self.optimizer_step(sim, stage, [*dp_ops, self.main(sim, None)])
+        post_optimizer_step(self, sim, stage, [*dp_ops, self.main(sim, None)])
         if gathers and not overlap.param_gather:
             for g in gathers:
                 self.main(sim, self.collective(sim, g, ("ag-after",), "compute",
                                                deps=(self.main(sim, None),),
-                                               block="inner" if hybrid else "all"))
-
-
-    # -- the optimizer step, on the device or offloaded ------------------------------------
-    def _offload_pairs(self, sim: int, where: str, to_device: bool) -> list[tuple]:
-        """(source, destination) flows between the ranks ``sim`` stands for and the memory
-        their optimizer states live in."""
-        me = self.real_of[sim]
-        stage = self.mesh.coords(me)["pp"]
-        ranks = [r for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == stage] \
-            if self.representative else [me]
-        pairs = []
-        for r in ranks:
-            device = self.devices[r]
-            found = self.cluster.offload_memory(device, where)
-            if found is None:
-                raise InputError(f"training.offload.optimizer: {where!r} needs a topology with "
-                                 f"{'a CXL memory pool' if where == 'cxl' else 'host memory'} "
-                                 f"(e.g. topology: cxl-memory-pool, or set "
-                                 f"cluster.overrides.memory_pool)")
-            pairs.append((found[0], device) if to_device else (device, found[0]))
-        return pairs
-
-    def _offload(self, sim: int, where: str, to_device: bool, size: float, stream: str,
-                 deps, label: str) -> int:
-        call = self.program.transfer(self._offload_pairs(sim, where, to_device), size,
-                                     participants=(sim,), label=label)
-        return self.program.post(sim, call, stream=stream, deps=tuple(d for d in deps
-                                                                      if d is not None),
-                                 category="offload")
-
-    def optimizer_step(self, sim: int, stage: int, deps: list) -> None:
-        """Adam/SGD on the device; or with ``offload.optimizer``: ``host`` runs it on the CPU
-        (ZeRO-Offload: gradients down, a CPU step bound by the host's DRAM bandwidth,
-        parameters back), ``cxl`` streams the states between the device and the CXL pool
-        (reads and writes at once: the links are full duplex)."""
-        training, plan = self.training, self.plan
-        where = training.offload.optimizer
-        if where == "none":
-            opt = optimizer_work(self.model, plan, stage, self.device, training.precision,
-                                 training.optimizer, self.mem_bw)
-            self.main(sim, self.compute(sim, opt, deps, label="optimizer step",
-                                        category="optimizer"))
-            return
-        state = optimizer_state(self.model, plan, stage, training.precision, training.optimizer)
-        if where == "host":
-            down = self._offload(sim, "host", False, state.params * state.grad_B, "offload",
-                                 deps, "gradients to host")
-            cpu_s = state.params * (state.grad_B + 2 * state.state_B + state.param_B) \
-                / self._host_bw_share(sim)
-            cpu = self.program.compute(sim, cpu_s, deps=(down,), stream="host",
-                                       category="optimizer", label="CPU optimizer step")
-            up = self._offload(sim, "host", True, state.params * state.param_B, "offload",
-                               (cpu,), "parameters from host")
-            self.main(sim, self.compute(sim, Work(), (self.main(sim, None), up),
-                                        label="offloaded step done", category="optimizer"))
-            return
-        read = self._offload(sim, "cxl", True, state.total_state_B, "offload-read", deps,
-                             "optimizer states from CXL")
-        write = self._offload(sim, "cxl", False, state.total_state_B, "offload-write", deps,
-                              "optimizer states to CXL")
-        opt = optimizer_work(self.model, plan, stage, self.device, training.precision,
-                             training.optimizer, self.mem_bw, states_on_device=False)
-        self.main(sim, self.compute(sim, opt, (*deps, read), label="optimizer step",
-                                    category="optimizer"))
-        self.main(sim, self.compute(sim, Work(), (self.main(sim, None), write),
-                                    label="states written back", category="optimizer"))
-
-    def _host_bw_share(self, sim: int) -> float:
-        """DRAM bandwidth of the host a device offloads to, shared by all its devices, at
-        STREAM-class efficiency (~75% of peak on DDR4/DDR5 servers: an estimate)."""
-        node, _ = self.cluster.offload_memory(self.devices[self.real_of[sim]], "host")
-        G = self.cluster.graph
-        host = next(iter(G.predecessors(node)))
-        sharing = sum(1 for n in G.predecessors(host) if G.nodes[n]["kind"] in COMPUTE_KINDS)
-        return 0.75 * G.edges[host, node]["bw_Bps"] / max(1, sharing)
+                                               block=dp_block))
 
 
 def build_program(model: ModelSpec, plan: ParallelPlan, cluster, training,

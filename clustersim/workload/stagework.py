@@ -30,9 +30,16 @@ from clustersim.workload.plan import ParallelPlan
 
 __all__ = ["Work", "Comm", "ChunkWork", "chunk_work", "optimizer_work", "optimizer_state",
            "OptimizerState", "dp_comms",
-           "activation_bytes", "p2p_gather_bytes", "ZERO3_PREFIX"]
+           "activation_bytes", "p2p_gather_bytes", "ZERO3_PREFIX", "BUCKETS", "ZERO3_PIECES"]
 
 ZERO3_PREFIX = "zero3"  # layer collectives that FSDP prefetches / overlaps
+# How data-parallel traffic is cut, the same in both fidelities. Gradient / parameter buckets
+# per chunk (Megatron-Core launches a bucket every ~40M parameters; a handful per chunk
+# already leaves only the last bucket exposed).
+BUCKETS = 4
+# FSDP prefetches one unit (a layer) ahead; pieces of up to this many per chunk approximate
+# it while keeping the number of ops small.
+ZERO3_PIECES = 8
 
 
 @dataclass(frozen=True)

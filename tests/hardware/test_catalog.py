@@ -11,7 +11,7 @@ from clustersim.errors import InputError
 from clustersim.hardware import (DeviceSpec, LinkTech, SwitchSpec, device_presets, get_device,
                                  get_link, get_switch, link_presets, load_device_catalog,
                                  load_link_catalog, switch_presets)
-from clustersim.hardware.catalog import _field_keys
+from clustersim.hardware.specs import _field_keys
 
 GB = 1e9
 REQUIRED_DEVICES = ["a100-sxm-80gb", "h100-sxm-80gb", "h200", "b200", "tpu-v4", "tpu-v5p",

@@ -21,8 +21,9 @@ from clustersim.topology import build_cluster
 from clustersim.workload import ModelSpec, get_model, resolve_plan
 from clustersim.workload.analytic import (_families, _mesh_key, _pricer, estimate_step,
                                           pipeline_span_s)
+from clustersim.workload.groups import MESH_AXES_OF
 from clustersim.workload.mesh import Mesh, blocks
-from clustersim.workload.program import _AXES, build_program
+from clustersim.workload.program import build_program
 from clustersim.workload.schedules import (next_virtual_stage, previous_virtual_stage,
                                            schedule)
 from clustersim.workload.stagework import chunk_work, dp_comms, optimizer_work
@@ -77,6 +78,7 @@ CASES = [   # devices, parallelism, cluster overrides, other training keys
     (32, {"tp": 8, "zero": 1, "shard_group": 2}, SLOW, {}),                  # hybrid sharding
     (32, {"tp": 8, "zero": 2}, SLOW, {}),
     (32, {"tp": 8, "zero": 3}, SLOW, {}),
+    (32, {"tp": 4, "zero": 3, "shard_group": 2}, SLOW, {}),                  # hybrid FSDP
     (32, {"tp": 4, "pp": 2, "zero": 1}, SLOW, {}),
     (16, {"tp": 4, "pp": 2, "sp": True}, {}, {"overlap": {"tp_comm": True}}),  # TP under GEMMs
     (32, {"tp": 8}, SLOW, {"overlap": {"grad_reduce": False, "param_gather": False}}),
@@ -104,6 +106,14 @@ def test_full_steps_agree_with_the_flow_fidelity(clusters, devices, parallelism,
         float(flow.link_bytes @ cluster.links.energy_J_per_bit) * 8, rel=1e-9)
 
 
+def test_tied_embeddings_are_summed_between_first_and_last_stage(clusters):
+    cluster = clusters(32)
+    est, flow, parts, _ = both(cluster, get_model("gpt3-175b"), 16, {"tp": 8, "pp": 4},
+                               seq_len=2048)
+    assert est.step_time_s == pytest.approx(flow.step_time_s, rel=0.03)
+    np.testing.assert_allclose(est.network_bytes_by_link, flow.link_bytes, rtol=1e-9, atol=1.0)
+
+
 def test_the_three_parts_sum_to_the_step(clusters):
     t = TrainingConfig(global_batch=64, parallelism={"tp": 4, "pp": 4, "zero": 1})
     est = estimate_step(LLAMA, resolve_plan(t, LLAMA, 64), clusters(64), t)
@@ -121,7 +131,7 @@ def test_families_are_the_mesh_groups_of_each_stage(sizes, placement):
     mesh = Mesh(sizes, placement)
     key = (mesh.order, mesh.shape)
     stage = lambda g: mesh.coords(g[0])["pp"]  # noqa: E731
-    for axis, axes in _AXES.items():
+    for axis, axes in MESH_AXES_OF.items():
         if axis == "pp":
             continue
         groups = mesh.groups(axes)

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clustersim.config.experiment import TrainingConfig
+from clustersim.workload.mesh import mesh_for_plan
 from clustersim.workload.models import ModelSpec, get_model
 from clustersim.workload.plan import Infeasible, ParallelPlan, resolve_plan, split_layers
 
@@ -55,9 +56,10 @@ def test_explicit_stage_layers_and_zero_with_one_replica():
     assert plan.stage_layers == (10, 22) and plan.dp == 1 and plan.zero == 1
 
 
-def test_expert_parallel_carved_out_of_dp_and_cp():
-    plan = resolve_plan(training(64, ep=8, cp=2, seq_len=4096), get_model("mixtral-8x7b"), 8)
-    assert (plan.dp, plan.cp, plan.ep, plan.expert_dp) == (4, 2, 8, 1)
+def test_expert_parallel_carved_out_of_dp_and_replicated_over_cp():
+    plan = resolve_plan(training(64, ep=8, cp=2, seq_len=4096), get_model("mixtral-8x7b"), 16)
+    assert (plan.dp, plan.cp, plan.ep, plan.expert_dp) == (8, 2, 8, 2)
+    assert mesh_for_plan(plan).sizes == {"tp": 1, "cp": 2, "ep": 8, "dp": 1, "pp": 1}
 
 
 def test_hybrid_sharding_group():
@@ -103,8 +105,29 @@ def test_global_batch_must_divide():
 def test_ep_checks():
     mix = get_model("mixtral-8x7b")
     assert "8 experts" in infeasible(training(64, ep=3), mix, 6)
-    assert "dp x cp = 4 x 1 = 4" in infeasible(training(64, ep=8, tp=2), mix, 8)
+    assert "ep=8 must divide dp=4" in infeasible(training(64, ep=8, tp=2), mix, 8)
     assert "no experts" in infeasible(training(64, ep=2), get_model("llama3-8b"), 2)
+
+
+def test_ep_dividing_dp_x_cp_but_not_dp_is_infeasible():
+    # ep=4 divides dp x cp = 2 x 2 but not dp=2: the mesh nests ep inside dp, so the plan
+    # used to pass resolve_plan and then fail in mesh_for_plan with a bare ValueError
+    t = training(16, tp=2, cp=2, ep=4, seq_len=4096)
+    reason = infeasible(t, get_model("mixtral-8x7b"), 8)
+    assert "ep=4 must divide dp=2" in reason and "ep in 1, 2" in reason
+
+
+@given(st.sampled_from([1, 2, 4, 8, 16, 32]), st.sampled_from([1, 2, 4]),
+       st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2]))
+def test_every_feasible_moe_plan_has_a_mesh(devices, tp, cp, ep, pp):
+    """What resolve_plan accepts, the program builder and the analytic model can lay out."""
+    t = training(64, tp=tp, cp=cp, ep=ep, pp=pp, seq_len=4096)
+    try:
+        plan = resolve_plan(t, get_model("mixtral-8x7b"), devices)
+    except Infeasible:
+        return
+    assert plan.dp % plan.ep == 0
+    assert mesh_for_plan(plan).size == plan.devices == devices
 
 
 def test_seq_len_must_split_over_cp():
