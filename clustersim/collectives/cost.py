@@ -125,8 +125,16 @@ def _memory_bw(cluster, device) -> float:
 def family_phases(cluster, groups, op, size_bytes, algorithm, calibration=None, **kwargs):
     """Expand ``algorithm`` on every group of a family; returns, per phase index, the list of
     ``(phase, members)`` of all groups (their transfers run concurrently)."""
-    per_group = [expand(cluster, g, op, size_bytes, algorithm, calibration=calibration,
-                        **kwargs) for g in groups]
+    from clustersim.collectives.groups import shape_key
+
+    by_shape: dict = {}  # groups of one shape expand to the same positional phases
+    per_group = []
+    for g in groups:
+        key = shape_key(cluster, g)
+        if key not in by_shape:
+            by_shape[key] = expand(cluster, g, op, size_bytes, algorithm,
+                                   calibration=calibration, **kwargs)
+        per_group.append(by_shape[key])
     n = len(per_group[0])
     if any(len(ph) != n for ph in per_group):
         raise ValueError("groups of one family expand to different numbers of phases")

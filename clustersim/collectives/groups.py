@@ -25,7 +25,7 @@ from typing import Any
 from clustersim.errors import InputError
 from clustersim.topology.graph import Fabric, TorusFabric
 
-__all__ = ["GroupInfo", "group_info", "check_group", "sub_lattice"]
+__all__ = ["GroupInfo", "group_info", "check_group", "sub_lattice", "shape_key"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +122,32 @@ def sub_lattice(info: GroupInfo) -> tuple[list[int], dict[int, tuple]] | None:
     if count != info.p:
         return None
     return [d for d, v in enumerate(values) if len(v) > 1], coords
+
+
+def shape_key(cluster, group) -> tuple:
+    """What an algorithm's phases depend on, without the members themselves: the split into
+    local domains, the fabrics (by kind and level) and, on a torus, the coordinates relative to
+    the first member. Groups with equal keys expand to the same positional phases (the 512
+    FSDP groups of PaLM's layout are translations of one another).
+
+    >>> from clustersim.topology import build_cluster
+    >>> c = build_cluster("dgx-h100", 16)
+    >>> shape_key(c, c.devices[:8]) == shape_key(c, c.devices[8:])
+    True
+    """
+    info = group_info(cluster, group)
+
+    def fabric_kind(f):
+        return None if f is None else (type(f).__name__, f.level)
+
+    relative = None
+    lattice = sub_lattice(info)
+    if lattice is not None:
+        dims, coords = lattice
+        sizes = info.torus.dims
+        origin = coords[0]
+        relative = (tuple(sizes), tuple(info.torus.wrap), tuple(
+            tuple((coords[i][d] - origin[d]) % sizes[d] for d in range(len(sizes)))
+            for i in range(info.p)))
+    return (info.p, info.nodes, info.flat, fabric_kind(info.fabric), fabric_kind(info.inner),
+            info.in_network_reduction, relative)

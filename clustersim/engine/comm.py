@@ -34,7 +34,7 @@ class CommModel:
         self.cluster = cluster
         self.capacity_Bps = capacity_Bps
         self._algorithms: dict = {}
-        self._p2p: dict = {}
+        self._p2p: dict = {}          # p2p_cost's cache for this cluster
         self._expanded: dict = {}
         self._pair_flows: dict = {}
 
@@ -126,6 +126,7 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
 
 
 def _p2p_cost(cluster, src, dst, size_B: float) -> tuple[float, float]:
+    """The price :func:`p2p_cost` caches."""
     from clustersim.collectives import expand, phase_latency_s, select_algorithm
 
     kinds = {cluster.graph.nodes[n]["kind"] for n in (src, dst)}
