@@ -39,16 +39,19 @@ class CommModel:
         self._pair_flows: dict = {}
 
     def algorithm(self, call: CollectiveCall) -> str:
-        """The algorithm a call runs: as given, or the fastest for its size and groups."""
-        if call.algorithm != "auto":
+        """The ``name/protocol`` a call runs: as given when it names a protocol, else the
+        fastest for its size and groups (over every algorithm for ``auto``, over the
+        protocols of the named algorithm otherwise), exactly as the analytic price picks."""
+        if "/" in call.algorithm:
             return call.algorithm
-        key = (call.op, call.size_B, call.groups[0], len(call.groups))
+        key = (call.op, call.size_B, call.algorithm, call.groups[0], len(call.groups))
         found = self._algorithms.get(key)
         if found is None:
-            from clustersim.collectives import select_algorithm
+            from clustersim.collectives import price
 
-            found = select_algorithm(self.cluster, list(call.groups[0]), call.op, call.size_B,
-                                     groups=[list(g) for g in call.groups[1:]])
+            found = str(price(self.cluster, list(call.groups[0]), call.op, [call.size_B],
+                              call.algorithm,
+                              groups=[list(g) for g in call.groups[1:]])[1][0])
             self._algorithms[key] = found
         return found
 

@@ -4,9 +4,13 @@ Model, plan and hardware stay separate values (Calculon's what / how / on what):
 :func:`resolve_model` and :func:`resolve_plan` turn the experiment's ``model:`` and
 ``training:`` sections into a :class:`ModelSpec` and a checked :class:`ParallelPlan`, or raise
 :class:`Infeasible` with a reason; :mod:`~clustersim.workload.flops` lists the kernels of a
-layer on one rank, :mod:`~clustersim.workload.comms` its collectives and
-:mod:`~clustersim.workload.memory` the bytes a device holds. Timing those kernels is the
-hardware layer's job (``clustersim.hardware.compute``).
+layer on one rank (its attention core :mod:`~clustersim.workload.attention`),
+:mod:`~clustersim.workload.comms` its collectives and :mod:`~clustersim.workload.memory` the
+bytes a device holds. Timing those kernels is the hardware layer's job
+(``clustersim.hardware.compute``). A training step is built for the flow fidelity by
+:mod:`~clustersim.workload.program` and priced in closed form by
+:mod:`~clustersim.workload.analytic`, both from :mod:`~clustersim.workload.stagework` on the
+groups of :mod:`~clustersim.workload.groups`.
 
 >>> from clustersim.config.experiment import ModelConfig, TrainingConfig
 >>> model = resolve_model(ModelConfig(preset="gpt3-175b"))

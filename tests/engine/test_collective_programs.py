@@ -103,10 +103,6 @@ def test_an_uncontended_collective_costs_the_same_in_both_fidelities(
             pytest.approx(analytic, rel=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/comm.py CommModel.algorithm returns a bare algorithm name ('ring') unchanged, so "
-    "collectives.expand runs its default protocol (simple), while collectives.select.price "
-    "prices a bare name with both protocols and keeps the faster (ring/ll for small sizes)"))
 def test_a_bare_algorithm_name_costs_the_same_in_both_fidelities(clusters):
     cluster = clusters[("dgx-h100", 8)]
     members = cluster.devices

@@ -65,7 +65,7 @@ class StepEstimate:
 def estimate_step(model, plan: ParallelPlan, cluster, training) -> StepEstimate:
     """One training step of ``model`` under ``plan`` on ``cluster``, priced in closed form:
     the work of :func:`~clustersim.workload.program.build_program` (same stage work, same
-    collectives on the same groups), combined as the module docstring says."""
+    collectives on the same groups), combined as :mod:`clustersim.workload.analytic` derives."""
     if len(cluster.devices) < plan.devices:
         raise ValueError(f"the plan needs {plan.devices} devices, the cluster has "
                          f"{len(cluster.devices)}")
