@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["InputError", "InputErrors", "closest", "unknown_name"]
+__all__ = ["InputError", "InputErrors", "closest", "unknown_name", "lookup"]
 
 
 class InputError(Exception):
@@ -69,3 +69,14 @@ def unknown_name(what: str, name: str, choices: Iterable[str]) -> InputError:
     else:
         hint = "allowed: " + ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
     return InputError(f"unknown {what} {name!r}; {hint} (see `clustersim presets`)")
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]``, or the unknown-name error for a ``what`` (suggesting the closest).
+
+    >>> lookup({"h200": 1}, "h200", "device preset")
+    1
+    """
+    if name not in table:
+        raise unknown_name(what, name, table)
+    return table[name]

@@ -29,7 +29,7 @@ from typing import Any
 
 from clustersim.config.validation import validate
 from clustersim.config.yamlio import load_yaml_file
-from clustersim.errors import InputError, InputErrors, unknown_name
+from clustersim.errors import InputError, InputErrors, lookup, unknown_name
 from clustersim.hardware.specs import (DTYPES, LINK_CATEGORIES, CatalogModel, DeviceSpec,
                                        HostLinkSpec, LinkTech, MemorySpec, ScaleUpSpec,
                                        SwitchSpec)
@@ -204,10 +204,7 @@ def get_link(name: str) -> LinkTech:
     >>> get_link("nvlink4").bw_Bps
     25000000000.0
     """
-    links = _links()
-    if name not in links:
-        raise unknown_name("link technology", name, links)
-    return links[name]
+    return lookup(_links(), name, "link technology")
 
 
 def get_device(name: str) -> DeviceSpec:
@@ -220,10 +217,7 @@ def get_device(name: str) -> DeviceSpec:
     ...
     clustersim.errors.InputError: unknown device preset 'h100'; did you mean ...
     """
-    devices = _devices()
-    if name not in devices:
-        raise unknown_name("device preset", name, devices)
-    return devices[name]
+    return lookup(_devices(), name, "device preset")
 
 
 def get_switch(name: str) -> SwitchSpec:
@@ -232,7 +226,4 @@ def get_switch(name: str) -> SwitchSpec:
     >>> get_switch("quantum-x800").ports
     144
     """
-    switches = _switches()
-    if name not in switches:
-        raise unknown_name("switch preset", name, switches)
-    return switches[name]
+    return lookup(_switches(), name, "switch preset")

@@ -21,7 +21,7 @@ from pydantic import Field, PositiveInt
 from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
-from clustersim.topology.gpu_cluster import resolve_device
+from clustersim.topology.gpu_cluster import HostParams, resolve_device
 from clustersim.topology.graph import add_link, add_node, attach, new_graph
 from clustersim.topology.memory import add_device_memory, add_host
 from clustersim.topology.torus import add_torus, slice_shape
@@ -38,13 +38,13 @@ class DcnParams(StrictModel):
     bandwidth: Bandwidth | None = Field(None, description="per-NIC override")
 
 
-class TpuHostParams(StrictModel):
+class TpuHostParams(HostParams):
+    """A TPU host: the GPU-cluster host with its chip count and TPU v4 defaults."""
+
     chips: PositiveInt = Field(4, description="chips per host")
     link: str = "pcie4"
-    memory: str = "ddr5"
     memory_channels: PositiveInt = 8
     memory_capacity: Size = 512 * 2**30
-    power: NonNegativePower = Field(0.0, description="CPUs and DRAM of one host")
 
 
 class TpuPodParams(StrictModel):

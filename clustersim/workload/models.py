@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clustersim.config.yamlio import load_yaml_file
-from clustersim.errors import InputError, InputErrors, unknown_name
+from clustersim.errors import InputError, InputErrors, lookup, unknown_name
 
 __all__ = ["MoESpec", "ModelSpec", "model_presets", "get_model", "resolve_model",
            "FFN_KINDS", "DEFAULT_SEQ_LEN"]
@@ -278,10 +278,7 @@ def get_model(name: str) -> ModelSpec:
     ...
     clustersim.errors.InputError: unknown model preset 'llama3-7b'; did you mean ...
     """
-    presets = _presets()
-    if name not in presets:
-        raise unknown_name("model preset", name, presets)
-    return presets[name]
+    return lookup(_presets(), name, "model preset")
 
 
 _INLINE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",

@@ -177,6 +177,15 @@ class _Builder:
         stage = self.mesh.coords(me)["pp"]
         return [r for r in range(self.plan.devices) if self.mesh.coords(r)["pp"] == stage]
 
+    def receive(self, sim: int, from_stage: int, size: float, gather: Comm, tag) -> None:
+        """Receive activations (or gradients) on the main stream; without sequence
+        parallelism, all-gather the 1/tp pieces scatter/gather sent (``gather.bytes`` > 0)."""
+        self.main(sim, self.p2p(sim, from_stage, size, tag, "compute",
+                                deps=(self.main(sim, None),), receive=True))
+        if gather.bytes:
+            self.main(sim, self.collective(sim, gather, ("gather",) + tuple(tag), "compute",
+                                           deps=(self.main(sim, None),)))
+
     def compute(self, sim: int, work: Work, deps=(), label: str = "", category: str = "") -> int:
         return self.program.compute(sim, work.seconds, deps=tuple(d for d in deps
                                                                   if d is not None),
@@ -202,8 +211,8 @@ class _Builder:
         step_comms = dp_comms(self.model, plan, stage, precision)
         hybrid, dp_block = hybrid_sharded(plan), sharded_block(plan)
         act_B = activation_bytes(self.model, plan, precision)
-        gather_B = p2p_gather_bytes(self.model, plan, precision)
-        gather = Comm("p2p_all_gather", "all_gather", "tp", gather_B)
+        gather = Comm("p2p_all_gather", "all_gather", "tp",
+                      p2p_gather_bytes(self.model, plan, precision))
         self.last_main[sim] = None
         dp_ops: list[int] = []
 
@@ -233,11 +242,7 @@ class _Builder:
             if kind == "F":
                 prev = previous_virtual_stage(stage, c, plan.pp)
                 if prev is not None:
-                    self.main(sim, self.p2p(sim, prev[0], act_B, ("act", vstage, m), "compute",
-                                            deps=(self.main(sim, None),), receive=True))
-                    if gather_B:
-                        self.main(sim, self.collective(sim, gather, ("gather-act", vstage, m),
-                                                       "compute", deps=(self.main(sim, None),)))
+                    self.receive(sim, prev[0], act_B, gather, ("act", vstage, m))
                 comms = w.fwd_comms
                 body, bucket_comms = w.fwd, None
                 if m == first_f[c] and c in param_buckets:
@@ -245,11 +250,7 @@ class _Builder:
             else:
                 nxt = next_virtual_stage(stage, c, plan.pp, chunks)
                 if nxt is not None:
-                    self.main(sim, self.p2p(sim, nxt[0], act_B, ("grad", vstage, m), "compute",
-                                            deps=(self.main(sim, None),), receive=True))
-                    if gather_B:
-                        self.main(sim, self.collective(sim, gather, ("gather-grad", vstage, m),
-                                                       "compute", deps=(self.main(sim, None),)))
+                    self.receive(sim, nxt[0], act_B, gather, ("grad", vstage, m))
                 comms = w.bwd_comms
                 body, bucket_comms = w.bwd, None
             # FSDP (ZeRO-3): the chunk runs in pieces of layers; each piece's parameters are

@@ -118,25 +118,39 @@ def test_the_memory_bound_configuration_slows_when_only_memory_bandwidth_drops(m
 
 
 def test_pipeline_compute_time_moves_by_the_memory_bound_kernels_alone(memory_variants):
-    """With tp=8 and one pipeline stage the critical rank computes ``m`` forwards and
-    backwards of the whole model plus its optimizer step: the change of ``compute_s`` between
-    HBM3 and LPDDR5X is the change of those kernels (whose compute-bound ones do not move,
-    above), nothing else: no communication or scheduling time leaks into it."""
+    """The critical rank computes ``m`` forwards and backwards of its model chunk plus its
+    optimizer step: the change of ``compute_s`` between HBM3 and LPDDR5X is the change of
+    those kernels (whose compute-bound ones do not move, above), nothing else: no
+    communication or scheduling time leaks into it. Plans and devices are read off the
+    experiment file, not restated here."""
+    from clustersim.topology import build_cluster
+    from clustersim.workload import resolve_model, resolve_plan
+
+    exp = {s.swept.get("case"): s.config
+           for s in expand(load_yaml_file(EXPERIMENTS / "memory-hbm-vs-lpddr.yaml")).scenarios}
     hbm3, _, lpddr = _by_memory(memory_variants)
-    plan = ParallelPlan(tp=8, pp=1, dp=1, sp=True, micro_batch=2, seq_len=2048,
-                        stage_layers=(MODEL.layers,))
-    lp_device = H100.with_overrides({"memory.technology": "lpddr5x", "memory.stacks": 16,
-                                     "memory.bandwidth": LPDDR_BPS,
-                                     "memory.capacity": "256 GiB"})
-    fast = chunk_work(MODEL, plan, 0, H100, "bf16", "none", HBM3_BPS)
-    slow = chunk_work(MODEL, plan, 0, lp_device, "bf16", "none", LPDDR_BPS)
-    m = hbm3["num_microbatches"]
+    fast_cfg = next(c for k, c in exp.items() if "HBM3 " in k)
+    slow_cfg = next(c for k, c in exp.items() if "LPDDR5X" in k)
+
+    def work(cfg):
+        cluster = build_cluster(cfg.cluster.topology, cfg.cluster.devices, cfg.cluster.overrides)
+        model = resolve_model(cfg.model)
+        plan = resolve_plan(cfg.training, model, len(cluster.devices))
+        bw = cluster.memory_bw_Bps(cluster.devices[0])
+        t = cfg.training
+        chunk = chunk_work(model, plan, 0, cluster.device, t.precision, t.recompute, bw,
+                           attention=t.attention)
+        step = optimizer_work(model, plan, 0, cluster.device, t.precision, t.optimizer, bw)
+        return plan, chunk, step
+
+    plan, fast, fast_step = work(fast_cfg)
+    _, slow, slow_step = work(slow_cfg)
+    assert plan.pp == 1 and plan.virtual_stages == 1
     layer_growth = (slow.fwd.seconds + slow.bwd.seconds) - (fast.fwd.seconds + fast.bwd.seconds)
-    step_growth = (optimizer_work(MODEL, plan, 0, lp_device, "bf16", "adam", LPDDR_BPS).seconds
-                   - optimizer_work(MODEL, plan, 0, H100, "bf16", "adam", HBM3_BPS).seconds)
+    step_growth = slow_step.seconds - fast_step.seconds
     assert step_growth > 0, "Adam streams its states: memory-bound"
     got = lpddr["compute_s"] - hbm3["compute_s"]
-    assert got == pytest.approx(m * layer_growth + step_growth, rel=1e-9)
+    assert got == pytest.approx(plan.num_microbatches * layer_growth + step_growth, rel=1e-9)
 
 
 def test_memory_energy_follows_the_technologys_energy_per_bit(memory_variants):
