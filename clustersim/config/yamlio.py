@@ -122,6 +122,11 @@ def load_yaml(text: str, file: str = "<string>") -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"
+        if exc.context_mark and "stream end" in str(exc.problem):
+            # an unclosed bracket or quote: point where it opened, not at the end of file
+            mark = exc.context_mark
+            opened = str(exc.context).replace("while parsing ", "").replace("while scanning ", "")
+            problem = f"{opened} opened here is never closed ({problem})"
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise InputError(f"malformed YAML: {problem}; check indentation, colons and quotes",
                          file, line, col) from None

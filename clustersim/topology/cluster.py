@@ -144,7 +144,7 @@ class Cluster:
         links = np.fromiter((index[e] for e, _ in pairs), dtype=np.int64, count=len(pairs))
         weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
         latency = float(np.dot(weights, self.links.latency_s[links])) if len(pairs) else 0.0
-        if len(np.unique(links)) < len(links):
+        if len(links) > 1 and len(set(links.tolist())) < len(links):  # (a set: short arrays)
             links, inverse = np.unique(links, return_inverse=True)
             weights = np.bincount(inverse, weights=weights)
         return links, weights, latency

@@ -185,6 +185,20 @@ class ModelSpec:
         return self.layers * self.layer_params + self.hidden
 
     @property
+    def description(self) -> str:
+        """One line for ``clustersim presets``: size and shape.
+
+        >>> get_model("llama3-8b").description
+        'llama3-8b: 8.0B parameters, 32 layers, hidden 4096, 32 heads (8 KV), swiglu MLP 14336, vocab 128256, seq 8192'
+        """
+        kv = f" ({self.kv_heads} KV)" if self.kv_heads != self.heads else ""
+        moe = f", MoE {self.moe.experts} experts top-{self.moe.top_k}" if self.moe else ""
+        block = ", parallel attention+MLP" if self.parallel_attention else ""
+        return (f"{self.name}: {self.total_params / 1e9:.1f}B parameters, {self.layers} layers, "
+                f"hidden {self.hidden}, {self.heads} heads{kv}, {self.ffn} MLP "
+                f"{self.ffn_hidden}{moe}{block}, vocab {self.vocab}, seq {self.seq_len}")
+
+    @property
     def total_params(self) -> int:
         """Every parameter: layers, final norm, embedding and (untied) output projection.
 
