@@ -70,19 +70,22 @@ def _routes(cluster, pairs):
     return np.array(ptr, np.int64), link, weight, np.array(lat)
 
 
-def _step_latency(cluster, pairs, protocol: str, cal: Calibration, steps: int) -> float:
+def _step_latency(cluster, pairs, protocol: str, cal: Calibration, steps: int,
+                  routes=None) -> float:
     """Per-step latency of a phase: mean (several steps) or max (one step) over its transfers
-    of the route's protocol alpha + propagation latency."""
+    of the route's protocol alpha + propagation latency. ``routes`` are the CSR arrays of
+    ``_routes(cluster, pairs)`` when the caller has them already."""
     table = tech_table(cluster, cal)
     col = 2 if protocol == "ll" else 1
-    hops = []
-    for a, b in pairs:
-        links, _, latency = cluster.route(a, b)
-        if len(links):
-            hops.append(float(table[cluster.links.tech_id[links], col].max()) + latency)
-    if not hops:
+    ptr, link, _, lat = routes if routes is not None else _routes(cluster, pairs)
+    lengths = np.diff(ptr)
+    routed = lengths > 0
+    if not routed.any():
         return 0.0
-    return max(hops) if steps <= 1 else float(np.mean(hops))
+    alpha = table[cluster.links.tech_id[link], col]
+    # the largest technology alpha along each routed transfer's path, all at once
+    hops = np.maximum.reduceat(alpha, ptr[:-1][routed]) + lat[routed]
+    return float(hops.max()) if steps <= 1 else float(hops.mean())
 
 
 def phase_latency_s(cluster, group, phase: Phase, calibration: Calibration | None = None
@@ -143,13 +146,14 @@ def family_phases(cluster, groups, op, size_bytes, algorithm, calibration=None, 
 
 def phase_rates(cluster, parts, capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
     """Max-min rates of the concurrent transfers ``parts = [(phase, members), ...]``; returns
-    ``(bytes, rates, node pairs)``."""
+    ``(bytes, rates, (node pairs, their CSR routes))`` (an empty list when nothing moves)."""
     pairs = [(m[s], m[d]) for ph, m in parts for s, d in zip(ph.src, ph.dst)]
     nbytes = np.concatenate([ph.bytes for ph, _ in parts]) if parts else np.zeros(0)
     if not pairs:
         return nbytes, np.zeros(0), pairs
-    ptr, link, weight, _ = _routes(cluster, pairs)
-    return nbytes, max_min_rates(ptr, link, weight, capacity), pairs
+    routes = _routes(cluster, pairs)
+    ptr, link, weight, _ = routes
+    return nbytes, max_min_rates(ptr, link, weight, capacity), (pairs, routes)
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,11 @@ def _build_profile(cluster, groups, op, algorithm, cal, **kwargs) -> Profile:
     red_bw = reduce_bw_Bps(cluster, [m for g in groups for m in g], cal)
     rows = []
     for parts in family_phases(cluster, groups, op, 1.0, algorithm, cal, **kwargs):
-        nbytes, rates, pairs = phase_rates(cluster, parts, capacity)
+        nbytes, rates, routed = phase_rates(cluster, parts, capacity)
         steps = max(ph.steps for ph, _ in parts)
-        alpha = _step_latency(cluster, pairs, phase_protocol(parts[0][0]), cal, steps)
+        pairs, routes = routed if routed else ([], None)
+        alpha = _step_latency(cluster, pairs, phase_protocol(parts[0][0]), cal, steps,
+                              routes) if pairs else 0.0
         if len(nbytes):
             per = np.where(np.isfinite(rates), nbytes / rates, 0.0)
             k = int(np.argmax(per))
