@@ -99,6 +99,18 @@ def _message(model: type[BaseModel], err: dict) -> str:
     return f"{where}: {msg} (got {shown})"
 
 
+def _without_implied_missing(model: type[BaseModel], errors: list[dict]) -> list[dict]:
+    """Drop "missing key k" when an unknown key beside it looks like a misspelt k: the
+    unknown-key error already says "did you mean k?", and one problem is one line."""
+    suggested = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = tuple(err["loc"])
+            for name in closest(str(loc[-1]), allowed_keys(model, loc[:-1]) or [], n=1):
+                suggested.add(loc[:-1] + (name,))
+    return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in suggested)]
+
+
 def validate(model: type[M], doc: YamlDocument | Any, prefix: tuple = (),
              file: str | None = None) -> M:
     """Build ``model`` from a YamlDocument (or plain data); raise InputErrors with positions.
@@ -113,7 +125,7 @@ def validate(model: type[M], doc: YamlDocument | Any, prefix: tuple = (),
         return model.model_validate(data)
     except ValidationError as exc:
         errors = []
-        for err in exc.errors(include_url=False):
+        for err in _without_implied_missing(model, exc.errors(include_url=False)):
             loc = prefix + tuple(err["loc"])
             message = _message(model, {**err, "loc": tuple(err["loc"])})
             if prefix and not message.startswith(dotted(loc)) and message.startswith(

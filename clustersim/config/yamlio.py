@@ -122,11 +122,14 @@ def load_yaml(text: str, file: str = "<string>") -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"
-        if exc.context_mark and "stream end" in str(exc.problem):
-            # an unclosed bracket or quote: point where it opened, not at the end of file
+        if exc.context_mark and ("stream end" in str(exc.problem)
+                                 or "flow" in str(exc.context)):
+            # an unclosed bracket or quote: point where it opened, not where parsing gave up
             mark = exc.context_mark
             opened = str(exc.context).replace("while parsing ", "").replace("while scanning ", "")
-            problem = f"{opened} opened here is never closed ({problem})"
+            where = exc.problem_mark.line + 1 if exc.problem_mark else None
+            problem = (f"{opened} opened here is never closed ({problem}"
+                       + (f" on line {where})" if where else ")"))
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise InputError(f"malformed YAML: {problem}; check indentation, colons and quotes",
                          file, line, col) from None
