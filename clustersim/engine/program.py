@@ -74,6 +74,15 @@ class TransferCall:
     label: str = ""
 
 
+def _tuples(rows) -> tuple[tuple, ...]:
+    """Rows as a tuple of tuples; one already in that form is kept as it is (builders share
+    one per family across every micro-batch's call, and the engine caches by it). Only the
+    first row is checked: a stray list further on fails loudly when the engine hashes it."""
+    if type(rows) is tuple and (not rows or type(rows[0]) is tuple):
+        return rows
+    return tuple(tuple(r) for r in rows)
+
+
 @dataclass
 class Program:
     ranks: list[RankInfo] = field(default_factory=list)
@@ -106,8 +115,7 @@ class Program:
                    repeat: int = 1, label: str = "") -> int:
         """Register a collective call; ranks then ``post`` it. Returns the call id."""
         cid = len(self.calls)
-        self.calls[cid] = CollectiveCall(cid, op, float(size_B),
-                                         tuple(tuple(g) for g in groups),
+        self.calls[cid] = CollectiveCall(cid, op, float(size_B), _tuples(groups),
                                          tuple(participants), algorithm, repeat, label)
         return cid
 
@@ -115,7 +123,7 @@ class Program:
                  label: str = "") -> int:
         """Register a transfer call (sends, or one-sided memory traffic). Returns its id."""
         cid = len(self.calls)
-        self.calls[cid] = TransferCall(cid, tuple(tuple(p) for p in pairs), float(size_B),
+        self.calls[cid] = TransferCall(cid, _tuples(pairs), float(size_B),
                                        tuple(participants), repeat, label)
         return cid
 

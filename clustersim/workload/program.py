@@ -93,6 +93,7 @@ class _Builder:
         self._families: dict = {}
         self._calls: dict = {}
         self._pairs: dict = {}
+        self._device_groups: dict = {}
         self.last_main: dict[int, int | None] = {}
 
     # -- groups and calls -----------------------------------------------------------------
@@ -122,10 +123,9 @@ class _Builder:
         key = (tag, comm.name, axis, block, sig)
         call = self._calls.get(key)
         if call is None:
-            family = by_sig[sig] if self.representative else [group]
             call = self.program.collective(
                 comm.op, comm.bytes if size is None else size,
-                [[self.devices[x] for x in g] for g in family], sorted(sig),
+                self._devices_of(axis, block, sig, group), sorted(sig),
                 repeat=comm.count, label=f"{comm.name} x{comm.count}" if comm.count > 1
                 else comm.name)
             self._calls[key] = call
@@ -133,27 +133,39 @@ class _Builder:
                                                                       if d is not None),
                                  category=category or comm.axis)
 
+    def _devices_of(self, axis: str, block: str, sig, group) -> tuple[tuple, ...]:
+        """The device groups one call of a family carries, built once and shared by every
+        micro-batch's call (the engine caches the call's expansion by this very tuple)."""
+        key = (axis, block, sig) if self.representative else (axis, block, tuple(group))
+        found = self._device_groups.get(key)
+        if found is None:
+            family = self._family(axis, block)[1][sig] if self.representative else [group]
+            found = tuple(tuple(self.devices[x] for x in g) for g in family)
+            self._device_groups[key] = found
+        return found
+
     def p2p(self, sim: int, to_stage: int, size: float, tag, stream: str, deps=(),
             receive: bool = False) -> int:
         """Send (or, with ``receive``, receive) a stage's activations or gradients."""
         me = self.real_of[sim]
         here = self.mesh.coords(me)["pp"]
         src_stage, dst_stage = (to_stage, here) if receive else (here, to_stage)
-        pairs = self._stage_pairs(me, src_stage, dst_stage)
+        pairs, devices = self._stage_pairs(me, src_stage, dst_stage)
         sig = (self.sim_of[pairs[0][0]], self.sim_of[pairs[0][1]])
         key = (tag, sig)
         call = self._calls.get(key)
         if call is None:
-            call = self.program.transfer([(self.devices[a], self.devices[b]) for a, b in pairs],
-                                         size, participants=sig, label=f"{tag[0]} {tag[1:]}")
+            call = self.program.transfer(devices, size, participants=sig,
+                                         label=f"{tag[0]} {tag[1:]}")
             self._calls[key] = call
         return self.program.post(sim, call, stream=stream, deps=tuple(d for d in deps
                                                                       if d is not None),
                                  kind="recv" if receive else "send", category="pp")
 
-    def _stage_pairs(self, me: int, src_stage: int, dst_stage: int) -> list[tuple[int, int]]:
-        """(sender, receiver) ranks between two stages: every position of the stage in
-        representative mode, ``me``'s own position otherwise."""
+    def _stage_pairs(self, me: int, src_stage: int, dst_stage: int):
+        """(sender, receiver) ranks between two stages -- every position of the stage in
+        representative mode, ``me``'s own position otherwise -- and the same pairs as
+        devices, built once so every micro-batch's transfer shares one tuple."""
         key = (src_stage, dst_stage, None if self.representative else me)
         found = self._pairs.get(key)
         if found is None:
@@ -164,7 +176,8 @@ class _Builder:
                            if mesh.coords(r)["pp"] == src_stage]
             else:
                 members = [me + (src_stage - mesh.coords(me)["pp"]) * stride]
-            found = [(r, r + (dst_stage - src_stage) * stride) for r in members]
+            pairs = [(r, r + (dst_stage - src_stage) * stride) for r in members]
+            found = (pairs, tuple((self.devices[a], self.devices[b]) for a, b in pairs))
             self._pairs[key] = found
         return found
 
