@@ -83,13 +83,19 @@ def step_time_breakdown(frame, path: Path) -> bool:
                 for t, s in zip(rows["step_time_s"].tolist(), left)]
         if any(r > 0 for r in rest):
             ax.barh(y, rest, left=left, label="other", color="#CCB974")
-    ax.set_yticks(y, [_label(s) for s in rows["scenario"]])
+    _save_per_scenario(fig, ax, rows["scenario"], "time per step (s)",
+                       "Step time breakdown" + note, path)
+    return True
+
+
+def _save_per_scenario(fig, ax, scenarios, xlabel: str, title: str, path: Path) -> None:
+    """Finish a horizontal bar chart with one bar per scenario (first on top) and save it."""
+    ax.set_yticks(range(len(scenarios)), [_label(s) for s in scenarios])
     ax.invert_yaxis()
-    ax.set_xlabel("time per step (s)")
-    ax.set_title("Step time breakdown" + note)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     fig.legend(loc="outside lower center", ncol=4, fontsize="small", frameon=False)
     fig.savefig(path, dpi=110)
-    return True
 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
@@ -173,12 +179,8 @@ def memory_against_capacity(frame, path: Path) -> bool:
     ax.barh(y, peak, color=colours, label="peak memory")
     if not all(math.isnan(c) for c in capacity):
         ax.scatter(capacity, y, marker="|", s=300, color="black", label="capacity")
-    ax.set_yticks(y, [_label(s) for s in rows["scenario"]])
-    ax.invert_yaxis()
-    ax.set_xlabel("memory per device (GiB)")
-    ax.set_title("Peak memory against capacity" + note)
-    fig.legend(loc="outside lower center", ncol=4, fontsize="small", frameon=False)
-    fig.savefig(path, dpi=110)
+    _save_per_scenario(fig, ax, rows["scenario"], "memory per device (GiB)",
+                       "Peak memory against capacity" + note, path)
     return True
 
 
