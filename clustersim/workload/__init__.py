@@ -7,10 +7,9 @@ Model, plan and hardware stay separate values (Calculon's what / how / on what):
 layer on one rank (its attention core :mod:`~clustersim.workload.attention`),
 :mod:`~clustersim.workload.comms` its collectives and :mod:`~clustersim.workload.memory` the
 bytes a device holds. Timing those kernels is the hardware layer's job
-(``clustersim.hardware.compute``). A training step is built for the flow fidelity by
-:mod:`~clustersim.workload.program` and priced in closed form by
-:mod:`~clustersim.workload.analytic`, both from :mod:`~clustersim.workload.stagework` on the
-groups of :mod:`~clustersim.workload.groups`.
+(``clustersim.hardware.compute``); :mod:`~clustersim.workload.chunks` times one model chunk,
+and :mod:`~clustersim.workload.groups` forms the rank groups its collectives run on. How a
+step schedules that work is the step plan's (:mod:`clustersim.step`).
 
 >>> from clustersim.config.experiment import ModelConfig, TrainingConfig
 >>> model = resolve_model(ModelConfig(preset="gpt3-175b"))
@@ -20,16 +19,14 @@ groups of :mod:`~clustersim.workload.groups`.
 (8, 192, 1.08)
 """
 
-from clustersim.workload.comms import (CommCost, embedding_comms, gradient_comms, layer_comms,
-                                       logits_comms)
+from clustersim.workload.comms import CommCost, embedding_comms, layer_comms, logits_comms
 from clustersim.workload.flops import (ATTENTION_KINDS, PRECISIONS, OpCost, Shard,
                                        element_bytes, embedding_ops, hardware_flops_per_token,
                                        layer_ops, layer_params_on_rank, logits_ops,
                                        megatron_flops_per_iteration, model_flops_per_token,
                                        optimizer_ops)
-from clustersim.workload.memory import (MemoryBreakdown, StageParameters,
-                                        inflight_microbatches, layer_activation_bytes,
-                                        memory_footprint, peak_memory_footprint,
+from clustersim.workload.memory import (InFlight, MemoryBreakdown, StageParameters,
+                                        layer_activation_bytes, memory_footprint,
                                         stage_parameters)
 from clustersim.workload.models import (MoESpec, ModelSpec, get_model, model_presets,
                                         resolve_model)
@@ -42,8 +39,8 @@ __all__ = [
     "OpCost", "CommCost", "Shard", "PRECISIONS", "ATTENTION_KINDS", "element_bytes",
     "layer_params_on_rank",
     "layer_ops", "layer_comms", "embedding_ops", "embedding_comms", "logits_ops",
-    "logits_comms", "optimizer_ops", "gradient_comms",
+    "logits_comms", "optimizer_ops",
     "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",
     "MemoryBreakdown", "StageParameters", "stage_parameters", "layer_activation_bytes",
-    "inflight_microbatches", "memory_footprint", "peak_memory_footprint",
+    "InFlight", "memory_footprint",
 ]

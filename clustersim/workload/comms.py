@@ -1,5 +1,8 @@
-"""Collectives of one transformer training step, per rank: what each layer, the first and last
-pipeline stage, and the data-parallel gradient exchange ask of the network.
+"""Collectives of one transformer training step, per rank: what each layer and the first and
+last pipeline stage ask of the network because of how their weights and tokens are cut
+(tensor, context and expert parallelism). How data-parallel replicas exchange gradients and
+parameters (ZeRO, FSDP, buckets) is a scheduling decision of the step plan
+(:mod:`clustersim.step.dataparallel`).
 
 Everything here is per micro-batch and per rank, for a rank holding one :class:`Shard` of the
 model; the kernels these collectives sit between are in :mod:`~clustersim.workload.flops`.
@@ -18,11 +21,10 @@ import functools
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from clustersim.workload.flops import layer_params_on_rank
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard, layer_dims
 
-__all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms", "gradient_comms"]
+__all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,14 @@ def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
 
 @functools.lru_cache(maxsize=4096)
 def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                precision: str, recompute: str = "none", zero: int = 0) -> MappingProxyType:
+                precision: str, recompute: str = "none") -> MappingProxyType:
     """The collectives one transformer layer implies for one micro-batch on one rank.
 
     TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
     whose attention and MLP outputs are summed before a single reduction). CP: the forward
     all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
     the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
-    combine of the routed tokens in the forward and again in the backward. ZeRO-3: the layer's
-    parameters are all-gathered before its forward and again before its backward, and its
-    gradients reduce-scattered (axis ``dp``, the data-parallel replicas of the weights; for
-    expert weights the expert-data-parallel group).
+    combine of the routed tokens in the forward and again in the backward.
 
     >>> from clustersim.workload.models import get_model
     >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
@@ -96,17 +95,6 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
         for phase, out in (("fwd", fwd), ("bwd", bwd)):
             out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
                     CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
-    if zero >= 3:
-        param_B = 4 if precision == "fp32" else 2
-        dense, expert = layer_params_on_rank(model, shard.tp, shard.ep)
-        for name, size in (("zero3", dense * param_B), ("zero3_expert", expert * param_B)):
-            if size:
-                fwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
-                                       "fwd"))
-                bwd.insert(0, CommCost(f"{name}_param_all_gather", "all_gather", "dp", size,
-                                       "bwd"))
-                bwd.append(CommCost(f"{name}_grad_reduce_scatter", "reduce_scatter", "dp",
-                                    size, "bwd"))
     return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
 
 
@@ -160,43 +148,3 @@ def logits_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     return MappingProxyType({
         "fwd": ce,
         "bwd": (CommCost("logits_grad_all_reduce", "all_reduce", "tp", size, "bwd"),)})
-
-
-
-# ------------------------------------------------------------------ data-parallel gradients
-
-def gradient_comms(dense_params: float, expert_params: float, zero: int, precision: str,
-                   tied_embedding_params: float = 0.0) -> MappingProxyType:
-    """Data-parallel gradient and parameter collectives, split by how often they run.
-
-    ``dense_params``/``expert_params`` are the parameters on this rank before ZeRO sharding.
-    ZeRO 0: all-reduce the gradients once per step. ZeRO 1 (Megatron's distributed
-    optimizer): reduce-scatter gradients, all-gather updated parameters, once per step. ZeRO 2:
-    sharded gradients cannot be accumulated whole, so the reduce-scatter runs every
-    micro-batch. ZeRO 3: per-layer collectives in :func:`layer_comms`, nothing here but nothing
-    extra. Tied embeddings split over pipeline stages need their gradients summed between
-    the first and last stage (axis ``pp``, a group of two).
-
-    >>> c = gradient_comms(1e9, 0, 1, "bf16")
-    >>> [(x.op, x.bytes / 1e9) for x in c["step"]]
-    [('reduce_scatter', 2.0), ('all_gather', 2.0)]
-    """
-    grad_B = 4 if precision == "fp32" else 2
-    param_B = grad_B
-    step, micro = [], []
-    for prefix, count in (("", dense_params), ("expert_", expert_params)):
-        if not count:
-            continue
-        if zero == 0:
-            step.append(CommCost(f"{prefix}grad_all_reduce", "all_reduce", "dp",
-                                 count * grad_B, "bwd"))
-        elif zero in (1, 2):
-            rs = CommCost(f"{prefix}grad_reduce_scatter", "reduce_scatter", "dp",
-                          count * grad_B, "bwd")
-            (step if zero == 1 else micro).append(rs)
-            step.append(CommCost(f"{prefix}param_all_gather", "all_gather", "dp",
-                                 count * param_B, "bwd"))
-    if tied_embedding_params:
-        step.append(CommCost("tied_embedding_grad_all_reduce", "all_reduce", "pp",
-                             tied_embedding_params * grad_B, "bwd"))
-    return MappingProxyType({"microbatch": tuple(micro), "step": tuple(step)})

@@ -1,8 +1,8 @@
 """The rank groups a training step's collectives run on, for both fidelities.
 
-The program builder (:mod:`~clustersim.workload.program`) posts every collective on these
-groups and the analytic model (:mod:`~clustersim.workload.analytic`) prices every collective
-on them, so the two fidelities cannot drift apart on who talks to whom.
+The step plan (:mod:`clustersim.step`) names each call's family of groups; the flow fidelity
+posts it on these groups and the analytic fidelity prices it on them, so the two cannot
+drift apart on who talks to whom.
 
 A collective's axis (:func:`axis_of`) names the mesh axes its group spans
 (:data:`MESH_AXES_OF`): dense weights are replicated over the data- *and* context-parallel
@@ -38,7 +38,7 @@ import numpy as np
 from clustersim.workload.mesh import Mesh, blocks, mesh_for_plan
 
 __all__ = ["MESH_AXES_OF", "BLOCKS", "axis_of", "hybrid_sharded", "sharded_block",
-           "block_size", "collective_families"]
+           "block_size", "group_size", "collective_families"]
 
 # The mesh axes spanned by each collective axis: dense weights are replicated over data and
 # context parallel ranks, expert weights over the data-parallel ranks of the same expert.
@@ -50,11 +50,11 @@ BLOCKS = ("all", "inner", "across")
 
 
 def axis_of(comm) -> str:
-    """The group axis of a :class:`~clustersim.workload.stagework.Comm`: its own axis, but
+    """The group axis of a :class:`~clustersim.workload.chunks.Comm`: its own axis, but
     ``edp`` for data-parallel collectives of expert weights and ``tied`` for the only
     pipeline-axis collective (the tied embeddings of the first and last stage).
 
-    >>> from clustersim.workload.stagework import Comm
+    >>> from clustersim.workload.chunks import Comm
     >>> [axis_of(Comm(n, "all_reduce", a, 1.0)) for n, a in
     ...  (("grad", "dp"), ("expert_grad", "dp"), ("tied", "pp"), ("x", "tp"))]
     ['dp', 'edp', 'tied', 'tp']
@@ -103,6 +103,27 @@ def block_size(plan, axis: str, mesh: Mesh | None = None) -> int:
     mesh = mesh_for_plan(plan) if mesh is None else mesh
     width = math.prod(mesh.sizes[a] for a in MESH_AXES_OF[axis])
     return min(width, plan.shard_group * (plan.cp if axis in ("dp", "edp") else 1))
+
+
+def group_size(plan, axis: str, block: str = "all") -> int:
+    """Ranks in each group of ``axis`` (``tied``: the first and the last stage) and
+    ``block``, as :func:`collective_families` forms them for ``plan``.
+
+    >>> from clustersim.workload.plan import ParallelPlan
+    >>> plan = ParallelPlan(tp=2, pp=2, dp=8, cp=2, zero=3, shard_group=2)
+    >>> [group_size(plan, a) for a in ("tp", "dp", "tied")], group_size(plan, "dp", "across")
+    ([2, 16, 2], 4)
+    """
+    if axis == "tied":
+        return 2 if plan.pp > 1 else 1
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; allowed: {', '.join(BLOCKS)}")
+    mesh = mesh_for_plan(plan)
+    width = math.prod(mesh.sizes[a] for a in MESH_AXES_OF[axis])
+    if block == "all":
+        return width
+    inner = block_size(plan, axis, mesh)
+    return inner if block == "inner" else width // inner
 
 
 def collective_families(mesh: Mesh, axis: str, block: str = "all",

@@ -18,7 +18,7 @@ widths, MoE and parallel blocks (see :func:`layer_activation_bytes`). With flash
 (4 bytes per row) is kept. Materialised attention (``flash_attention=False``;
 ``training.attention: materialized``) stores it: exactly the s^2 tensors the backward of
 :func:`~clustersim.workload.flops.layer_ops` reads. Pipeline schedules keep several
-micro-batches in flight (:func:`inflight_microbatches`).
+micro-batches in flight (:class:`InFlight`, read off the schedule by the step plan).
 
 >>> from clustersim.workload.models import get_model
 >>> from clustersim.workload.plan import ParallelPlan
@@ -39,8 +39,8 @@ from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
-__all__ = ["MemoryBreakdown", "StageParameters", "stage_parameters", "layer_activation_bytes",
-           "inflight_microbatches", "memory_footprint", "peak_memory_footprint"]
+__all__ = ["MemoryBreakdown", "StageParameters", "InFlight", "stage_parameters",
+           "layer_activation_bytes", "memory_footprint"]
 
 
 @dataclass(frozen=True)
@@ -166,26 +166,20 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     return act_B * 4 * norm_tokens * h + attention + mlp + 2 * mask_B
 
 
-def inflight_microbatches(plan: ParallelPlan, stage: int) -> float:
-    """Micro-batches whose activations a stage holds at its peak, in whole-stage units.
+@dataclass(frozen=True)
+class InFlight:
+    """How many micro-batches' activations a stage holds at its peak, as its pipeline
+    schedule runs (:func:`clustersim.step.schedules.in_flight_microbatches`): ``stage`` in
+    units of the whole stage's activations, ``first_chunk`` and ``last_chunk`` of the chunks
+    that hold the embedding and the output layer. ``InFlight()`` is one micro-batch.
 
-    GPipe: all of them. 1F1B: ``pp - stage`` (the first stage holds pp; Narayanan et al.
-    2021). Interleaved 1F1B: Megatron's warm-up, ``2(pp - stage - 1) + (v - 1) pp + 1``
-    model chunks of 1/v of the stage each, which for the first stage is Korthikanti's
-    ``pp (1 + (pp - 1)/(pp v))``.
-
-    >>> plan = ParallelPlan(pp=4, virtual_stages=2, schedule="1f1b-interleaved",
-    ...                     num_microbatches=8, stage_layers=(1,) * 8)
-    >>> inflight_microbatches(plan, 0), inflight_microbatches(plan, 3)
-    (5.5, 2.5)
+    >>> InFlight().stage, InFlight(4.0, 4, 1).first_chunk
+    (1.0, 4)
     """
-    m, pp, v = plan.num_microbatches, plan.pp, plan.virtual_stages
-    if plan.schedule == "gpipe":
-        return float(m)
-    if plan.schedule == "1f1b-interleaved":
-        chunks = min(2 * (pp - stage - 1) + (v - 1) * pp + 1, m * v)
-        return chunks / v
-    return float(min(pp - stage, m))
+
+    stage: float = 1.0
+    first_chunk: int = 1
+    last_chunk: int = 1
 
 
 def _state_bytes(precision: str, optimizer: str) -> tuple[int, int, int]:
@@ -197,8 +191,10 @@ def _state_bytes(precision: str, optimizer: str) -> tuple[int, int, int]:
 def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | None = None,
                      seq_len: int | None = None, precision: str = "bf16",
                      recompute: str = "none", stage: int = 0, *, optimizer: str = "adam",
-                     flash_attention: bool = True) -> MemoryBreakdown:
-    """Peak memory of one device of pipeline ``stage`` (micro_batch/seq_len default: plan's).
+                     flash_attention: bool = True, in_flight: InFlight = InFlight()
+                     ) -> MemoryBreakdown:
+    """Peak memory of one device of pipeline ``stage`` (micro_batch/seq_len default: plan's)
+    holding the activations of ``in_flight`` micro-batches.
 
     Temporary buffers modelled: the layer being recomputed under full recomputation (its
     whole activations), two layers of ZeRO-3 gathered parameters (current and prefetched) and
@@ -208,7 +204,8 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     >>> from clustersim.workload.models import get_model
     >>> plan = ParallelPlan(tp=8, pp=8, dp=16, sp=True, stage_layers=(12,) * 8, seq_len=2048,
     ...                     num_microbatches=12)
-    >>> mem = memory_footprint(get_model("gpt3-175b"), plan, recompute="selective")
+    >>> mem = memory_footprint(get_model("gpt3-175b"), plan, recompute="selective",
+    ...                        in_flight=InFlight(8.0, 8, 1))   # 1F1B, first of 8 stages
     >>> round(mem.activations_B / 2**30, 1), round(mem.total_B / 2**30, 1)
     (9.6, 51.2)
     """
@@ -228,21 +225,17 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
 
     shard = plan.shard
     layer_B = layer_activation_bytes(model, shard, b, s, precision, recompute, flash_attention)
-    inflight = inflight_microbatches(plan, stage)
-    activations = layer_B * plan.layers_on_stage(stage) * inflight
+    activations = layer_B * plan.layers_on_stage(stage) * in_flight.stage
     act_B, _ = element_bytes(precision)
     norm_tokens = b * s / plan.cp / (plan.tp if shard.sp else 1)
     vocab_rank = -(-model.vocab // plan.tp)
     last = stage == plan.pp - 1
     if stage == 0 and model.dropout:
-        embed_inflight = plan.num_microbatches if plan.schedule == "gpipe" else math.ceil(
-            inflight)
-        activations += norm_tokens * model.hidden * embed_inflight  # 1-byte dropout mask
+        activations += norm_tokens * model.hidden * in_flight.first_chunk  # dropout mask
     temporary = 0.0
     if last:
-        logits_inflight = plan.num_microbatches if plan.schedule == "gpipe" else 1
         tokens = b * s / plan.cp
-        activations += logits_inflight * (2 * act_B * norm_tokens * model.hidden
+        activations += in_flight.last_chunk * (2 * act_B * norm_tokens * model.hidden
                                           + 4 * tokens * vocab_rank)
         temporary += act_B * tokens * vocab_rank
     if recompute == "full":
@@ -254,21 +247,3 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     return MemoryBreakdown(parameters_B=state(p_B, 3), gradients_B=state(g_B, 2),
                            optimizer_states_B=state(o_B, 1), activations_B=activations,
                            temporary_B=temporary)
-
-
-def peak_memory_footprint(model: ModelSpec, plan: ParallelPlan, precision: str = "bf16",
-                          recompute: str = "none", **kwargs) -> tuple[int, MemoryBreakdown]:
-    """The pipeline stage with the most memory in use, and its breakdown.
-
-    >>> from clustersim.workload.models import get_model
-    >>> plan = ParallelPlan(pp=2, stage_layers=(16, 16), seq_len=8192, num_microbatches=8)
-    >>> peak_memory_footprint(get_model("llama3-8b"), plan)[0]
-    0
-    """
-    best = None
-    for stage in range(plan.pp):
-        mem = memory_footprint(model, plan, precision=precision, recompute=recompute,
-                               stage=stage, **kwargs)
-        if best is None or mem.total_B > best[1].total_B:
-            best = (stage, mem)
-    return best

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from clustersim.errors import InputError
 from clustersim.workload.models import ModelSpec
 
-__all__ = ["OpCost", "Shard", "PRECISIONS", "element_bytes", "LayerDims", "layer_dims",
-           "ELEMENTWISE_FLOPS"]
+__all__ = ["OpCost", "Work", "Shard", "PRECISIONS", "element_bytes", "LayerDims",
+           "layer_dims", "ELEMENTWISE_FLOPS"]
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 # Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
@@ -46,6 +46,26 @@ class OpCost:
     k: int = 0
     dtype: str = ""
     batch: int = 1
+
+
+@dataclass(frozen=True)
+class Work:
+    """Kernels timed on one rank: seconds, FLOPs executed, bytes moved to and from memory.
+
+    >>> Work(1.0, 2.0, 3.0) * 0.5 + Work(1.0)
+    Work(seconds=1.5, flops=1.0, bytes=1.5)
+    """
+
+    seconds: float = 0.0
+    flops: float = 0.0
+    bytes: float = 0.0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.seconds + other.seconds, self.flops + other.flops,
+                    self.bytes + other.bytes)
+
+    def __mul__(self, k: float) -> Work:
+        return Work(self.seconds * k, self.flops * k, self.bytes * k)
 
 
 @dataclass(frozen=True)

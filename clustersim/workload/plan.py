@@ -22,9 +22,12 @@ from dataclasses import dataclass
 
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard
-from clustersim.workload.schedules import SCHEDULES
 
 __all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDULES"]
+
+# The pipeline schedules a plan may name; their orders are the step plan's
+# (:mod:`clustersim.step.schedules`).
+SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved")
 
 
 class Infeasible(Exception):

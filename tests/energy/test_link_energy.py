@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clustersim.engine import Program, simulate
-from clustersim.engine.energy import Activity, step_energy
+from clustersim.result import StepOutcome, step_energy
 from clustersim.topology import build_cluster
 
 GIB = 2**30
@@ -40,7 +40,8 @@ def _energy_by_tech(cluster, link_bytes: np.ndarray) -> dict[str, float]:
 
 
 def _network_columns(cluster, link_bytes, step_s: float) -> dict[str, float]:
-    e = step_energy(cluster, Activity(step_s, 0.0, 0.0, link_bytes), "bf16")
+    e = step_energy(cluster, StepOutcome(step_s, 0.0, 0.0, 0.0, step_s, 0.0, 0.0, link_bytes),
+                    "bf16")
     return {k[len("energy_link_"):-2]: v for k, v in e.items()
             if k.startswith("energy_link_")} | {"network": e["energy_network_j"]}
 

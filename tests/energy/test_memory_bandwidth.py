@@ -20,7 +20,7 @@ from clustersim.hardware.compute import compute_params, op_time_s
 from clustersim.workload import get_model
 from clustersim.workload.flops import layer_ops
 from clustersim.workload.plan import ParallelPlan
-from clustersim.workload.stagework import chunk_work, optimizer_work
+from clustersim.workload.chunks import chunk_work, optimizer_work
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 H100 = get_device("h100-sxm-80gb")

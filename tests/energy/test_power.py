@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clustersim.engine.energy import Activity, static_power_W, step_energy
+from clustersim.result import StepOutcome, static_power_W, step_energy
 from clustersim.errors import InputError
 from clustersim.hardware import device_presets, get_device, get_switch
 from clustersim.hardware.power import (joules_per_flop, joules_per_memory_byte,
@@ -87,7 +87,8 @@ def test_parts_add_up_and_pue_scales_the_total():
     c = build_cluster("dgx-h100", devices=8)
     link_bytes = np.zeros(len(c.links))
     link_bytes[0] = 1e9
-    act = Activity(step_time_s=2.0, flops=1e15, mem_bytes=1e12, link_bytes=link_bytes)
+    act = StepOutcome(2.0, 0.0, 0.0, 0.0, 2.0, flops=1e15, mem_bytes=1e12,
+                      link_bytes=link_bytes)
     e1, e12 = step_energy(c, act, "bf16"), step_energy(c, act, "bf16", pue=1.2)
     parts = ("energy_compute_j", "energy_memory_j", "energy_network_j", "energy_static_j")
     assert e1["energy_j"] == pytest.approx(sum(e1[k] for k in parts), rel=1e-12)

@@ -17,11 +17,12 @@ import pytest
 from clustersim.collectives import expand
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.engine import CollectiveCall, Program, simulate
-from clustersim.engine.energy import Activity, step_energy
+from clustersim.fidelity import build_program
+from clustersim.result import StepOutcome, step_energy
 from clustersim.experiment.sweep import expand as expand_sweep
 from clustersim.topology import build_cluster
 from clustersim.workload import resolve_model, resolve_plan
-from clustersim.workload.program import build_program
+from clustersim.step import plan_step
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 S = 64 * 2**20
@@ -70,7 +71,8 @@ def test_a_package_wide_group_puts_its_bytes_on_ucie_only(node):
     # a ring all-reduce moves 2(p-1)/p x S per rank and hop; 6 link hops around this ring
     # (bidirectional rings on a mesh split S in two, each direction 6 hops as well)
     assert by_tech["ucie-advanced"] == pytest.approx(2 * 3 / 4 * S * 6, rel=1e-9)
-    e = step_energy(node, Activity(res.step_time_s, 0, 0, res.link_bytes), "bf16")
+    e = step_energy(node, StepOutcome(res.step_time_s, 0, 0, 0, 0, 0, 0, res.link_bytes),
+                    "bf16")
     assert e["energy_link_ucie-advanced_j"] == pytest.approx(
         by_tech["ucie-advanced"] * 8 * 0.3e-12, rel=1e-9)
 
@@ -120,7 +122,7 @@ def _scenario(config):
     c = build_cluster(config.cluster.topology, config.cluster.devices, config.cluster.overrides)
     model = resolve_model(config.model)
     plan = resolve_plan(config.training, model, len(c.devices))
-    program = build_program(model, plan, c, config.training)
+    program = build_program(plan_step(model, plan, c, config.training), c)
     return c, program, simulate(program, c)
 
 

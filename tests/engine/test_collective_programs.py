@@ -6,8 +6,9 @@ flow-level network with contention"):
   concurrent calls can be slowed by it (max-min fairness is not monotone; a hand-computed
   case below);
 - every byte a program sends is on the links its routes cross, and flows are conserved at
-  every node;
-- one representative rank per pipeline stage gives the same step as simulating every rank.
+  every node.
+
+Training steps through the engine: tests/fidelity.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clustersim.collectives import collective_time_s, expand, valid_algorithms
-from clustersim.config.experiment import TrainingConfig
 from clustersim.engine import Program, simulate
 from clustersim.engine.comm import CommModel
 from clustersim.network.flows import flow_set
 from clustersim.topology import Cluster, build_cluster, torus
-from clustersim.workload import ModelSpec, resolve_plan
-from clustersim.workload.program import build_program
 
 GiB, MiB, KiB = 2.0**30, 2.0**20, 2.0**10
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
@@ -303,33 +301,3 @@ def test_every_chip_and_optical_switch_conserves_bytes_on_the_simulated_links(cl
     assert sum(sent.values()) > 0
     for node in cluster.graph.nodes:
         assert balance[node] == pytest.approx(received[node] - sent[node], abs=1e-3)
-
-
-# -- representative = every rank --------------------------------------------------------
-
-TINY = ModelSpec("tiny-gpt", layers=8, hidden=2048, heads=16, vocab=32000, seq_len=1024)
-
-PLANS = [
-    # (devices, parallelism, global batch, micro-batch)
-    (8, {"tp": 8}, 8, 1),
-    (16, {"tp": 4, "pp": 2, "schedule": "1f1b"}, 16, 1),
-    (32, {"tp": 8, "pp": 2, "schedule": "1f1b"}, 32, 1),
-    (32, {"tp": 8, "zero": 1}, 32, 1),
-    (64, {"tp": 4, "pp": 2, "zero": 1}, 64, 2),
-]
-
-
-@pytest.mark.parametrize("devices,parallelism,global_batch,micro_batch", PLANS)
-def test_representative_and_all_ranks_agree_on_training_steps(devices, parallelism,
-                                                              global_batch, micro_batch):
-    cluster = build_cluster("dgx-h100", devices=devices)
-    training = TrainingConfig(global_batch=global_batch, micro_batch=micro_batch,
-                              parallelism=parallelism)
-    plan = resolve_plan(training, TINY, devices)
-    rep = build_program(TINY, plan, cluster, training, representative=True)
-    full = build_program(TINY, plan, cluster, training, representative=False)
-    assert len(rep.ranks) == plan.pp and len(full.ranks) == devices
-    a, b = simulate(rep, cluster), simulate(full, cluster)
-    assert a.step_time_s == pytest.approx(b.step_time_s, rel=0.01)
-    # the representative's calls carry every group of its class: the same traffic
-    assert np.allclose(a.link_bytes, b.link_bytes, rtol=1e-9, atol=1e-3)

@@ -1,5 +1,5 @@
-"""The collective groups both fidelities share: partitions of the mesh, the blocks of hybrid
-sharding, and every collective the program builder posts sitting on one family of them."""
+"""The collective groups both fidelities share: partitions of the mesh and the blocks of
+hybrid sharding (that every call runs on one of them: tests/fidelity)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustersim.config.experiment import TrainingConfig
-from clustersim.engine.program import CollectiveCall
-from clustersim.topology import build_cluster
-from clustersim.workload import get_model, resolve_plan
-from clustersim.workload.analytic.pricer import mesh_key_of, stage_families
 from clustersim.workload.groups import (BLOCKS, MESH_AXES_OF, axis_of, block_size,
                                         collective_families, hybrid_sharded, sharded_block)
 from clustersim.workload.mesh import Mesh, blocks, mesh_for_plan
 from clustersim.workload.plan import ParallelPlan
-from clustersim.workload.program import build_program
-from clustersim.workload.stagework import Comm
+from clustersim.workload.chunks import Comm
 
 AXES = ("tp", "cp", "ep", "dp", "pp")
 
@@ -82,33 +76,3 @@ def test_axis_of_and_hybrid_sharding():
     assert block_size(plan, "dp") == 4 and block_size(plan, "edp") == 4
     assert not hybrid_sharded(ParallelPlan(dp=8, zero=0, shard_group=2))
     assert sharded_block(ParallelPlan(dp=8, zero=1)) == "all"
-
-
-@pytest.mark.parametrize("model,devices,parallelism,seq_len", [
-    ("llama3-8b", 16, {"tp": 4, "pp": 2, "zero": 1, "shard_group": 2}, None),
-    ("gpt3-175b", 32, {"tp": 8, "pp": 4}, 2048),                       # tied embeddings
-    ("mixtral-8x7b", 16, {"tp": 2, "ep": 2, "pp": 2, "zero": 3, "shard_group": 2}, 4096),
-    ("mixtral-8x7b", 16, {"tp": 2, "ep": 2, "cp": 2, "zero": 2}, 4096)])
-def test_every_collective_of_the_program_runs_on_a_family_the_analytic_model_prices(
-        model, devices, parallelism, seq_len):
-    """The flow program's groups are, call by call, the analytic model's family for one
-    (axis, block) of one stage: the two fidelities cannot disagree on who talks to whom."""
-    cluster = build_cluster("dgx-h100", devices=devices)
-    model = get_model(model)
-    t = TrainingConfig(global_batch=2 * devices, seq_len=seq_len, parallelism=parallelism)
-    plan = resolve_plan(t, model, devices)
-    mesh, key = mesh_for_plan(plan), mesh_key_of(plan)
-    rank = {d: r for r, d in enumerate(cluster.devices)}
-    candidates = []
-    for axis in ("tied", *MESH_AXES_OF):
-        candidates.append(stage_families(key, axis, "all", 0))
-        if axis in ("dp", "edp") and hybrid_sharded(plan):
-            size = block_size(plan, axis, mesh)
-            candidates += [stage_families(key, axis, b, size) for b in ("inner", "across")]
-    program = build_program(model, plan, cluster, t)
-    calls = [c for c in program.calls.values() if isinstance(c, CollectiveCall)]
-    assert calls
-    for call in calls:
-        groups = [[rank[d] for d in g] for g in call.groups]
-        assert any(groups == family.get(s) for family in candidates for s in family), \
-            call.label

@@ -2,9 +2,9 @@
 
 import pytest
 
+from clustersim.step import in_flight
 from clustersim.workload.flops import Shard
-from clustersim.workload.memory import (inflight_microbatches, layer_activation_bytes,
-                                        memory_footprint, stage_parameters)
+from clustersim.workload.memory import layer_activation_bytes, memory_footprint, stage_parameters
 from clustersim.workload.models import get_model
 from clustersim.workload.plan import ParallelPlan
 
@@ -88,7 +88,8 @@ def test_1f1b_first_stage_holds_all_layers_worth():
     """Korthikanti Sec. 4.2.3: with 1F1B the first stage stores p micro-batches of L/p layers."""
     plan = stages(8, 96, tp=8, sp=True)
     layer = act(Shard(tp=8, sp=True), "selective")
-    mem = memory_footprint(GPT3, plan, recompute="selective", flash_attention=False, stage=0)
+    mem = memory_footprint(GPT3, plan, recompute="selective", flash_attention=False, stage=0,
+                           in_flight=in_flight(plan, 0))
     mask = SBH / 8 * 8          # the embedding's 1-byte dropout mask, 8 in flight
     assert mem.activations_B == pytest.approx(96 * layer + mask)
 
@@ -96,22 +97,21 @@ def test_1f1b_first_stage_holds_all_layers_worth():
 def test_interleaved_first_stage_matches_korthikanti():
     p, v = 8, 3
     plan = stages(p, 96, "1f1b-interleaved", v, tp=8, sp=True)
-    assert inflight_microbatches(plan, 0) * plan.layers_on_stage(0) == pytest.approx(
+    assert in_flight(plan, 0).stage * plan.layers_on_stage(0) == pytest.approx(
         96 * (1 + (p - 1) / (p * v)))
 
 
 def test_gpipe_holds_every_microbatch():
     plan = stages(4, 96, "gpipe", m=16)
-    assert inflight_microbatches(plan, 0) == inflight_microbatches(plan, 3) == 16
+    assert in_flight(plan, 0).stage == in_flight(plan, 3).stage == 16
+    assert in_flight(plan, 0).first_chunk == in_flight(plan, 3).last_chunk == 16
 
 
-def test_inflight_agrees_with_the_schedules_module():
-    schedules = pytest.importorskip("clustersim.workload.schedules")
-    for name, v in (("gpipe", 1), ("1f1b", 1), ("1f1b-interleaved", 2)):
-        plan = stages(4, 96, name, v, m=8)
-        for stage in range(4):
-            assert inflight_microbatches(plan, stage) == schedules.in_flight_microbatches(
-                name, stage, 4, 8, v)
+def test_1f1b_stage_s_holds_p_minus_s():
+    """Narayanan et al. 2021: the first stage of 1F1B holds p micro-batches, the last one."""
+    plan = stages(4, 96, m=8)
+    assert [in_flight(plan, s).stage for s in range(4)] == [4, 3, 2, 1]
+    assert in_flight(plan, 0).first_chunk == 4 and in_flight(plan, 3).last_chunk == 1
 
 
 def test_last_stage_output_layer_buffers():
@@ -119,7 +119,8 @@ def test_last_stage_output_layer_buffers():
     t = 8
     plan = stages(8, 96, tp=t, sp=True)
     layer = act(Shard(tp=t, sp=True), "selective")
-    mem = memory_footprint(GPT3, plan, recompute="selective", flash_attention=False, stage=7)
+    mem = memory_footprint(GPT3, plan, recompute="selective", flash_attention=False, stage=7,
+                           in_flight=in_flight(plan, 7))
     v_rank = -(-V // t)
     padded = v_rank * t           # Megatron pads the vocabulary to a multiple of t
     assert mem.activations_B == pytest.approx(12 * layer * 1 + 4 * SBH / t * (1 + padded / H))

@@ -11,33 +11,25 @@
   parts add up to the total (``simulation.pue``, default 1).
 
 >>> import numpy as np
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
+>>> from clustersim.result.outcome import StepOutcome
 >>> c = build_cluster("dgx-h100", devices=8)
->>> a = Activity(step_time_s=1.0, flops=0.0, mem_bytes=0.0, link_bytes=np.zeros(len(c.links)))
->>> e = step_energy(c, a, "bf16")
+>>> idle = StepOutcome(1.0, 0.0, 0.0, 0.0, 1.0, flops=0.0, mem_bytes=0.0,
+...                    link_bytes=np.zeros(len(c.links)))
+>>> e = step_energy(c, idle, "bf16")
 >>> e["energy_static_j"] == 8 * c.device.idle_W + e["energy_switches_j"] + e["energy_hosts_j"]
 True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from clustersim.hardware import get_switch
 from clustersim.hardware.power import joules_per_flop, joules_per_memory_byte
+from clustersim.result.outcome import StepOutcome
 
-__all__ = ["Activity", "step_energy", "static_power_W"]
-
-
-@dataclass(frozen=True)
-class Activity:
-    """What one step did, summed over every device of the cluster."""
-
-    step_time_s: float
-    flops: float
-    mem_bytes: float
-    link_bytes: np.ndarray
+__all__ = ["step_energy", "static_power_W"]
 
 
 def static_power_W(cluster) -> dict[str, float]:
@@ -47,8 +39,6 @@ def static_power_W(cluster) -> dict[str, float]:
 
 
 def _static_power_W(cluster) -> dict[str, float]:
-    from clustersim.hardware import get_switch
-
     G = cluster.graph
     switches = hosts = 0.0
     for _, data in G.nodes(data=True):
@@ -60,8 +50,10 @@ def _static_power_W(cluster) -> dict[str, float]:
             "hosts": hosts}
 
 
-def step_energy(cluster, activity: Activity, dtype: str, pue: float = 1.0) -> dict[str, float]:
-    """Joules of one step by part and by link technology, and the total (x PUE)."""
+def step_energy(cluster, activity: StepOutcome, dtype: str, pue: float = 1.0
+                ) -> dict[str, float]:
+    """Joules of one step by part and by link technology, and the total (x PUE), from what
+    the step did on every device (its time, FLOPs, memory bytes and bytes per link)."""
     device = cluster.device
     compute = activity.flops * joules_per_flop(device, dtype)
     memory = activity.mem_bytes * joules_per_memory_byte(device,

@@ -8,7 +8,7 @@ from clustersim.errors import InputError
 from clustersim.hardware import get_device
 from clustersim.workload import ModelSpec, ParallelPlan
 from clustersim.workload.flops import layer_ops
-from clustersim.workload.stagework import chunk_work
+from clustersim.workload.chunks import chunk_work
 
 # Narayanan et al. 2021, Table 1, first row (GPT 1.7B; Megatron-LM's dropout 0.1)
 GPT = ModelSpec("gpt-1.7b", layers=24, hidden=2304, heads=24, vocab=51200, dropout=True)

@@ -1,10 +1,10 @@
-"""What one pipeline stage does: compute time and collectives of a micro-batch through each of
-its model chunks, its optimizer step and its data-parallel gradient traffic.
+"""The work of one model chunk on one rank: compute time and the collectives its sharding
+implies for one micro-batch, the optimizer step, and the activations sent between stages.
 
-The program builder (flow fidelity) and the analytic step model both read these, so the two
-fidelities price the same work. Kernels are timed by ``clustersim.hardware.compute`` on the
-cluster's device with the bandwidth of its memory edges; identical back-to-back collectives of
-a chunk's layers are merged into one with a repeat count (``Comm.count``).
+The step plan (:mod:`clustersim.step`) places these in a schedule; both fidelities price the
+same work. Kernels are timed by ``clustersim.hardware.compute`` on the cluster's device with
+the bandwidth of its memory edges; identical back-to-back collectives of a chunk's layers are
+merged into one with a repeat count (``Comm.count``).
 
 >>> from clustersim.workload import get_model, ParallelPlan
 >>> from clustersim.hardware import get_device
@@ -21,41 +21,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from clustersim.hardware.compute import op_time_s
-from clustersim.workload.comms import (embedding_comms, gradient_comms, layer_comms,
-                                       logits_comms)
+from clustersim.workload.comms import embedding_comms, layer_comms, logits_comms
 from clustersim.workload.flops import embedding_ops, layer_ops, logits_ops, optimizer_ops
 from clustersim.workload.memory import stage_parameters
 from clustersim.workload.models import ModelSpec
+from clustersim.workload.ops import Work, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
-__all__ = ["Work", "Comm", "ChunkWork", "chunk_work", "optimizer_work", "optimizer_state",
-           "OptimizerState", "dp_comms",
-           "activation_bytes", "p2p_gather_bytes", "ZERO3_PREFIX", "BUCKETS", "ZERO3_PIECES"]
-
-ZERO3_PREFIX = "zero3"  # layer collectives that FSDP prefetches / overlaps
-# How data-parallel traffic is cut, the same in both fidelities. Gradient / parameter buckets
-# per chunk (Megatron-Core launches a bucket every ~40M parameters; a handful per chunk
-# already leaves only the last bucket exposed).
-BUCKETS = 4
-# FSDP prefetches one unit (a layer) ahead; pieces of up to this many per chunk approximate
-# it while keeping the number of ops small.
-ZERO3_PIECES = 8
-
-
-@dataclass(frozen=True)
-class Work:
-    """Compute on one rank: seconds, FLOPs executed, bytes moved to and from memory."""
-
-    seconds: float = 0.0
-    flops: float = 0.0
-    bytes: float = 0.0
-
-    def __add__(self, other: Work) -> Work:
-        return Work(self.seconds + other.seconds, self.flops + other.flops,
-                    self.bytes + other.bytes)
-
-    def __mul__(self, k: float) -> Work:
-        return Work(self.seconds * k, self.flops * k, self.bytes * k)
+__all__ = ["Comm", "ChunkWork", "chunk_work", "optimizer_work", "optimizer_state",
+           "OptimizerState", "activation_bytes", "p2p_gather_bytes"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +41,6 @@ class Comm:
     axis: str
     bytes: float
     count: int = 1
-
-    @property
-    def prefetched(self) -> bool:
-        return self.name.startswith(ZERO3_PREFIX) and self.op == "all_gather"
 
 
 @dataclass(frozen=True)
@@ -94,11 +64,12 @@ def _time(ops, device, precision: str, mem_bw_Bps: float | None) -> Work:
     return total
 
 
-def _merge(comms, times: int = 1) -> OrderedDict:
-    merged: OrderedDict = OrderedDict()
+def _merge(comms, times: int = 1, merged: OrderedDict | None = None) -> OrderedDict:
+    """Identical collectives (same op, group and size) as one with a repeat count, ``times``
+    each, added to ``merged`` (a new table by default), in order of first appearance."""
+    merged = OrderedDict() if merged is None else merged
     for c in comms:
-        key = (c.name.split("_")[0] if c.name.startswith(ZERO3_PREFIX) else "", c.op, c.axis,
-               c.bytes)
+        key = (c.op, c.axis, c.bytes)
         name = merged[key].name if key in merged else c.name
         count = merged[key].count + times if key in merged else times
         merged[key] = Comm(name, c.op, c.axis, c.bytes, count)
@@ -117,7 +88,7 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
     shard, b, s = plan.shard, plan.micro_batch, plan.seq_len
     layers = plan.stage_layers[virtual_stage]
     ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention)
-    comms = layer_comms(model, shard, b, s, precision, recompute, plan.zero)
+    comms = layer_comms(model, shard, b, s, precision, recompute)
     layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
     layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
     fwd, bwd = layer_fwd * layers, layer_bwd * layers
@@ -133,14 +104,8 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
                                                                             precision)
         fwd = fwd + _time(extra["fwd"], device, precision, mem_bw_Bps)
         bwd = bwd + _time(extra["bwd"], device, precision, mem_bw_Bps)
-        for c in _merge(extra_comms["fwd"]).values():
-            key = ("", c.op, c.axis, c.bytes)
-            fwd_comms[key] = Comm(c.name, c.op, c.axis, c.bytes,
-                                  c.count + (fwd_comms[key].count if key in fwd_comms else 0))
-        for c in _merge(extra_comms["bwd"]).values():
-            key = ("", c.op, c.axis, c.bytes)
-            bwd_comms[key] = Comm(c.name, c.op, c.axis, c.bytes,
-                                  c.count + (bwd_comms[key].count if key in bwd_comms else 0))
+        _merge(extra_comms["fwd"], merged=fwd_comms)
+        _merge(extra_comms["bwd"], merged=bwd_comms)
     return ChunkWork(layers, fwd, bwd, tuple(fwd_comms.values()), tuple(bwd_comms.values()),
                      layer_fwd, layer_bwd)
 
@@ -174,8 +139,6 @@ def optimizer_state(model: ModelSpec, plan: ParallelPlan, stage: int, precision:
                     optimizer: str = "adam") -> OptimizerState:
     """The optimizer state of one rank of ``stage`` (ZeRO paper: fp32 master + 2 Adam moments
     = 12 bytes per parameter in mixed precision; one moment for SGD; no master in fp32)."""
-    from clustersim.workload.flops import element_bytes
-
     act_B, _ = element_bytes(precision)
     master = 0 if precision == "fp32" else 4
     moments = 2 if optimizer == "adam" else 1
@@ -197,18 +160,6 @@ def optimizer_work(model: ModelSpec, plan: ParallelPlan, stage: int, device, pre
     return _time(ops, device, precision, mem_bw_Bps)
 
 
-@functools.lru_cache(maxsize=1024)
-def dp_comms(model: ModelSpec, plan: ParallelPlan, stage: int, precision: str
-             ) -> dict[str, tuple]:
-    """Data-parallel gradient collectives of ``stage`` (per micro-batch and per step)."""
-    p = stage_parameters(model, plan, stage)
-    comms = gradient_comms(p.dense, p.expert, min(plan.zero, 2), precision,
-                           p.tied_embedding if plan.pp > 1 else 0.0)
-    if plan.zero >= 3:  # the per-layer collectives carry everything except tied embeddings
-        comms = {"microbatch": (), "step": tuple(c for c in comms["step"] if c.axis == "pp")}
-    return {k: tuple(Comm(c.name, c.op, c.axis, c.bytes) for c in v) for k, v in comms.items()}
-
-
 def activation_bytes(model: ModelSpec, plan: ParallelPlan, precision: str) -> float:
     """Bytes of activations (or their gradients) each rank sends to the next stage per
     micro-batch: the hidden state of its tokens, split over the tensor-parallel ranks. With
@@ -216,8 +167,6 @@ def activation_bytes(model: ModelSpec, plan: ParallelPlan, precision: str) -> fl
     optimisation (Narayanan et al. SC'21, Sec. 4.1, on by default) sends 1/tp from each rank
     and all-gathers over the fast intra-node links at the receiver
     (:func:`p2p_gather_bytes`)."""
-    from clustersim.workload.flops import element_bytes
-
     tokens = plan.micro_batch * plan.seq_len / plan.cp
     return tokens * model.hidden * element_bytes(precision)[0] / plan.tp
 

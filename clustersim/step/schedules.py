@@ -1,0 +1,146 @@
+"""Pipeline schedules: the order in which each stage runs forward and backward passes.
+
+- ``gpipe`` (Huang et al. 2019): every forward, then every backward.
+- ``1f1b`` (PipeDream-Flush, Narayanan et al. 2021): ``p - s - 1`` warm-up forwards on stage
+  ``s``, then one forward one backward, then the remaining backwards.
+- ``1f1b-interleaved`` (Megatron-LM, Narayanan et al. SC'21): each stage holds ``v`` model
+  chunks; micro-batches go through the chunks in groups of ``p``, with ``(p - s - 1) * 2 +
+  (v - 1) * p`` warm-up forwards; the bubble shrinks by ``v``.
+
+The warm-up count (:func:`warmup_forwards`) is the one place these formulas live: the orders
+of :func:`schedule`, and through them the activations a stage holds
+(:func:`in_flight_microbatches`), follow from it.
+
+An action is ``(kind, chunk, microbatch)`` with kind ``"F"`` or ``"B"``. The virtual stage of
+chunk ``c`` on stage ``s`` is ``c * p + s``: data flows from virtual stage ``k`` to ``k + 1``.
+
+>>> schedule("1f1b", stages=2, microbatches=3, chunks=1)[0]
+(('F', 0, 0), ('F', 0, 1), ('B', 0, 0), ('F', 0, 2), ('B', 0, 1), ('B', 0, 2))
+>>> schedule("1f1b", stages=2, microbatches=3, chunks=1)[1]
+(('F', 0, 0), ('B', 0, 0), ('F', 0, 1), ('B', 0, 1), ('F', 0, 2), ('B', 0, 2))
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from clustersim.workload.plan import SCHEDULES
+
+__all__ = ["SCHEDULES", "Action", "warmup_forwards", "schedule", "previous_virtual_stage",
+           "next_virtual_stage", "in_flight_microbatches", "held_microbatches"]
+
+Action = tuple[str, int, int]
+
+
+def warmup_forwards(name: str, stage: int, stages: int, microbatches: int,
+                    chunks: int = 1) -> int:
+    """Forwards ``stage`` runs before its first backward.
+
+    >>> [warmup_forwards("1f1b", s, 4, 8) for s in range(4)], warmup_forwards("gpipe", 0, 4, 8)
+    ([3, 2, 1, 0], 8)
+    >>> warmup_forwards("1f1b-interleaved", 0, 4, 8, chunks=2)   # 2(p - 1) + (v - 1) p
+    10
+    """
+    if name == "gpipe":
+        return microbatches * chunks
+    if name == "1f1b":
+        return min(stages - stage - 1, microbatches)
+    return min(2 * (stages - stage - 1) + (chunks - 1) * stages, microbatches * chunks)
+
+
+def _interleaved_order(kind: str, stages: int, microbatches: int, chunks: int) -> list[Action]:
+    """Megatron's order of (chunk, micro-batch) for forwards (or backwards, chunks reversed)."""
+    out = []
+    for k in range(microbatches * chunks):
+        group, pos = divmod(k, stages * chunks)
+        chunk = (k // stages) % chunks
+        if kind == "B":
+            chunk = chunks - 1 - chunk
+        out.append((kind, chunk, group * stages + pos % stages))
+    return out
+
+
+@lru_cache(maxsize=256)
+def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
+             ) -> tuple[tuple[Action, ...], ...]:
+    """Per stage, the ordered actions of one training step: the warm-up forwards, then
+    alternating forward and backward, then the remaining backwards (cached; tuples)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown pipeline schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
+    if name != "1f1b-interleaved" and chunks != 1:
+        raise ValueError(f"schedule {name!r} runs one model chunk per stage, got {chunks}")
+    if name == "1f1b-interleaved":
+        forwards = _interleaved_order("F", stages, microbatches, chunks)
+        backwards = _interleaved_order("B", stages, microbatches, chunks)
+    else:
+        forwards = [("F", 0, m) for m in range(microbatches)]
+        backwards = [("B", 0, m) for m in range(microbatches)]
+    out = []
+    for s in range(stages):
+        warmup = warmup_forwards(name, s, stages, microbatches, chunks)
+        order = forwards[:warmup]
+        for f, b in zip(forwards[warmup:], backwards):
+            order += [f, b]
+        order += backwards[len(forwards) - warmup:]
+        out.append(tuple(order))
+    return tuple(out)
+
+
+def previous_virtual_stage(stage: int, chunk: int, stages: int) -> tuple[int, int] | None:
+    """Where a forward's input comes from: ``(stage, chunk)``, or None for the first.
+
+    >>> previous_virtual_stage(0, 1, 4), previous_virtual_stage(0, 0, 4)
+    ((3, 0), None)
+    """
+    if stage > 0:
+        return stage - 1, chunk
+    if chunk > 0:
+        return stages - 1, chunk - 1
+    return None
+
+
+def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int
+                       ) -> tuple[int, int] | None:
+    """Where a forward's output goes: ``(stage, chunk)``, or None after the last.
+
+    >>> next_virtual_stage(3, 0, 4, 2), next_virtual_stage(3, 1, 4, 2)
+    ((0, 1), None)
+    """
+    if stage < stages - 1:
+        return stage + 1, chunk
+    if chunk < chunks - 1:
+        return 0, chunk + 1
+    return None
+
+
+def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
+                      chunks: int = 1) -> tuple[int, ...]:
+    """Per chunk, the most micro-batches whose forward ``stage`` has run and whose backward
+    it has not (the activations of that chunk it holds at once), read off the schedule.
+
+    >>> held_microbatches("1f1b", 0, 4, 8), held_microbatches("gpipe", 3, 4, 8)
+    ((4,), (8,))
+    """
+    held, most = [0] * chunks, [0] * chunks
+    for kind, chunk, _ in schedule(name, stages, microbatches, chunks)[stage]:
+        held[chunk] += 1 if kind == "F" else -1
+        most[chunk] = max(most[chunk], held[chunk])
+    return tuple(most)
+
+
+def in_flight_microbatches(name: str, stage: int, stages: int, microbatches: int,
+                           chunks: int = 1) -> float:
+    """Most micro-batches whose activations a stage holds at once, in units of a whole
+    stage's activations (a chunk holds ``1 / chunks`` of them), read off the schedule:
+    one more than the warm-up forwards (at most all of them). For the first stage of the
+    interleaved schedule this is Korthikanti et al.'s ``p (1 + (p - 1) / (p v))``.
+
+    >>> in_flight_microbatches("1f1b", 0, 4, 8), in_flight_microbatches("1f1b-interleaved",
+    ...                                                                 0, 4, 8, 2)
+    (4.0, 5.5)
+    """
+    held, most = 0, 0
+    for kind, _, _ in schedule(name, stages, microbatches, chunks)[stage]:
+        held += 1 if kind == "F" else -1
+        most = max(most, held)
+    return most / chunks

@@ -1,0 +1,81 @@
+"""Pipeline schedules: every micro-batch through every chunk once, in an order a pipeline can
+run, with the published warm-up counts and the activations they keep in flight."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from clustersim.step.schedules import (SCHEDULES, held_microbatches, in_flight_microbatches,
+                                       next_virtual_stage, previous_virtual_stage, schedule,
+                                       warmup_forwards)
+from clustersim.workload.plan import SCHEDULES as PLAN_SCHEDULES
+
+SHAPES = [(name, p, m, 2 if name == "1f1b-interleaved" else 1)
+          for name, p, m in itertools.product(SCHEDULES, (1, 2, 4, 8), (1, 4, 8, 16))
+          if name != "1f1b-interleaved" or (p > 1 and m % p == 0)]
+
+
+def test_every_schedule_a_plan_may_name_has_an_order():
+    assert SCHEDULES == PLAN_SCHEDULES
+
+
+@pytest.mark.parametrize("name,p,m,v", SHAPES)
+def test_each_microbatch_runs_forward_then_backward_once_per_chunk(name, p, m, v):
+    for stage, actions in enumerate(schedule(name, p, m, v)):
+        assert sorted(actions) == sorted((k, c, mb) for k in "FB" for c in range(v)
+                                         for mb in range(m))
+        seen = set()
+        for kind, c, mb in actions:
+            if kind == "B":
+                assert ("F", c, mb) in seen   # a backward needs its forward's activations
+            seen.add((kind, c, mb))
+
+
+@pytest.mark.parametrize("name,p,m,v", SHAPES)
+def test_the_schedule_runs_on_a_pipeline_without_deadlock(name, p, m, v):
+    """Replay: every action waits for its input from the neighbouring virtual stage."""
+    acts, done, pos = schedule(name, p, m, v), set(), [0] * p
+    while any(pos[s] < len(acts[s]) for s in range(p)):
+        moved = False
+        for s in range(p):
+            while pos[s] < len(acts[s]):
+                kind, c, mb = acts[s][pos[s]]
+                src = (previous_virtual_stage(s, c, p) if kind == "F"
+                       else next_virtual_stage(s, c, p, v))
+                if src is not None and (kind, *src, mb) not in done:
+                    break
+                done.add((kind, s, c, mb))
+                pos[s] += 1
+                moved = True
+        assert moved, f"{name} deadlocks at {pos}"
+
+
+@pytest.mark.parametrize("name,p,m,v", SHAPES)
+def test_the_warmup_forwards_precede_the_first_forward_backward_pair(name, p, m, v):
+    for stage, actions in enumerate(schedule(name, p, m, v)):
+        first_b = next(i for i, a in enumerate(actions) if a[0] == "B")
+        assert first_b == min(warmup_forwards(name, stage, p, m, v) + 1, m * v)
+
+
+def test_published_warmup_counts():
+    # PipeDream-Flush: p - s - 1; Megatron's interleaved: 2 (p - s - 1) + (v - 1) p
+    assert [warmup_forwards("1f1b", s, 4, 16) for s in range(4)] == [3, 2, 1, 0]
+    assert [warmup_forwards("1f1b-interleaved", s, 4, 16, 2) for s in range(4)] == \
+        [10, 8, 6, 4]
+    assert warmup_forwards("gpipe", 2, 4, 16) == 16
+
+
+def test_in_flight_activations():
+    # 1F1B: stage s holds p - s micro-batches (Narayanan et al. 2021); GPipe all of them;
+    # interleaved first stage: p (1 + (p - 1) / (p v)) of a stage's activations
+    # (Korthikanti et al. 2022, Sec. 4.2.3)
+    assert [in_flight_microbatches("1f1b", s, 8, 32) for s in range(8)] == [8, 7, 6, 5, 4, 3,
+                                                                            2, 1]
+    assert in_flight_microbatches("gpipe", 3, 4, 16) == 16
+    p, v = 8, 3
+    assert in_flight_microbatches("1f1b-interleaved", 0, p, 32, v) == pytest.approx(
+        p * (1 + (p - 1) / (p * v)))
+    assert held_microbatches("1f1b", 0, 4, 16) == (4,)
+    assert held_microbatches("1f1b", 3, 4, 16) == (1,)

@@ -1,0 +1,171 @@
+"""The step plan's content against the schemes it implements: every gradient reduced exactly
+once per step (ZeRO 0/1/2), every layer's parameters gathered before each use (ZeRO 3), the
+pieces and buckets the frameworks use, and one-rank groups left out."""
+
+from __future__ import annotations
+
+import pytest
+
+from clustersim.config.experiment import TrainingConfig
+from clustersim.errors import InputError
+from clustersim.network import build_cluster
+from clustersim.step import BUCKETS, ZERO3_PIECES, Call, Dep, plan_step
+from clustersim.workload import get_model, resolve_plan
+from clustersim.workload.flops import layer_params_on_rank
+from clustersim.workload.groups import group_size
+from clustersim.workload.memory import stage_parameters
+
+LLAMA = get_model("llama3-8b")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return build_cluster("dgx-h100", devices=32)
+
+
+def step_of(cluster, parallelism, model=LLAMA, global_batch=32, **training):
+    t = TrainingConfig(global_batch=global_batch, parallelism=parallelism, **training)
+    plan = resolve_plan(t, model, len(cluster.devices))
+    return plan_step(model, plan, cluster, t)
+
+
+def calls_of(stage, name_part: str = "", where: str = "all"):
+    """Every call of a stage with a multiplicity: (call, times it runs in the step)."""
+    found = []
+    runs = {}
+    for index, _ in stage.order:
+        runs[index] = runs.get(index, 0) + 1
+    for index, slot in enumerate(stage.slots):
+        n = runs.get(index, 0)
+        items = list(slot.calls) + list(slot.receive_calls)
+        for piece in slot.pieces:
+            items += list(piece.prefetch) + list(piece.then)
+        found += [(c, n) for c in items]
+    found += [(c, 1) for c in stage.prologue]
+    found += [(c, 1) for c in stage.epilogue if isinstance(c, Call)]
+    return [(c, n) for c, n in found if name_part in c.name]
+
+
+def grad_bytes(step, stage):
+    return 2 * stage_parameters(step.model, step.plan, stage).dense
+
+
+@pytest.mark.parametrize("zero,op", [(0, "all_reduce"), (1, "reduce_scatter")])
+def test_zero_0_and_1_reduce_every_gradient_once_per_step_in_buckets(cluster, zero, op):
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": zero})
+    for stage in step.stages:
+        reduces = [(c, n) for c, n in calls_of(stage, "grad_")
+                   if c.op == op and c.family.axis == "dp"]
+        assert sum(c.bytes * c.count * n for c, n in reduces) == pytest.approx(
+            grad_bytes(step, stage.stage))
+        assert len(reduces) == BUCKETS and all(c.dep == Dep.BUCKETED for c, _ in reduces)
+        assert {str(c.family) for c, _ in reduces} == {"dp"}
+
+
+def test_zero_1_gathers_the_updated_parameters_from_the_step_start(cluster):
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 1})
+    for stage in step.stages:
+        assert len(stage.prologue) == BUCKETS
+        assert sum(c.bytes for c in stage.prologue) == pytest.approx(
+            grad_bytes(step, stage.stage))
+        assert all(c.dep == Dep.QUEUED and c.op == "all_gather" for c in stage.prologue)
+        first_forward = stage.slots[stage.order[[stage.slots[s].kind for s, _ in
+                                                 stage.order].index("F")][0]]
+        assert [p.compute.waits_for for p in first_forward.pieces] == [(b,) for b in
+                                                                       range(BUCKETS)]
+
+
+def test_zero_1_without_overlap_gathers_after_the_optimizer(cluster):
+    step = step_of(cluster, {"tp": 8, "zero": 1},
+                   overlap={"param_gather": False, "grad_reduce": False})
+    stage = step.stages[0]
+    assert stage.prologue == ()
+    assert [type(x).__name__ for x in stage.epilogue] == ["Compute", "Call"]
+    assert stage.epilogue[1].dep == Dep.BLOCKING
+    reduces = [c for c, _ in calls_of(stage, "grad_reduce_scatter")]
+    assert reduces and all(c.dep == Dep.BLOCKING for c in reduces)
+
+
+def test_zero_2_reduce_scatters_after_every_backward(cluster):
+    step = step_of(cluster, {"tp": 8, "zero": 2})
+    stage = step.stages[0]
+    m = step.plan.num_microbatches
+    reduces = calls_of(stage, "grad_reduce_scatter")
+    assert sum(n for _, n in reduces) == m
+    assert sum(c.bytes * n for c, n in reduces) == pytest.approx(m * grad_bytes(step, 0))
+    assert all(c.dep == Dep.SIDE for c, _ in reduces)
+
+
+def test_zero_3_gathers_each_layer_before_each_use_and_reduces_it_after(cluster):
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 3})
+    m = step.plan.num_microbatches
+    dense, _ = layer_params_on_rank(LLAMA, 4, 1)
+    for stage in step.stages:
+        layers = step.plan.layers_on_stage(stage.stage)
+        gathers = calls_of(stage, "zero3_param_all_gather")
+        # forward and backward of every micro-batch gather every layer once
+        assert sum(c.count * n for c, n in gathers) == 2 * m * layers
+        assert all(c.bytes == 2 * dense and c.dep == Dep.PREFETCHED for c, _ in gathers)
+        reduces = calls_of(stage, "zero3_grad_reduce_scatter")
+        assert sum(c.count * n for c, n in reduces) == m * layers
+        for slot in stage.slots:
+            assert len(slot.pieces) == min(layers, ZERO3_PIECES)
+
+
+def test_hybrid_sharding_reduces_within_blocks_and_sums_across(cluster):
+    step = step_of(cluster, {"tp": 4, "zero": 1, "shard_group": 2})
+    plan = step.plan
+    reduces = [(c, n) for c, n in calls_of(step.stages[0], "grad_reduce_scatter")
+               if c.op == "reduce_scatter"]
+    across = calls_of(step.stages[0], "_across")
+    assert {str(c.family) for c, _ in reduces} == {"dp/inner"}
+    assert group_size(plan, "dp", "inner") == 2 and group_size(plan, "dp", "across") == 4
+    assert len(across) == len(reduces)
+    for (rs, _), (ar, _) in zip(reduces, across):
+        assert ar.dep == Dep.CHAINED and ar.bytes == pytest.approx(rs.bytes / 2)
+
+
+def test_tied_embeddings_are_summed_by_the_first_and_last_stage(cluster):
+    step = step_of(cluster, {"tp": 8, "pp": 4}, model=get_model("gpt3-175b"), seq_len=2048)
+    tied = [[c for c, _ in calls_of(s, "tied")] for s in step.stages]
+    assert [len(t) for t in tied] == [1, 0, 0, 1]
+    assert tied[0][0].bytes == tied[3][0].bytes > 0 and str(tied[0][0].family) == "tied"
+
+
+def test_one_rank_groups_have_no_calls(cluster):
+    step = step_of(cluster, {"tp": 8, "pp": 4, "zero": 1}, global_batch=8)  # dp = 1
+    for stage in step.stages:
+        assert not [c for c, _ in calls_of(stage) if c.family.axis in ("dp", "edp")]
+
+
+def test_tp_comm_overlap_runs_tp_collectives_beside_the_compute(cluster):
+    step = step_of(cluster, {"tp": 8, "sp": True}, overlap={"tp_comm": True})
+    tp = [c for c, _ in calls_of(step.stages[0]) if c.family.axis == "tp"]
+    assert tp and all(c.dep == Dep.OVERLAPPED and c.stream == "tp" for c in tp)
+
+
+def test_offloaded_optimizer_steps_through_the_memory_links():
+    pool = build_cluster("cxl-memory-pool", devices=8)
+    for where, kinds in (("cxl", ["Offload", "Offload", "Compute", "Compute"]),
+                         ("host", ["Offload", "Compute", "Offload", "Compute"])):
+        step = step_of(pool, {"tp": 8}, global_batch=8, offload={"optimizer": where})
+        epilogue = step.stages[0].epilogue
+        assert [type(x).__name__ for x in epilogue] == kinds
+        assert step.stages[0].offloaded_B == step.stages[0].memory.optimizer_states_B > 0
+    with pytest.raises(InputError, match="needs a topology with"):
+        step_of(build_cluster("dgx-h100", devices=8), {"tp": 8}, global_batch=8,
+                offload={"optimizer": "cxl"})
+
+
+def test_the_plan_prints_its_stages_slots_and_order(cluster):
+    text = str(step_of(cluster, {"tp": 4, "pp": 2, "zero": 1}))
+    assert text.count("stage ") >= 2 and "order: F0.0" in text and "prologue 0" in text
+    assert "optimizer step" in text and "(bucketed, dp stream)" in text
+
+
+def test_a_plan_larger_than_the_cluster_is_refused():
+    small = build_cluster("dgx-h100", devices=8)
+    t = TrainingConfig(global_batch=16, parallelism={"tp": 8})
+    plan = resolve_plan(t, LLAMA, 16)
+    with pytest.raises(ValueError, match="needs 16 devices"):
+        plan_step(LLAMA, plan, small, t)
