@@ -38,7 +38,8 @@ from typing import Any
 from clustersim.step.stepplan import MAIN, Call, Compute, Dep, Offload, Slot, StagePlan
 from clustersim.workload.ops import Work
 
-__all__ = ["Request", "lower_stage", "JOIN"]
+__all__ = ["Request", "Registers", "lower_stage", "lower_prologue", "lower_slot",
+           "lower_epilogue", "JOIN"]
 
 DP_STREAM = "dp"
 JOIN = Compute(Work(), "joins overlapped calls")
@@ -58,13 +59,15 @@ class Request:
     microbatch: int = -1
 
 
-class _Rank:
-    """The handles a rank's lowering keeps: the latest op per stream, the previous item."""
+class Registers:
+    """The handles a rank's lowering keeps from op to op: the latest op per stream (a dict,
+    or any mapping whose ``get`` answers for streams not posted on yet), the previous item,
+    and the op that preceded the previous compute piece."""
 
-    def __init__(self):
-        self.latest: dict[str, Any] = {}
-        self.previous: Any = None
-        self.prefetch_from: Any = None
+    def __init__(self, latest=None, previous: Any = None, prefetch_from: Any = None):
+        self.latest = {} if latest is None else latest
+        self.previous = previous
+        self.prefetch_from = prefetch_from
 
     @property
     def main(self):
@@ -95,14 +98,16 @@ def _stream(item) -> str:
 Lowering = Generator[Request, Any, None]
 
 
-def _post(rank: _Rank, kind: str, item, deps, tag, m: int = -1) -> Lowering:
+def _post(rank: Registers, kind: str, item, deps, tag, m: int = -1) -> Lowering:
     stream = _stream(item)
     handle = yield Request(kind, item, stream, tuple(deps), tag, m)
     rank.posted(stream, handle)
     return handle
 
 
-def _slot(rank: _Rank, slot: Slot, pos: int, m: int, prologue: list) -> Lowering:
+def lower_slot(rank: Registers, slot: Slot, pos: int, m: int, prologue) -> Lowering:
+    """The ops of one slot at position ``pos`` of the order, for micro-batch ``m``;
+    ``prologue`` maps prologue indices to their handles."""
     tag = ("slot", pos)
     if slot.receive is not None:
         yield from _post(rank, "transfer", slot.receive, (rank.main,), tag + ("recv",), m)
@@ -134,14 +139,14 @@ def _slot(rank: _Rank, slot: Slot, pos: int, m: int, prologue: list) -> Lowering
         yield Request("transfer", slot.send, slot.send.stream, (rank.main,), tag + ("send",), m)
 
 
-def lower_stage(stage: StagePlan) -> Lowering:
-    """Every op of one rank of ``stage``, in posting order (see the module docstring)."""
-    rank = _Rank()
-    prologue = []
+def lower_prologue(rank: Registers, stage: StagePlan, handles: list) -> Lowering:
+    """The calls that start with the step, their handles appended to ``handles``."""
     for i, call in enumerate(stage.prologue):
-        prologue.append((yield from _post(rank, "call", call, (), ("prologue", i))))
-    for pos, (index, m) in enumerate(stage.order):
-        yield from _slot(rank, stage.slots[index], pos, m, prologue)
+        handles.append((yield from _post(rank, "call", call, (), ("prologue", i))))
+
+
+def lower_epilogue(rank: Registers, stage: StagePlan) -> Lowering:
+    """What follows the stage's last slot."""
     done = []
     for i, item in enumerate(stage.epilogue):
         kind = ("call" if isinstance(item, Call) else "compute" if isinstance(item, Compute)
@@ -151,3 +156,13 @@ def lower_stage(stage: StagePlan) -> Lowering:
         tag = ("epilogue", item.name) if kind == "call" else ("epilogue", i)
         deps = rank.after(item.dep) + tuple(done[k] for k in getattr(item, "waits_for", ()))
         done.append((yield from _post(rank, kind, item, deps, tag)))
+
+
+def lower_stage(stage: StagePlan) -> Lowering:
+    """Every op of one rank of ``stage``, in posting order (see the module docstring)."""
+    rank = Registers()
+    prologue: list = []
+    yield from lower_prologue(rank, stage, prologue)
+    for pos, (index, m) in enumerate(stage.order):
+        yield from lower_slot(rank, stage.slots[index], pos, m, prologue)
+    yield from lower_epilogue(rank, stage)

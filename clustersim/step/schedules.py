@@ -113,6 +113,7 @@ def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int
     return None
 
 
+@lru_cache(maxsize=1024)
 def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
                       chunks: int = 1) -> tuple[int, ...]:
     """Per chunk, the most micro-batches whose forward ``stage`` has run and whose backward
@@ -128,6 +129,7 @@ def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
     return tuple(most)
 
 
+@lru_cache(maxsize=1024)
 def in_flight_microbatches(name: str, stage: int, stages: int, microbatches: int,
                            chunks: int = 1) -> float:
     """Most micro-batches whose activations a stage holds at once, in units of a whole

@@ -28,6 +28,7 @@ recv act from stage 0 32.0 MiB (compute)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from clustersim.step.dataparallel import (BUCKETS, ZERO3_PIECES, StageGradients,
                                           across_blocks, split_count, stage_gradients)
@@ -162,6 +163,18 @@ def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float
                          stream="dp" if overlap else "compute") for r in grads.reduces)
 
 
+@lru_cache(maxsize=4096)
+def _first_and_last(name: str, p: int, m: int, v: int, stage: int) -> tuple[dict, dict]:
+    """Per chunk, the micro-batch of ``stage``'s first forward and of its last backward."""
+    first_f, last_b = {}, {}
+    for kind, c, mb in schedule(name, p, m, v)[stage]:
+        if kind == "F":
+            first_f.setdefault(c, mb)
+        else:
+            last_b[c] = mb
+    return first_f, last_b
+
+
 def stage_slots(ctx: StageContext, stage: int):
     """``(slots, order, prologue)`` of ``stage``: its distinct slots, the schedule's order of
     ``(slot index, micro-batch)``, and the calls that start with the step."""
@@ -172,8 +185,7 @@ def stage_slots(ctx: StageContext, stage: int):
     grads = ctx.gradients(stage)
     prologue, waits = _prologue(ctx, stage, grads, works)
     actions = schedule(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
-    first_f = {c: min(m for k, cc, m in actions if k == "F" and cc == c) for c in range(v)}
-    last_b = {c: max(m for k, cc, m in actions if k == "B" and cc == c) for c in range(v)}
+    first_f, last_b = _first_and_last(plan.schedule, plan.pp, plan.num_microbatches, v, stage)
     index: dict[tuple, int] = {}
     slots: list[Slot] = []
     order = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 __all__ = ["Mesh", "mesh_for_plan", "blocks"]
 
@@ -74,9 +74,11 @@ class Mesh:
         return tuple(self.sizes[a] for a in self.order)
 
 
+@lru_cache(maxsize=4096)
 def mesh_for_plan(plan) -> Mesh:
     """The mesh of a ParallelPlan: ep is the inner part of dp, so the axes are
-    ``tp, cp, ep, dp (= dp / ep), pp`` in the plan's placement order."""
+    ``tp, cp, ep, dp (= dp / ep), pp`` in the plan's placement order (cached: a plan is a
+    frozen value and a Mesh is never changed)."""
     sizes = {"tp": plan.tp, "cp": plan.cp, "ep": plan.ep, "dp": plan.dp // plan.ep,
              "pp": plan.pp}
     if math.prod(sizes.values()) != plan.devices:

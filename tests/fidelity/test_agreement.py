@@ -222,3 +222,23 @@ def test_representative_and_all_ranks_agree_on_training_steps(clusters, devices,
     assert rep.step_time_s == pytest.approx(full.step_time_s, rel=0.01)
     # the representative's calls carry every group of its class: the same traffic
     assert np.allclose(rep.link_bytes, full.link_bytes, rtol=1e-9, atol=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(plans())
+def test_the_timeline_kernel_is_its_plain_python_twin(clusters, case):
+    """The numba template machine and the coroutine evaluation of the lowering agree."""
+    from clustersim.fidelity.analytic.timeline import evaluate
+
+    parallelism, overlap, global_batch = case
+    cluster = clusters(32, SLOW)
+    try:
+        step = step_of(cluster, TINY, global_batch, parallelism, overlap=overlap)
+    except Infeasible:
+        return
+    kernel = estimate_step(step, cluster, ANALYTIC)
+    twin = evaluate(step, cluster)
+    assert kernel.step_time_s == pytest.approx(max(twin.stage_end_s), rel=1e-12)
+    parts = critical_breakdown(twin.stage_end_s, twin.compute, twin.comm)
+    for key, value in parts.items():
+        assert getattr(kernel, key) == pytest.approx(value, rel=1e-9, abs=1e-12), key

@@ -4,7 +4,9 @@ price, for sweeps of thousands of scenarios.
 It evaluates the same ops in the same order as the flow fidelity
 (:mod:`~clustersim.fidelity.lowering`), each collective priced on all the groups of its family
 at once (:mod:`~clustersim.fidelity.analytic.prices`), by max-plus arithmetic instead of the
-engine (:mod:`~clustersim.fidelity.analytic.timeline`). What it leaves out, by design, is
+engine: each distinct slot lowered once into a template (:mod:`.templates`, :mod:`.arrays`)
+and run micro-batch after micro-batch by a numba kernel (:mod:`.kernel`), whose plain-Python
+twin is :func:`~clustersim.fidelity.analytic.timeline.evaluate`. What it leaves out, by design, is
 contention between concurrent calls (the flow fidelity's job): on a step whose calls never
 share a link the two fidelities agree exactly. The breakdown is the critical stage's, as
 :mod:`clustersim.result.breakdown` defines it for both.
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from clustersim.engine.core import Deadlock
+from clustersim.fidelity.analytic.arrays import encode
+from clustersim.fidelity.analytic.kernel import breakdown_kernel, timeline_kernel
 from clustersim.fidelity.analytic.prices import prices_for
-from clustersim.fidelity.analytic.timeline import evaluate
-from clustersim.result.breakdown import critical_breakdown
+
 from clustersim.result.outcome import StepOutcome
 
 __all__ = ["estimate_step"]
@@ -38,14 +42,22 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
     """One step of ``step`` on ``cluster`` at uncontended prices (``simulation`` and
     ``trace`` are the flow fidelity's options; the analytic fidelity has no trace)."""
     prices = prices_for(cluster)
-    timeline = evaluate(step, cluster, prices)
-    parts = critical_breakdown(timeline.stage_end_s, timeline.compute, timeline.comm)
+    arrays = encode(step, prices)
+    ends, start, end, stage, compute, ok = timeline_kernel(*arrays.kernel_args())
+    if not ok:
+        raise Deadlock("deadlock: the step plan cannot finish (a receive whose send never "
+                       "comes, or a call one of its stages never posts)")
+    step_s = float(ends.max())
+    critical = int(np.argmax(ends))   # the first of equals
+    mine = stage == critical
+    compute_s, comm_s, exposed = breakdown_kernel(start[mine], end[mine], compute[mine])
     link_bytes = np.zeros(len(cluster.links))
-    for key, scale in timeline.link_terms.items():
+    for key, scale in arrays.link_terms.items():
         (links, unit), _ = prices.units[key]
         link_bytes[links] += unit * scale
     ranks = [s.ranks for s in step.stages]
     return StepOutcome(
-        step_time_s=max(timeline.stage_end_s), **parts,
-        flops=float(np.dot(ranks, timeline.flops)),
-        mem_bytes=float(np.dot(ranks, timeline.mem_bytes)), link_bytes=link_bytes)
+        step_time_s=step_s, compute_s=compute_s, comm_s=comm_s, exposed_comm_s=exposed,
+        bubble_s=max(0.0, step_s - compute_s - exposed),
+        flops=float(np.dot(ranks, arrays.flops)),
+        mem_bytes=float(np.dot(ranks, arrays.mem_bytes)), link_bytes=link_bytes)

@@ -1,0 +1,203 @@
+"""The numba kernel of the analytic timeline: templates (:mod:`.templates`) run micro-batch
+after micro-batch on every stage at once, with uncontended prices.
+
+Each stage runs its sequence of template instances; an op starts when its stream is free and
+what it depends on has ended (ops of its instance, the registers at the instance's start, the
+stage's prologue calls). A receive waits until its sender has posted the send (a sender's
+transfers on one stream run in order), the tied-embedding call until both of its stages have
+posted it; the kernel then moves on to another stage. ``timeline_kernel.py_func`` is the same
+code, interpreted; the independent plain-Python twin is
+:func:`clustersim.fidelity.analytic.timeline.evaluate`, which tests hold equal to this.
+
+>>> import numpy as np
+>>> iv = np.array([[0.0, 2.0], [1.0, 3.0], [5.0, 6.0]]); compute = np.array([1, 0, 0])
+>>> [float(x) for x in breakdown_kernel(iv[:, 0], iv[:, 1], compute == 1)]
+[2.0, 3.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clustersim._numba import njit
+
+__all__ = ["COMPUTE", "CALL", "RECV", "SEND", "MEET", "LOCAL", "ENTRY", "PROLOGUE",
+           "timeline_kernel", "breakdown_kernel"]
+
+COMPUTE, CALL, RECV, SEND, MEET = 0, 1, 2, 3, 4      # op codes (offloads are calls)
+LOCAL, ENTRY, PROLOGUE = 0, 1, 2                     # what a dependency refers to
+
+
+@njit
+def _dep_time(kind, val, local, entry, pro):
+    if kind == LOCAL:
+        return local[val]
+    if kind == ENTRY:
+        return entry[val]
+    return pro[val]
+
+
+@njit
+def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_reg, op_dur,
+                    op_key, op_main, dep_ptr, dep_kind, dep_val, n_regs, n_keys, n_meets,
+                    max_ops, n_prologue):
+    """Per stage, when its last op ends; and every op's interval (start, end, stage,
+    compute on the main stream or communication), ``ok`` False on a deadlock.
+
+    ``seq_ptr``: stage s runs instances ``seq_inst[seq_ptr[s]:seq_ptr[s+1]]`` for the
+    micro-batches ``seq_mb``; instance i's ops are ``inst_ptr[i]:inst_ptr[i+1]`` and its exit
+    registers ``inst_exit[i, r]`` (``>= 0``: that op of the instance; ``-1 - r'``: the
+    register ``r'`` it started with); op fields per op, dependencies as CSR."""
+    n_stages = seq_ptr.shape[0] - 1
+    reg = np.zeros((n_stages, n_regs))
+    entry = np.zeros((n_stages, n_regs))
+    local = np.zeros((n_stages, max_ops))
+    pro = np.zeros((n_stages, n_prologue + 1))
+    pos = seq_ptr[:-1].copy()
+    opi = np.zeros(n_stages, dtype=np.int64)
+    stage_end = np.zeros(n_stages)
+    send_ready = np.full(n_keys, -1.0)
+    send_stage = np.zeros(n_keys, dtype=np.int64)
+    send_reg = np.zeros(n_keys, dtype=np.int64)
+    last_send = np.zeros((n_stages, n_regs))
+    meet_post = np.full(n_meets + 1, -1.0)    # the first stage's post time
+    meet_stage = np.full(n_meets + 1, -1)
+    meet_start = np.zeros(n_meets + 1)
+    meet_end = np.full(n_meets + 1, -1.0)
+    total = 0
+    for k in range(seq_ptr[-1]):
+        total += inst_ptr[seq_inst[k] + 1] - inst_ptr[seq_inst[k]]
+    iv_start = np.zeros(2 * total)
+    iv_end = np.zeros(2 * total)
+    iv_stage = np.zeros(2 * total, dtype=np.int64)
+    iv_compute = np.zeros(2 * total, dtype=np.bool_)
+    n_iv = 0
+    remaining = n_stages
+    for s in range(n_stages):
+        if pos[s] == seq_ptr[s + 1]:
+            remaining -= 1
+        else:
+            entry[s, :] = reg[s, :]
+    while remaining > 0:
+        progress = False
+        for s in range(n_stages):
+            while pos[s] < seq_ptr[s + 1]:
+                inst = seq_inst[pos[s]]
+                j = inst_ptr[inst] + opi[s]
+                if j == inst_ptr[inst + 1]:           # instance done: its exit registers
+                    for r in range(n_regs):
+                        x = inst_exit[inst, r]
+                        reg[s, r] = local[s, x] if x >= 0 else entry[s, -1 - x]
+                    if seq_mb[pos[s]] == -2:            # the prologue: keep its calls
+                        for q in range(inst_ptr[inst + 1] - inst_ptr[inst]):
+                            pro[s, q] = local[s, q]
+                    pos[s] += 1
+                    opi[s] = 0
+                    progress = True
+                    if pos[s] == seq_ptr[s + 1]:
+                        remaining -= 1
+                    else:
+                        entry[s, :] = reg[s, :]
+                    continue
+                code, r = op_code[j], op_reg[j]
+                start = reg[s, r] if code != SEND else 0.0
+                for d in range(dep_ptr[j], dep_ptr[j + 1]):
+                    t = _dep_time(dep_kind[d], dep_val[d], local[s], entry[s], pro[s])
+                    if t > start:
+                        start = t
+                if code == SEND:
+                    key = op_key[j] + seq_mb[pos[s]]
+                    send_ready[key] = start
+                    send_stage[key] = s
+                    send_reg[key] = r
+                    opi[s] += 1
+                    progress = True
+                    continue
+                if code == RECV:
+                    key = op_key[j] + seq_mb[pos[s]]
+                    if send_ready[key] < 0.0:
+                        break                            # the sender has not sent yet
+                    sender, sreg = send_stage[key], send_reg[key]
+                    if send_ready[key] > start:
+                        start = send_ready[key]
+                    if last_send[sender, sreg] > start:
+                        start = last_send[sender, sreg]
+                    end = start + op_dur[j]
+                    last_send[sender, sreg] = end
+                    if end > stage_end[sender]:
+                        stage_end[sender] = end
+                    iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, sender
+                    n_iv += 1
+                elif code == MEET:
+                    m = op_key[j]
+                    if meet_end[m] >= 0.0:               # the call has run
+                        start, end = meet_start[m], meet_end[m]
+                    elif meet_stage[m] < 0:              # first to post: wait for the other
+                        meet_post[m] = start
+                        meet_stage[m] = s
+                        break
+                    elif meet_stage[m] == s:             # still waiting
+                        break
+                    else:                                # second: the call runs now
+                        if meet_post[m] > start:
+                            start = meet_post[m]
+                        end = start + op_dur[j]
+                        meet_start[m], meet_end[m] = start, end
+                else:
+                    end = start + op_dur[j]
+                local[s, j - inst_ptr[inst]] = end
+                reg[s, r] = end
+                if end > stage_end[s]:
+                    stage_end[s] = end
+                iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, s
+                iv_compute[n_iv] = op_main[j]
+                n_iv += 1
+                opi[s] += 1
+                progress = True
+        if not progress:
+            return stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], \
+                iv_compute[:n_iv], False
+    return stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], iv_compute[:n_iv], True
+
+
+@njit
+def breakdown_kernel(start, end, compute):
+    """``(compute_s, comm_s, exposed_comm_s)`` of one rank's intervals: the union of its
+    compute, the union of its communication, and the part of the latter no compute covers."""
+    order = np.argsort(start)
+    c_lo, c_hi = np.empty(len(start)), np.empty(len(start))
+    m_lo, m_hi = np.empty(len(start)), np.empty(len(start))
+    nc = nm = 0
+    for k in order:
+        lo, hi = start[k], end[k]
+        if hi <= lo:
+            continue
+        if compute[k]:
+            if nc and lo <= c_hi[nc - 1]:
+                c_hi[nc - 1] = max(c_hi[nc - 1], hi)
+            else:
+                c_lo[nc], c_hi[nc] = lo, hi
+                nc += 1
+        else:
+            if nm and lo <= m_hi[nm - 1]:
+                m_hi[nm - 1] = max(m_hi[nm - 1], hi)
+            else:
+                m_lo[nm], m_hi[nm] = lo, hi
+                nm += 1
+    compute_s = 0.0
+    for i in range(nc):
+        compute_s += c_hi[i] - c_lo[i]
+    comm_s = 0.0
+    for i in range(nm):
+        comm_s += m_hi[i] - m_lo[i]
+    covered = 0.0
+    i = k = 0
+    while i < nc and k < nm:
+        lo, hi = max(c_lo[i], m_lo[k]), min(c_hi[i], m_hi[k])
+        if hi > lo:
+            covered += hi - lo
+        if c_hi[i] < m_hi[k]:
+            i += 1
+        else:
+            k += 1
+    return compute_s, comm_s, comm_s - covered
