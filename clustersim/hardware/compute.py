@@ -5,9 +5,11 @@ per-kernel overhead, where
 
 - compute = FLOPs / (peak(dtype) x efficiency). For a GEMM the efficiency is
   ``max_eff(dtype) x occupancy x m/(m+c) x n/(n+c) x k/(k+c_k)``: occupancy is the fraction of
-  the device's SMs that get an output tile (a batched GEMM offers ``batch`` times the tiles of
-  one; split-K spreads a long k over idle SMs), and each dimension acts as if padded by a
-  constant (tile quantisation, per-tile prologue/epilogue). Every factor is non-decreasing in
+  the device's SMs that get a whole output tile (a batched GEMM offers ``batch`` times the
+  tiles of one; split-K spreads a long k over idle SMs), and each dimension acts as if padded
+  by a constant (tile quantisation, per-tile prologue/epilogue). A GEMM thinner than a tile
+  (a decode step's ``m`` = batch) thus pays the padding once, not twice, and lands on the
+  memory floor it really has (its weights read once). Every factor is non-decreasing in
   m, n, k and batch and at most 1, so a bigger GEMM is never less efficient and no op runs
   faster than its FLOPs at peak. Flash attention has the same form over key length and head
   dimension, on families that have flash kernels (a family without them, V100, refuses
@@ -157,8 +159,10 @@ def _gemm_eff(m: int, n: int, k: int, family: str, dtype: str, batch: int = 1) -
     if m <= 0 or n <= 0 or k <= 0:   # shape unknown: the plateau
         return top
     c, ck = p.gemm_dim_overhead, p.k_overhead(dtype)
-    tiles = max(1, batch) * m * n / (p.compute_units * p.tile[0] * p.tile[1])
-    occupancy = min(1.0, tiles * max(1.0, k / p.split_k_min))
+    # whole output tiles: a GEMM thinner than a tile (decode: m = batch) still occupies one
+    # per column block, and split-K spreads a long k over the idle units
+    tiles = max(1, batch) * -(-m // p.tile[0]) * -(-n // p.tile[1])
+    occupancy = min(1.0, tiles * max(1.0, k / p.split_k_min) / p.compute_units)
     return top * occupancy * (m / (m + c)) * (n / (n + c)) * (k / (k + ck))
 
 
@@ -198,8 +202,9 @@ def attention_efficiency(rows: int, keys: int, head_dim: int, device,
                          "`training.attention: materialized` to run attention as batched GEMMs "
                          "with the softmax through memory")
     eff = p.attention_max_efficiency
-    if rows > 0:
-        eff *= min(1.0, rows / (p.tile[0] * p.compute_units))
+    if rows > 0:   # whole row blocks; flash-decoding splits long key ranges over idle units
+        blocks = -(-int(rows) // p.tile[0]) * max(1.0, keys / p.split_k_min if keys > 0 else 1.0)
+        eff *= min(1.0, blocks / p.compute_units)
     if keys > 0:
         eff *= keys / (keys + p.attention_seq_overhead)
     if head_dim > 0:
