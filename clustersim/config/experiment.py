@@ -127,12 +127,17 @@ class OffloadConfig(StrictModel):
 
 
 class OverlapConfig(StrictModel):
-    """Which communications frameworks overlap with compute (Megatron-Core flags)."""
+    """Which communications overlap with compute (Megatron-Core's flags); a key left out
+    takes ``training.framework``'s default (clustersim.step.frameworks)."""
 
-    grad_reduce: bool = True
-    param_gather: bool = True
-    tp_comm: bool = False
-    p2p: bool = True
+    grad_reduce: bool | None = Field(None, description="reduce gradient buckets under the "
+                                     "backward (--overlap-grad-reduce)")
+    param_gather: bool | None = Field(None, description="gather updated parameters under the "
+                                      "next forward (--overlap-param-gather)")
+    tp_comm: bool | None = Field(None, description="tensor-parallel collectives under the "
+                                 "GEMMs (--tp-comm-overlap)")
+    p2p: bool | None = Field(None, description="pipeline sends beside the compute "
+                             "(--overlap-p2p-communication); otherwise they block")
 
 
 class TrainingConfig(StrictModel):
@@ -146,6 +151,9 @@ class TrainingConfig(StrictModel):
         "2022 on); materialized: the b a s^2 scores written and read by batched GEMMs, "
         "softmax and dropout (Megatron-LM before flash kernels; the only choice on V100)")
     optimizer: Literal["adam", "sgd"] = "adam"
+    framework: Literal["megatron-core", "megatron-lm", "deepspeed", "fsdp", "jax"] = Field(
+        "megatron-core", description="how the framework schedules communication: buckets, "
+        "gather granularity, reduce precision, overlap defaults (clustersim.step.frameworks)")
     parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     overlap: OverlapConfig = Field(default_factory=OverlapConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)

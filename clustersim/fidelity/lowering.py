@@ -15,7 +15,9 @@ So what each dependency kind of :mod:`clustersim.step.stepplan` means is written
   waits for it; ``overlapped``: after the op that preceded the slot's compute, and the slot
   joins it (a zero-time compute on the main stream) before its first side call or at its end;
 - a compute also waits for the items its ``waits_for`` names (prologue calls in a slot,
-  earlier items in the epilogue).
+  earlier items in the epilogue);
+- a ``prefetched`` receive is posted on its own stream after the op that preceded the
+  previous slot's compute, and the slot joins it before anything else.
 
 A send's handle is never depended on (nothing waits for a send but the next send on its
 stream), so a fidelity may answer a send before it knows when the send ends.
@@ -64,10 +66,12 @@ class Registers:
     or any mapping whose ``get`` answers for streams not posted on yet), the previous item,
     and the op that preceded the previous compute piece."""
 
-    def __init__(self, latest=None, previous: Any = None, prefetch_from: Any = None):
+    def __init__(self, latest=None, previous: Any = None, prefetch_from: Any = None,
+                 slot_start: Any = None):
         self.latest = {} if latest is None else latest
         self.previous = previous
         self.prefetch_from = prefetch_from
+        self.slot_start = slot_start   # the op before the previous slot's compute
 
     @property
     def main(self):
@@ -109,11 +113,15 @@ def lower_slot(rank: Registers, slot: Slot, pos: int, m: int, prologue) -> Lower
     """The ops of one slot at position ``pos`` of the order, for micro-batch ``m``;
     ``prologue`` maps prologue indices to their handles."""
     tag = ("slot", pos)
-    if slot.receive is not None:
+    if slot.receive is not None and slot.receive.dep == Dep.PREFETCHED:
+        got = yield from _post(rank, "transfer", slot.receive, (rank.slot_start,),
+                               tag + ("recv",), m)
+        yield from _post(rank, "compute", JOIN, (rank.main, got), tag + ("recv", "join"), m)
+    elif slot.receive is not None:
         yield from _post(rank, "transfer", slot.receive, (rank.main,), tag + ("recv",), m)
     for i, call in enumerate(slot.receive_calls):
         yield from _post(rank, "call", call, rank.after(call.dep), tag + ("recv", i), m)
-    start = rank.main
+    start = rank.slot_start = rank.main
     for i, piece in enumerate(slot.pieces):
         deps = [rank.main]
         for j, call in enumerate(piece.prefetch):

@@ -15,7 +15,8 @@ fidelities (:mod:`clustersim.fidelity`) read it; neither decides scheduling on i
 (1, 8, 27.1)
 """
 
-from clustersim.step.dataparallel import BUCKETS, ZERO3_PIECES
+from clustersim.step.dataparallel import MAX_PIECES
+from clustersim.step.frameworks import FRAMEWORKS, Framework
 from clustersim.step.planner import in_flight, plan_step
 from clustersim.step.schedules import SCHEDULES, schedule, warmup_forwards
 from clustersim.step.stepplan import (MAIN, Call, Compute, Dep, Family, Offload, Piece, Slot,
@@ -23,4 +24,4 @@ from clustersim.step.stepplan import (MAIN, Call, Compute, Dep, Family, Offload,
 
 __all__ = ["plan_step", "in_flight", "StepPlan", "StagePlan", "Slot", "Piece", "Call",
            "Compute", "Transfer", "Offload", "Family", "Dep", "MAIN", "SCHEDULES", "schedule",
-           "warmup_forwards", "BUCKETS", "ZERO3_PIECES"]
+           "warmup_forwards", "MAX_PIECES", "FRAMEWORKS", "Framework"]

@@ -2,8 +2,9 @@
 the optimizer step, on the device or offloaded.
 
 In order: hybrid-sharded ZeRO 3 sums its gradient shards across blocks once every other
-data-parallel call is done; the first and last stage sum their tied-embedding gradients; the
-optimizer waits for every gradient (``drain``). With ``training.offload.optimizer``, ``host``
+data-parallel call is done; the first and last stage sum their tied-embedding gradients
+(Megatron and DeepSpeed after the gradient sync, blocking); the optimizer waits for every
+gradient (``drain``). With ``training.offload.optimizer``, ``host``
 runs the step on the CPU ZeRO-Offload style (gradients down, a CPU step bound by the host's
 DRAM bandwidth, parameters back); ``cxl`` keeps the optimizer states in a CXL memory pool and
 streams them through the device (reads and writes at once: the links are full duplex). The
@@ -16,10 +17,10 @@ after the step, blocking.
 >>> from clustersim.step.slots import StageContext
 >>> from clustersim.workload import ParallelPlan, get_model
 >>> plan = ParallelPlan(dp=8, zero=1, stage_layers=(32,), seq_len=8192)
->>> ctx = StageContext(get_model("llama3-8b"), plan, TrainingConfig(global_batch=8),
-...                    get_device("h100-sxm-80gb"), 3.35e12)
+>>> ctx = StageContext.of(get_model("llama3-8b"), plan, TrainingConfig(global_batch=8),
+...                       get_device("h100-sxm-80gb"), 3.35e12)
 >>> [str(x) for x in stage_epilogue(ctx, 0)]
-['compute optimizer step 9.253 ms (drain)']
+['compute optimizer step 9.253 ms (drain)', 'param_all_gather all_gather 15.0 GiB on dp (blocking)']
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ def stage_epilogue(ctx, stage: int, host_dram_Bps: float | None = None) -> tuple
     items: list = []
     if grads.zero3_across is not None:
         items.append(replace(grads.zero3_across, dep=Dep.QUEUED))
-    items += [replace(t, dep=Dep.SIDE) for t in grads.tied]
+    if ctx.framework.tied_blocking:   # after the gradient sync, blocking (Megatron, DeepSpeed)
+        items += [replace(t, dep=Dep.DRAIN, stream="compute") for t in grads.tied]
+    else:
+        items += [replace(t, dep=Dep.SIDE) for t in grads.tied]
     items += _optimizer(ctx, stage, host_dram_Bps, len(items))
-    if not ctx.training.overlap.param_gather:
+    if not ctx.overlap.param_gather:
         items += [replace(g, dep=Dep.BLOCKING, stream="compute") for g in grads.gathers]
     return tuple(items)

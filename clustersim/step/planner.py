@@ -74,7 +74,7 @@ def plan_step(model, plan: ParallelPlan, cluster, training) -> StepPlan:
     if len(cluster.devices) < plan.devices:
         raise ValueError(f"the plan needs {plan.devices} devices, the cluster has "
                          f"{len(cluster.devices)}")
-    ctx = StageContext(model, plan, training, cluster.device,
+    ctx = StageContext.of(model, plan, training, cluster.device,
                        cluster.memory_bw_Bps(cluster.devices[0]))
     host_dram = _offload_memory(cluster, training.offload.optimizer)
     stages = []

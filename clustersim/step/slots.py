@@ -4,20 +4,20 @@ or backward, and where each of its collectives goes.
 A forward receives its input from the previous virtual stage (blocking, on the main stream;
 without sequence parallelism Megatron's scatter/gather sends 1/tp of it and the receiver
 all-gathers it over TP), computes, runs the chunk's tensor/context/expert-parallel
-collectives (blocking, as Megatron does without ``--tp-comm-overlap``; with
-``overlap.tp_comm`` the TP ones run beside the compute), and sends its output on a side stream
-(like ``isend``); a backward does the same in reverse. Data-parallel traffic joins the slots
-as :mod:`~clustersim.step.dataparallel` says: ZeRO 3 splits every slot into pieces with
-prefetched gathers and bucketed reduce-scatters; the first forward of each chunk waits for
-its parameter buckets, the last backward of each chunk launches its gradient buckets; ZeRO 2
-reduce-scatters after every backward.
+collectives (blocking; with ``overlap.tp_comm`` the TP ones run beside the compute, and
+Megatron-Core's backward overlaps its TP collectives with the neighbouring GEMMs), and sends
+its output, beside the next compute (``overlap.p2p``) or blocking; a backward does the same
+in reverse. Data-parallel traffic joins the slots as :mod:`~clustersim.step.dataparallel`
+says: ZeRO 3 splits every slot into pieces with prefetched gathers and bucketed
+reduce-scatters; the first forward of each chunk waits for its parameter buckets, the last
+backward of each chunk launches its gradient buckets; ZeRO 2 reduces after every backward.
 
 >>> from clustersim.hardware import get_device
 >>> from clustersim.config.experiment import TrainingConfig
 >>> from clustersim.workload import ParallelPlan, get_model
 >>> plan = ParallelPlan(tp=2, pp=2, stage_layers=(16, 16), seq_len=8192, num_microbatches=4)
->>> ctx = StageContext(get_model("llama3-8b"), plan, TrainingConfig(global_batch=4),
-...                    get_device("h100-sxm-80gb"), 3.35e12)
+>>> ctx = StageContext.of(get_model("llama3-8b"), plan, TrainingConfig(global_batch=4),
+...                       get_device("h100-sxm-80gb"), 3.35e12)
 >>> slots, order, prologue = stage_slots(ctx, 1)
 >>> [f"{slots[s].kind}{m}" for s, m in order]
 ['F0', 'B0', 'F1', 'B1', 'F2', 'B2', 'F3', 'B3']
@@ -30,8 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from clustersim.step.dataparallel import (BUCKETS, ZERO3_PIECES, StageGradients,
-                                          across_blocks, split_count, stage_gradients)
+from clustersim.step.dataparallel import (MAX_PIECES, StageGradients, across_blocks,
+                                          chunk_buckets, split_count, stage_gradients)
+from clustersim.step.frameworks import FRAMEWORKS, Framework, Overlap, effective_overlap
 from clustersim.step.schedules import next_virtual_stage, previous_virtual_stage, schedule
 from clustersim.step.stepplan import Call, Compute, Dep, Family, Piece, Slot, Transfer
 from clustersim.workload.chunks import ChunkWork, activation_bytes, chunk_work, p2p_gather_bytes
@@ -44,13 +45,23 @@ __all__ = ["StageContext", "stage_slots"]
 @dataclass(frozen=True)
 class StageContext:
     """What every stage of one step is planned from: the model, the checked plan, the
-    experiment's training section, the device and the bandwidth of its memory edges."""
+    experiment's training section, the device and the bandwidth of its memory edges, the
+    framework and the overlap flags in force."""
 
     model: object
     plan: ParallelPlan
     training: object
     device: object
     mem_bw_Bps: float
+    framework: Framework
+    overlap: Overlap
+
+    @classmethod
+    def of(cls, model, plan: ParallelPlan, training, device, mem_bw_Bps: float):
+        """The context of ``training``'s framework and overlap flags."""
+        framework = FRAMEWORKS[training.framework]
+        return cls(model, plan, training, device, mem_bw_Bps, framework,
+                   effective_overlap(framework, training.overlap, plan.zero))
 
     def chunk(self, stage: int, chunk: int) -> ChunkWork:
         """The work of ``chunk`` of ``stage`` for one micro-batch."""
@@ -59,17 +70,20 @@ class StageContext:
                           t.precision, t.recompute, self.mem_bw_Bps, attention=t.attention)
 
     def gradients(self, stage: int) -> StageGradients:
-        return stage_gradients(self.model, self.plan, stage, self.training.precision)
+        return stage_gradients(self.model, self.plan, stage, self.training.precision,
+                               self.framework)
 
 
-def _intrinsic(ctx: StageContext, comms) -> tuple[Call, ...]:
-    """A chunk's TP/CP/EP collectives after its compute: blocking, or TP beside the compute."""
+def _intrinsic(ctx: StageContext, kind: str, comms) -> tuple[Call, ...]:
+    """A chunk's TP/CP/EP collectives after its compute: blocking, or TP beside the compute
+    (``overlap.tp_comm``; the backward of a framework that overlaps it with its GEMMs)."""
     out = []
+    beside = ctx.overlap.tp_comm or (kind == "B" and ctx.framework.tp_backward_overlap)
     for comm in comms:
         axis = axis_of(comm)
         if group_size(ctx.plan, axis) < 2:
             continue
-        overlapped = ctx.training.overlap.tp_comm and comm.axis == "tp"
+        overlapped = beside and comm.axis == "tp"
         out.append(Call(comm.name, comm.op, Family(axis), comm.bytes,
                         Dep.OVERLAPPED if overlapped else Dep.BLOCKING,
                         stream="tp" if overlapped else "compute", count=comm.count,
@@ -77,26 +91,36 @@ def _intrinsic(ctx: StageContext, comms) -> tuple[Call, ...]:
     return tuple(out)
 
 
+def _zero3_calls(ctx: StageContext, kind: str, work, grads: StageGradients, last: bool):
+    """ZeRO 3's gathers and reduce-scatters of one slot, ``count`` over its layers."""
+    plan, fw = ctx.plan, ctx.framework
+    gather = kind == "F" or plan.pp == 1 or fw.zero3_regather_with_pp
+    reduce = kind == "B" and (plan.pp == 1 or fw.bucket_elements is not None
+                              or fw.zero3_regather_with_pp or last)
+    gathers = [replace(c, dep=Dep.PREFETCHED, count=c.count * work.layers)
+               for c in grads.layer_gathers] if gather else []
+    reduces = [replace(c, dep=Dep.BUCKETED, count=work.layers)
+               for c in grads.layer_reduces] if reduce else []
+    return gathers, reduces
+
+
 def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradients,
-            waits: list[tuple[int, ...]], buckets: tuple[Call, ...]) -> tuple[Piece, ...]:
-    """The slot's compute in pieces: ZeRO 3 pieces of layers, the parameter buckets a first
-    forward waits for (``waits[i]``: prologue indices), the gradient buckets a last
-    backward launches (``buckets``: each call's share of the chunk), else one piece."""
+            waits: list[tuple[int, ...]], buckets: tuple[Call, ...], n_buckets: int,
+            last: bool) -> tuple[Piece, ...]:
+    """The slot's compute in pieces: ZeRO 3 units, the parameter buckets a first forward
+    waits for (``waits[i]``: prologue indices), the ``n_buckets`` gradient buckets a last
+    backward launches (``buckets``: one piece's share each), else one piece."""
     body = work.fwd if kind == "F" else work.bwd
-    if grads.sharded_layers:
-        n = max(1, min(work.layers, ZERO3_PIECES))
-    elif waits or buckets:
-        n = BUCKETS
+    gathers, reduces = _zero3_calls(ctx, kind, work, grads, last) if grads.sharded_layers \
+        else ([], [])
+    if gathers or reduces:
+        n = max(1, min(max(c.count for c in gathers + reduces), MAX_PIECES))
     else:
-        n = 1
-    layer_gathers = [replace(c, dep=Dep.PREFETCHED, count=work.layers)
-                     for c in grads.layer_gathers]
-    layer_reduces = [replace(c, dep=Dep.BUCKETED, count=work.layers)
-                     for c in grads.layer_reduces] if kind == "B" else []
+        n = len(waits) or (n_buckets if buckets else 1)
     pieces = []
     for i in range(n):
-        prefetch = tuple(p for c in layer_gathers if (p := split_count(c, n, i)) is not None)
-        then = [p for c in layer_reduces if (p := split_count(c, n, i)) is not None]
+        prefetch = tuple(p for c in gathers if (p := split_count(c, n, i)) is not None)
+        then = [p for c in reduces if (p := split_count(c, n, i)) is not None]
         for bucket in buckets:
             then.append(bucket)
             after = across_blocks(ctx.plan, bucket)
@@ -110,7 +134,9 @@ def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradient
 
 
 def _transfers(ctx: StageContext, kind: str, stage: int, chunk: int):
-    """The slot's receive (with its TP all-gather, when needed) and send."""
+    """The slot's receive (with its TP all-gather, when needed) and send; with
+    ``overlap.p2p`` (Megatron: interleaved schedules only) the receive is posted a slot
+    ahead, so it can arrive while the previous slot computes."""
     plan = ctx.plan
     size = activation_bytes(ctx.model, plan, ctx.training.precision)
     here = chunk * plan.pp + stage
@@ -119,46 +145,51 @@ def _transfers(ctx: StageContext, kind: str, stage: int, chunk: int):
     after = next_virtual_stage(stage, chunk, plan.pp, plan.virtual_stages)
     source, target = (before, after) if forward else (after, before)
     what = "act" if forward else "grad"
+    ahead = ctx.overlap.p2p and (plan.virtual_stages > 1 or
+                                 ctx.framework.name != "megatron-core")
     receive = send = None
     calls: tuple[Call, ...] = ()
     if source is not None:
-        receive = Transfer("recv", source[0], what, here, size)
+        receive = Transfer("recv", source[0], what, here, size,
+                           stream=f"recv-{what}" if ahead else "compute",
+                           dep=Dep.PREFETCHED if ahead else Dep.BLOCKING)
         gather_B = p2p_gather_bytes(ctx.model, plan, ctx.training.precision)
         if gather_B and group_size(plan, "tp") > 1:
             calls = (Call("p2p_all_gather", "all_gather", Family("tp"), gather_B,
                           Dep.BLOCKING, category="tp"),)
     if target is not None:
         send = Transfer("send", target[0], what, target[1] * plan.pp + target[0], size,
-                        stream="send-next" if forward else "send-prev")
+                        stream="send-next" if forward else "send-prev", dep=Dep.SIDE)
     return receive, calls, send
 
 
-def _prologue(ctx: StageContext, stage: int, grads: StageGradients, works
+def _prologue(ctx: StageContext, grads: StageGradients, works, buckets: list[int]
               ) -> tuple[tuple[Call, ...], dict[int, list[tuple[int, ...]]]]:
     """ZeRO 1/2 with ``overlap.param_gather``: every chunk's share of the parameter
-    all-gathers, in buckets, from the step's start; per chunk, the prologue indices each
-    piece of its first forward waits for."""
-    if not (grads.gathers and ctx.training.overlap.param_gather):
+    all-gathers, in its ``buckets[c]`` buckets, from the step's start; per chunk, the
+    prologue indices each piece of its first forward waits for."""
+    if not (grads.gathers and ctx.overlap.param_gather):
         return (), {}
     here = sum(w.layers for w in works)
     calls, waits = [], {}
     for c, w in enumerate(works):
-        per_piece: list[list[int]] = [[] for _ in range(BUCKETS)]
+        per_piece: list[list[int]] = [[] for _ in range(buckets[c])]
         for g in grads.gathers:
-            for b in range(BUCKETS):
+            for b in range(buckets[c]):
                 per_piece[b].append(len(calls))
-                calls.append(replace(g, bytes=g.bytes * w.layers / here / BUCKETS,
+                calls.append(replace(g, bytes=g.bytes * w.layers / here / buckets[c],
                                      dep=Dep.QUEUED))
         waits[c] = [tuple(x) for x in per_piece]
     return tuple(calls), waits
 
 
-def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float
+def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float, n: int
                       ) -> tuple[Call, ...]:
     """One piece's gradient buckets of a chunk's last backward (``share`` of the stage's
-    gradients): on the data-parallel stream, or blocking without ``overlap.grad_reduce``."""
-    overlap = ctx.training.overlap.grad_reduce
-    return tuple(replace(r, bytes=r.bytes * share / BUCKETS,
+    gradients in ``n`` buckets): on the data-parallel stream, or blocking without
+    ``overlap.grad_reduce``."""
+    overlap = ctx.overlap.grad_reduce
+    return tuple(replace(r, bytes=r.bytes * share / n,
                          dep=Dep.BUCKETED if overlap else Dep.BLOCKING,
                          stream="dp" if overlap else "compute") for r in grads.reduces)
 
@@ -183,7 +214,11 @@ def stage_slots(ctx: StageContext, stage: int):
     works = [ctx.chunk(stage, c) for c in range(v)]
     here = sum(w.layers for w in works)
     grads = ctx.gradients(stage)
-    prologue, waits = _prologue(ctx, stage, grads, works)
+    elements = sum(c.bytes for c in grads.reduces) / ctx.framework.reduce_bytes(
+        ctx.training.precision)
+    buckets = [chunk_buckets(ctx.framework, plan, stage, c, elements * w.layers / here,
+                             ctx.overlap.grad_reduce) for c, w in enumerate(works)]
+    prologue, waits = _prologue(ctx, grads, works, buckets)
     actions = schedule(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
     first_f, last_b = _first_and_last(plan.schedule, plan.pp, plan.num_microbatches, v, stage)
     index: dict[tuple, int] = {}
@@ -191,21 +226,26 @@ def stage_slots(ctx: StageContext, stage: int):
     order = []
     for kind, c, m in actions:
         first = kind == "F" and m == first_f[c] and c in waits
-        last = kind == "B" and m == last_b[c] and bool(grads.reduces)
+        last = kind == "B" and m == last_b[c]
         key = (kind, c, first, last)
         if key not in index:
             index[key] = len(slots)
-            slots.append(_slot(ctx, stage, kind, c, works[c], grads, waits[c] if first else [],
-                               _gradient_buckets(ctx, grads, works[c].layers / here)
-                               if last else (), works[c].layers / here))
+            share = works[c].layers / here
+            slots.append(_slot(ctx, stage, kind, c, works[c], grads,
+                               waits[c] if first else [],
+                               _gradient_buckets(ctx, grads, share, buckets[c])
+                               if last else (), buckets[c], last, share))
         order.append((index[key], m))
     return tuple(slots), tuple(order), prologue
 
 
-def _slot(ctx, stage, kind, c, work, grads, waits, buckets, share) -> Slot:
+def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share) -> Slot:
     receive, receive_calls, send = _transfers(ctx, kind, stage, c)
-    calls = _intrinsic(ctx, work.fwd_comms if kind == "F" else work.bwd_comms)
-    if kind == "B":   # ZeRO 2: this micro-batch's gradients, reduce-scattered
-        calls += tuple(replace(r, bytes=r.bytes * share) for r in grads.per_microbatch)
-    pieces = _pieces(ctx, kind, c, work, grads, waits, buckets)
+    calls = _intrinsic(ctx, kind, work.fwd_comms if kind == "F" else work.bwd_comms)
+    if kind == "B":   # ZeRO 2: this micro-batch's gradients, reduced
+        dep = Dep.SIDE if ctx.overlap.grad_reduce else Dep.BLOCKING
+        calls += tuple(replace(r, bytes=r.bytes * share, dep=dep,
+                               stream="dp" if dep == Dep.SIDE else "compute")
+                       for r in grads.per_microbatch)
+    pieces = _pieces(ctx, kind, c, work, grads, waits, buckets, n_buckets, last)
     return Slot(kind, c, pieces, calls, receive, receive_calls, send)

@@ -132,7 +132,9 @@ class Compute:
 class Transfer:
     """A pipeline send or receive of ``what`` (``act`` forward, ``grad`` backward) between
     this stage and ``peer``; a send and its receive share ``what`` and ``vstage``, the
-    virtual stage the data goes to. Receives block the main stream."""
+    virtual stage the data goes to. A send runs beside the compute (``side``); a receive
+    blocks the main stream, or is posted one slot ahead (``prefetched``) and the slot's
+    compute waits for it."""
 
     direction: str       # "send" | "recv"
     peer: int
@@ -140,11 +142,13 @@ class Transfer:
     vstage: int
     bytes: float
     stream: str = MAIN
+    dep: Dep = Dep.BLOCKING
 
     def __str__(self) -> str:
         way = "to" if self.direction == "send" else "from"
+        how = f", {self.dep}" if self.dep == Dep.PREFETCHED else ""
         return (f"{self.direction} {self.what} {way} stage {self.peer} "
-                f"{_size(self.bytes)} ({self.stream})")
+                f"{_size(self.bytes)} ({self.stream}{how})")
 
 
 @dataclass(frozen=True)

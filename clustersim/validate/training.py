@@ -96,7 +96,7 @@ def row_config(row) -> dict[str, Any]:
     if source == "MLM20":
         # Tensor parallelism only, one micro-batch per step, activation checkpointing.
         model.update(vocab=_GPT2_VOCAB_PADDED, seq_len=_MLM20_SEQ_LEN, **_PRE_FLASH_MODEL)
-        training.update(micro_batch=gbs // dp, recompute="full",
+        training.update(micro_batch=gbs // dp, recompute="full", framework="megatron-lm",
                         overlap={"grad_reduce": False, "param_gather": False},
                         **_PRE_FLASH_TRAINING)
     elif source == "NAR21":
@@ -105,6 +105,7 @@ def row_config(row) -> dict[str, Any]:
         # yet (2021), gradients all-reduced after the backward.
         model.update(vocab=int(row["vocab"]), seq_len=int(row["seq_len"]), **_PRE_FLASH_MODEL)
         training.update(micro_batch=1 if pp > 1 else gbs // dp, recompute="full",
+                        framework="megatron-lm",
                         overlap={"grad_reduce": False, "param_gather": False},
                         **_PRE_FLASH_TRAINING)
         if pp > 1:

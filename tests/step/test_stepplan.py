@@ -1,6 +1,7 @@
 """The step plan's content against the schemes it implements: every gradient reduced exactly
 once per step (ZeRO 0/1/2), every layer's parameters gathered before each use (ZeRO 3), the
-pieces and buckets the frameworks use, and one-rank groups left out."""
+buckets, pieces, precisions and defaults the frameworks' own code uses
+(clustersim.step.frameworks), and one-rank groups left out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from clustersim.config.experiment import TrainingConfig
 from clustersim.errors import InputError
 from clustersim.network import build_cluster
-from clustersim.step import BUCKETS, ZERO3_PIECES, Call, Dep, plan_step
+import math
+
+from clustersim.step import MAX_PIECES, Call, Dep, plan_step
 from clustersim.workload import get_model, resolve_plan
 from clustersim.workload.flops import layer_params_on_rank
 from clustersim.workload.groups import group_size
@@ -23,7 +26,11 @@ def cluster():
     return build_cluster("dgx-h100", devices=32)
 
 
+OVERLAP = {"grad_reduce": True, "param_gather": True}
+
+
 def step_of(cluster, parallelism, model=LLAMA, global_batch=32, **training):
+    training.setdefault("overlap", OVERLAP)
     t = TrainingConfig(global_batch=global_batch, parallelism=parallelism, **training)
     plan = resolve_plan(t, model, len(cluster.devices))
     return plan_step(model, plan, cluster, t)
@@ -46,33 +53,65 @@ def calls_of(stage, name_part: str = "", where: str = "all"):
     return [(c, n) for c, n in found if name_part in c.name]
 
 
-def grad_bytes(step, stage):
-    return 2 * stage_parameters(step.model, step.plan, stage).dense
+def params(step, stage):
+    return stage_parameters(step.model, step.plan, stage).dense
+
+
+def megatron_buckets(step, stage):
+    """megatron/core/distributed: buckets of max(40M, 1M x dp) elements, on the first stage."""
+    if stage:
+        return 1
+    return min(MAX_PIECES, math.ceil(params(step, 0) / max(40e6, 1e6 * step.plan.dp)))
 
 
 @pytest.mark.parametrize("zero,op", [(0, "all_reduce"), (1, "reduce_scatter")])
-def test_zero_0_and_1_reduce_every_gradient_once_per_step_in_buckets(cluster, zero, op):
+def test_megatron_reduces_every_gradient_once_per_step_in_fp32_buckets(cluster, zero, op):
     step = step_of(cluster, {"tp": 4, "pp": 2, "zero": zero})
     for stage in step.stages:
         reduces = [(c, n) for c, n in calls_of(stage, "grad_")
                    if c.op == op and c.family.axis == "dp"]
+        # --bf16 keeps fp32 main gradients and reduces them: 4 bytes an element
         assert sum(c.bytes * c.count * n for c, n in reduces) == pytest.approx(
-            grad_bytes(step, stage.stage))
-        assert len(reduces) == BUCKETS and all(c.dep == Dep.BUCKETED for c, _ in reduces)
+            4 * params(step, stage.stage))
+        assert len(reduces) == megatron_buckets(step, stage.stage)
+        assert all(c.dep == Dep.BUCKETED for c, _ in reduces)
         assert {str(c.family) for c, _ in reduces} == {"dp"}
+
+
+def test_deepspeed_zero_1_all_reduces_16_bit_gradients_and_gathers_after_the_step(cluster):
+    """DeepSpeed's ZeRO-1/2 'reduce-scatter' all-reduces each 5e8-element bucket and keeps
+    the rank's slice; the parameters are all-gathered after the optimizer, blocking."""
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 1}, framework="deepspeed")
+    for stage in step.stages:
+        reduces = [(c, n) for c, n in calls_of(stage, "grad_") if c.family.axis == "dp"]
+        assert {c.op for c, _ in reduces} == {"all_reduce"}
+        assert sum(c.bytes * n for c, n in reduces) == pytest.approx(2 * params(step,
+                                                                             stage.stage))
+        assert stage.prologue == ()
+        gather = [x for x in stage.epilogue if isinstance(x, Call) and x.op == "all_gather"]
+        assert len(gather) == 1 and gather[0].dep == Dep.BLOCKING
 
 
 def test_zero_1_gathers_the_updated_parameters_from_the_step_start(cluster):
     step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 1})
     for stage in step.stages:
-        assert len(stage.prologue) == BUCKETS
-        assert sum(c.bytes for c in stage.prologue) == pytest.approx(
-            grad_bytes(step, stage.stage))
+        n = megatron_buckets(step, stage.stage)
+        assert len(stage.prologue) == n
+        assert sum(c.bytes for c in stage.prologue) == pytest.approx(2 * params(step,
+                                                                                stage.stage))
         assert all(c.dep == Dep.QUEUED and c.op == "all_gather" for c in stage.prologue)
         first_forward = stage.slots[stage.order[[stage.slots[s].kind for s, _ in
                                                  stage.order].index("F")][0]]
         assert [p.compute.waits_for for p in first_forward.pieces] == [(b,) for b in
-                                                                       range(BUCKETS)]
+                                                                       range(n)]
+
+
+def test_megatron_core_defaults_to_no_overlap():
+    """distributed_data_parallel_config.py: overlap_grad_reduce and overlap_param_gather off."""
+    step = step_of(build_cluster("dgx-h100", devices=32), {"tp": 8, "zero": 1}, overlap={})
+    stage = step.stages[0]
+    assert stage.prologue == ()
+    assert all(c.dep == Dep.BLOCKING for c, _ in calls_of(stage, "grad_reduce_scatter"))
 
 
 def test_zero_1_without_overlap_gathers_after_the_optimizer(cluster):
@@ -86,30 +125,49 @@ def test_zero_1_without_overlap_gathers_after_the_optimizer(cluster):
     assert reduces and all(c.dep == Dep.BLOCKING for c in reduces)
 
 
-def test_zero_2_reduce_scatters_after_every_backward(cluster):
+def test_zero_2_reduces_after_every_backward(cluster):
     step = step_of(cluster, {"tp": 8, "zero": 2})
     stage = step.stages[0]
     m = step.plan.num_microbatches
     reduces = calls_of(stage, "grad_reduce_scatter")
     assert sum(n for _, n in reduces) == m
-    assert sum(c.bytes * n for c, n in reduces) == pytest.approx(m * grad_bytes(step, 0))
+    assert sum(c.bytes * n for c, n in reduces) == pytest.approx(m * 4 * params(step, 0))
     assert all(c.dep == Dep.SIDE for c, _ in reduces)
 
 
-def test_zero_3_gathers_each_layer_before_each_use_and_reduces_it_after(cluster):
-    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 3})
+@pytest.mark.parametrize("framework,per_layer,grad_B", [("megatron-core", 1, 4),
+                                                        ("deepspeed", 7, 2), ("jax", 1, 4)])
+def test_zero_3_gathers_each_layer_before_each_use_and_reduces_it_after(
+        cluster, framework, per_layer, grad_B):
+    """FSDP-style units gather a block at once; DeepSpeed gathers each of Llama's seven
+    linear layers (partitioned_param_coordinator.py)."""
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 3}, framework=framework)
     m = step.plan.num_microbatches
     dense, _ = layer_params_on_rank(LLAMA, 4, 1)
     for stage in step.stages:
         layers = step.plan.layers_on_stage(stage.stage)
         gathers = calls_of(stage, "zero3_param_all_gather")
         # forward and backward of every micro-batch gather every layer once
-        assert sum(c.count * n for c, n in gathers) == 2 * m * layers
-        assert all(c.bytes == 2 * dense and c.dep == Dep.PREFETCHED for c, _ in gathers)
+        assert sum(c.count * n for c, n in gathers) == 2 * m * layers * per_layer
+        assert all(c.bytes == pytest.approx(2 * dense / per_layer) and
+                   c.dep == Dep.PREFETCHED for c, _ in gathers)
         reduces = calls_of(stage, "zero3_grad_reduce_scatter")
         assert sum(c.count * n for c, n in reduces) == m * layers
+        assert all(c.bytes == grad_B * dense for c, _ in reduces)
         for slot in stage.slots:
-            assert len(slot.pieces) == min(layers, ZERO3_PIECES)
+            assert len(slot.pieces) == min(layers * per_layer, MAX_PIECES)
+
+
+def test_fsdp_with_pipelining_keeps_forward_parameters_and_reduces_on_the_last_microbatch(
+        cluster):
+    """torchtitan: reshard_after_forward False with PP; gradients synced on the last
+    backward only (set_requires_gradient_sync)."""
+    step = step_of(cluster, {"tp": 4, "pp": 2, "zero": 3}, framework="fsdp")
+    for stage in step.stages:
+        layers = step.plan.layers_on_stage(stage.stage)
+        gathers = calls_of(stage, "zero3_param_all_gather")
+        assert sum(c.count * n for c, n in gathers) == step.plan.num_microbatches * layers
+        assert sum(c.count * n for c, n in calls_of(stage, "zero3_grad_reduce")) == layers
 
 
 def test_hybrid_sharding_reduces_within_blocks_and_sums_across(cluster):

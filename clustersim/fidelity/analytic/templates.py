@@ -28,8 +28,9 @@ __all__ = ["TemplateOp", "Template", "slot_template", "prologue_template",
            "epilogue_template", "REGISTERS"]
 
 # What a rank's lowering carries from one slot to the next besides the latest op of each
-# stream (``latest``): the previous item and the op before the previous compute piece.
-REGISTERS = ("previous", "prefetch_from")
+# stream (``latest``): the previous item, the op before the previous compute piece, the op
+# before the previous slot's compute.
+REGISTERS = ("previous", "prefetch_from", "slot_start")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class _Latest(dict):
 
 def _entry() -> Registers:
     """Registers holding the symbols of their values when a template starts."""
-    return Registers(_Latest(), ("entry", "previous"), ("entry", "prefetch_from"))
+    return Registers(_Latest(), *(("entry", name) for name in REGISTERS))
 
 
 def _record(lowering, rank) -> Template:
@@ -75,7 +76,7 @@ def _record(lowering, rank) -> Template:
     except StopIteration:
         pass
     exit = {stream: handle for stream, handle in rank.latest.items()}
-    exit.update(previous=rank.previous, prefetch_from=rank.prefetch_from)
+    exit.update({name: getattr(rank, name) for name in REGISTERS})
     return Template(tuple(ops), exit)
 
 
