@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent  # run from a source checkout
 sys.path.insert(0, str(ROOT))
 
 from clustersim.config.experiment import TrainingConfig  # noqa: E402
-from clustersim.topology import build_cluster  # noqa: E402
+from clustersim.network import build_cluster  # noqa: E402
 from clustersim.workload import Infeasible, get_model, resolve_plan  # noqa: E402
-from clustersim.workload.analytic import _PRICERS, estimate_step  # noqa: E402
+from clustersim.workload.analytic import estimate_step  # noqa: E402
+from clustersim.workload.analytic.pricer import PRICERS  # noqa: E402
 from clustersim.workload.memory import peak_memory_footprint  # noqa: E402
 
 BANDWIDTHS = ("25 GB/s", "50 GB/s", "100 GB/s")
@@ -69,7 +70,7 @@ def sweep(clusters, global_batch: int) -> tuple[int, int, float, float]:
 def clear_stage_caches() -> None:
     from clustersim.workload import stagework
 
-    for pricer in _PRICERS.values():
+    for pricer in PRICERS.values():
         for cache in (pricer.chunks, pricer.stages, pricer.templates, pricer.stage_prices):
             cache.clear()
     for fn in (stagework.chunk_work, stagework.optimizer_work, stagework.dp_comms):

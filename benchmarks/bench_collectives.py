@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 COLD = """
 import time
 start = time.perf_counter()
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 from clustersim.collectives import price
 c = build_cluster("dgx-h100", 16)
 price(c, c.devices, "all_reduce", [2.0**20, 2.0**30])
@@ -32,7 +32,7 @@ def kernel_rate(points: int = 2_000_000, repeats: int = 5) -> float:
     from clustersim.collectives.cost import profile
     from clustersim.collectives.kernels import price_points_kernel
     from clustersim.collectives.select import candidates
-    from clustersim.topology import build_cluster
+    from clustersim.network import build_cluster
 
     c = build_cluster("dgx-h100", 16)
     profs = [profile(c, [c.devices], "all_reduce", name)

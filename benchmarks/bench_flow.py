@@ -32,7 +32,7 @@ def all_reduce(name: str) -> dict:
     from clustersim.collectives import bus_factor
     from clustersim.engine import Program, simulate
     from clustersim.engine.comm import CommModel
-    from clustersim.topology import build_cluster
+    from clustersim.network import build_cluster
 
     preset, devices, _ = CASES[name]
     with Timer() as build_t:

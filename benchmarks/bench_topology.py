@@ -21,7 +21,7 @@ CASES = {  # name: (preset, devices, target seconds for graph + Cluster)
 
 def build(name: str) -> dict:
     from clustersim.topology import build_graph
-    from clustersim.topology.cluster import Cluster
+    from clustersim.network.cluster import Cluster
 
     preset, devices, _ = CASES[name]
     with Timer() as graph_t:

@@ -21,19 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = [
-    "KINDS",
-    "UnitError",
-    "parse",
-    "format_quantity",
-    "parse_bandwidth",
-    "parse_size",
-    "parse_time",
-    "parse_flop_rate",
-    "parse_power",
-    "parse_energy",
-    "parse_energy_per_bit",
-]
+__all__ = ["KINDS", "UnitError", "parse", "format_quantity"]
 
 
 class UnitError(ValueError):
@@ -144,23 +132,6 @@ def parse(value: str | float | int, kind: str) -> float:
         raise UnitError(f"{value!r} is not a finite {kind}")
     return result
 
-
-def _converter(kind: str):
-    def convert(value: str | float | int) -> float:
-        return parse(value, kind)
-
-    convert.__name__ = f"parse_{kind}"
-    convert.__doc__ = f"Parse a {kind} (e.g. {KINDS[kind].example!r}) into {KINDS[kind].base}."
-    return convert
-
-
-parse_size = _converter("size")
-parse_bandwidth = _converter("bandwidth")
-parse_time = _converter("time")
-parse_flop_rate = _converter("flop_rate")
-parse_power = _converter("power")
-parse_energy = _converter("energy")
-parse_energy_per_bit = _converter("energy_per_bit")
 
 _PRINT = {
     "size": (("B", 1.0), ("KiB", 2.0**10), ("MiB", 2.0**20), ("GiB", 2.0**30), ("TiB", 2.0**40)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from clustersim.cli.overrides import add_set_argument, parse_sets
 from clustersim.errors import InputError
+from clustersim.units import UnitError, parse
 
 HELP = "nccl-tests-style table of one collective (time, algbw, busbw per size) on a topology"
 
@@ -45,8 +46,6 @@ def add_arguments(parser) -> None:
 
 def parse_sizes(text: str) -> list[float]:
     """Sizes in bytes from ``FIRST:LAST`` (doubling) or ``A,B,C``."""
-    from clustersim.units import UnitError, parse
-
     def one(s: str) -> float:
         s = s.strip()
         try:
@@ -76,9 +75,10 @@ def parse_sizes(text: str) -> list[float]:
 def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
                      skew: float = 1.0):
     """The table as a DataFrame (columns COLUMNS)."""
+    # imported on use (pandas, numba): `clustersim --help` loads every subcommand module
     import pandas as pd
 
-    from clustersim.collectives.ops import bus_factor, check_op
+    from clustersim.collectives.op_types import bus_factor, check_op
     from clustersim.collectives.select import price
 
     check_op(op)
@@ -92,8 +92,9 @@ def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
 
 
 def run(args) -> int:
-    from clustersim.collectives.ops import check_op
-    from clustersim.topology import build_cluster
+    # imported on use (numba, networkx): `clustersim --help` loads every subcommand module
+    from clustersim.collectives.op_types import check_op
+    from clustersim.network import build_cluster
 
     check_op(args.op)
     sizes = parse_sizes(args.sizes)

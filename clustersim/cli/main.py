@@ -11,8 +11,8 @@ import importlib
 import sys
 import traceback
 
-from clustersim import __version__
 from clustersim.errors import InputError
+from clustersim.version import __version__
 
 __all__ = ["main", "COMMANDS"]
 

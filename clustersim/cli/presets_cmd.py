@@ -14,6 +14,7 @@ def add_arguments(parser) -> None:
 
 def preset_sections() -> dict[str, dict[str, str]]:
     """``{section: {name: one-line description}}``."""
+    # imported on use (pydantic, networkx): `clustersim --help` loads every subcommand module
     from clustersim.hardware import device_presets, link_presets, switch_presets
     from clustersim.topology import topology_presets
     from clustersim.workload import model_presets

@@ -92,6 +92,7 @@ def failure_summary(frame, limit: int = FAILURE_REASONS) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment; print the summary and where the files are."""
+    # imported on use (pandas, the simulator): `clustersim --help` loads every subcommand
     from clustersim.experiment.runner import run_experiment
 
     executor = args.executor or ("dask" if args.scheduler else "local")

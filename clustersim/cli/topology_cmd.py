@@ -32,7 +32,8 @@ def _bw(x: float) -> str:
 
 def describe(cluster) -> str:
     """The text `topology show` prints."""
-    from clustersim.topology.metrics import (bisection_bandwidth, diameter, injection_bandwidth,
+    # imported on use (numba, networkx): `clustersim --help` loads every subcommand module
+    from clustersim.network.metrics import (bisection_bandwidth, diameter, injection_bandwidth,
                                              links_by_technology, nodes_by_kind)
 
     G = cluster.graph
@@ -60,7 +61,8 @@ def describe(cluster) -> str:
 
 
 def run(args) -> int:
-    from clustersim.topology import build_cluster
+    # imported on use (networkx): `clustersim --help` loads every subcommand module
+    from clustersim.network import build_cluster
 
     if args.devices is not None and args.devices < 1:
         raise InputError(f"--devices must be a positive integer, got {args.devices}")
@@ -70,7 +72,7 @@ def run(args) -> int:
     print(describe(cluster))
     print(f"built in {built:.2f} s")
     if args.png:
-        from clustersim.topology.draw import draw_topology
+        from clustersim.topology.draw import draw_topology  # pulls in matplotlib: only for --png
         draw_topology(cluster, args.png)
         print(f"wrote {args.png}")
     return 0

@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def _print_table(frame, columns, title: str) -> None:
-    import pandas as pd
+    import pandas as pd  # imported on use: `clustersim --help` loads every subcommand module
 
     print(f"\n{title}")
     with pd.option_context("display.width", 200, "display.max_columns", 20,
@@ -32,6 +32,8 @@ def _print_table(frame, columns, title: str) -> None:
 
 
 def run(args) -> int:
+    # pandas and each table's validation (which runs the simulator) are imported on use:
+    # `clustersim --help` loads every subcommand module, and --only skips the other tables
     import pandas as pd
 
     tables = []

@@ -1,5 +1,6 @@
 """Per-technology protocol calibration: bandwidth efficiency and per-step latency, fitted to
-the nccl-tests sweeps bundled in ``clustersim/validate/data/collectives.csv``.
+the nccl-tests sweeps bundled in ``clustersim/validate/data/collectives.csv``. This module
+reads the fitted values; :mod:`clustersim.calibrate.collectives` refits them.
 
 Physical model (2-4 numbers per link technology, ``calibration.yaml``):
 
@@ -38,11 +39,11 @@ import numpy as np
 import yaml
 
 from clustersim.errors import InputError
+from clustersim.hardware.catalog import get_link
 from clustersim.units import parse
 
 __all__ = ["TechCalibration", "Calibration", "CALIBRATION_FILE", "load_calibration",
-           "default_calibration", "tech_table", "wire_factors", "fit_calibration",
-           "calibration_report"]
+           "default_calibration", "tech_table", "wire_factors"]
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.yaml")
 
@@ -70,8 +71,6 @@ class Calibration:
         found = self.techs.get(name)
         if found is not None:
             return found
-        from clustersim.hardware import get_link
-
         category = get_link(name).category
         if category not in self.categories:
             raise InputError(f"no collective calibration for link technology {name!r} "
@@ -146,93 +145,3 @@ def wire_factors(cluster, members, phase, name: str, protocol: str,
         else:
             out[k] = 1.0 / table[techs, 3].min()
     return out
-
-
-# ------------------------------------------------------------------------------ fitting
-
-def _nelder_mead(f, x0, step=0.25, iters=600, tol=1e-9):
-    """Minimise ``f`` from ``x0`` (Nelder & Mead 1965); no scipy dependency for one fit."""
-    pts = [np.array(x0, float)] + [np.array(x0, float) + step * e for e in np.eye(len(x0))]
-    vals = [f(x) for x in pts]
-    for _ in range(iters):
-        order = np.argsort(vals)
-        pts, vals = [pts[i] for i in order], [vals[i] for i in order]
-        if vals[-1] - vals[0] < tol:
-            break
-        c = np.mean(pts[:-1], axis=0)
-        xr = c + (c - pts[-1])
-        fr = f(xr)
-        if fr < vals[0]:
-            xe = c + 2 * (c - pts[-1])
-            fe = f(xe)
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-        else:
-            xc = c + 0.5 * (pts[-1] - c)
-            fc = f(xc)
-            if fc < vals[-1]:
-                pts[-1], vals[-1] = xc, fc
-            else:
-                pts = [pts[0] + 0.5 * (x - pts[0]) for x in pts]
-                vals = [f(x) for x in pts]
-    best = int(np.argmin(vals))
-    return pts[best], vals[best]
-
-
-# What each technology is fitted on: (tech, in-network kind or None, row id prefixes/ids).
-FIT_PLAN = (("nvlink3", None, ("AZ-A100-AR-",)),
-            ("nvlink4", "nvls", ("AZ-H100-AR-", "NVTEST212-RING")))
-
-
-def _rows_for(frame, patterns):
-    ids = frame["id"].astype(str)
-    mask = np.zeros(len(frame), dtype=bool)
-    for pat in patterns:
-        mask |= ids.str.startswith(pat).to_numpy() if pat.endswith("-") else \
-            (ids == pat).to_numpy()
-    return frame[mask]
-
-
-def fit_calibration(start: Calibration | None = None):
-    """Re-run the fit on the bundled CSV: returns ``(calibration, report)``, the report being
-    :func:`calibration_report` of the fitted values (one row per fitted CSV row).
-
-    Each technology's parameters minimise the squared log error of predicted busbw over its
-    rows (the whole size sweep, so both protocols are pinned down)."""
-    from clustersim.validate.collectives import load_measurements, predict_rows
-
-    frame = load_measurements()
-    cal = start or default_calibration()
-    for tech, kind, patterns in FIT_PLAN:
-        rows = _rows_for(frame, patterns)
-        t = cal.tech(tech)
-        x0 = [t.efficiency, t.alpha_simple_s * 1e6, t.alpha_ll_s * 1e6, t.ll_efficiency]
-        if kind:
-            x0.append(cal.in_network[kind])
-
-        def make(x, cal=cal, tech=tech, kind=kind, ids=tuple(rows["id"])):
-            v = np.exp(x)
-            new = cal.with_tech(tech, efficiency=v[0], alpha_simple_s=v[1] * 1e-6,
-                                alpha_ll_s=v[2] * 1e-6, ll_efficiency=min(v[3], 0.5),
-                                fitted_on=ids, estimated=False)
-            return new.with_in_network(kind, v[4]) if kind else new
-
-        def loss(x, rows=rows, make=make):
-            pred = predict_rows(rows, make(x))
-            return float(np.sum(np.log(pred["predicted_busbw_GBps"] /
-                                       pred["measured_busbw_GBps"]) ** 2))
-
-        x, _ = _nelder_mead(loss, np.log(x0))
-        cal = make(x)
-    return cal, calibration_report(cal)
-
-
-def calibration_report(cal: Calibration | None = None):
-    """Predicted vs measured busbw on every row a technology was fitted on."""
-    from clustersim.validate.collectives import load_measurements, predict_rows
-
-    cal = cal or default_calibration()
-    frame = load_measurements()
-    ids = sorted({i for t in cal.techs.values() for i in t.fitted_on})
-    return predict_rows(frame[frame["id"].isin(ids)], cal)

@@ -1,4 +1,4 @@
-"""The analytic price of a collective, and the pieces the flow engine shares with it.
+"""The analytic price of a collective's phases, and the pieces the flow engine shares with it.
 
 A phase costs ``steps * alpha_phase + max(max_f bytes_f / rate_f, reduce_bytes / reduce_bw)``:
 
@@ -22,11 +22,11 @@ per-phase latency, so both agree exactly on an uncontended collective.
 Collective cost is linear in S once rates are known (transfers' bytes scale with S), so a
 :class:`Profile` (per phase: steps, alpha, critical bytes per unit size and its rate, reduce
 bytes per unit size and reduce bandwidth) is cached per (cluster, groups, op, algorithm) and
-re-priced for any size by one kernel call.
+re-priced for any size by one kernel call (:func:`clustersim.collectives.select.price`).
 
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-h100", 8)
->>> t = collective_time_s(c, c.devices, "all_reduce", 2**30, "ring/simple")
+>>> t = profile(c, [c.devices], "all_reduce", "ring/simple").time_s(2**30)
 >>> round(1.75 * 2**30 / t / 1e9)   # busbw, GB/s: NVLink4 450 GB/s x efficiency, - latency
 355
 """
@@ -37,18 +37,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clustersim.collectives.algorithms import expand
 from clustersim.collectives.calibration import Calibration, default_calibration, tech_table
-from clustersim.collectives.phases import Phase, expand, phase_protocol
+from clustersim.collectives.group_structure import shape_key
+from clustersim.collectives.phase import Phase
+from clustersim.hardware.catalog import get_device
 from clustersim.network.maxmin import max_min_rates
 
 __all__ = ["effective_capacity_Bps", "phase_latency_s", "phase_rates", "phase_time_s",
-           "reduce_bw_Bps", "Profile", "profile", "collective_time_s", "family_phases"]
+           "reduce_bw_Bps", "Profile", "profile", "family_phases"]
 
 
 def effective_capacity_Bps(cluster, calibration: Calibration | None = None) -> np.ndarray:
     """Capacity of every link x the calibrated efficiency of its technology.
 
-    >>> from clustersim.topology import build_cluster
+    >>> from clustersim.network import build_cluster
     >>> c = build_cluster("dgx-a100", 8)
     >>> bool(np.all(effective_capacity_Bps(c) <= c.links.capacity_Bps))
     True
@@ -92,7 +95,7 @@ def phase_latency_s(cluster, group, phase: Phase, calibration: Calibration | Non
                     ) -> float:
     """``steps`` x the phase's per-step latency (see the module docstring for the rule).
 
-    >>> from clustersim.topology import build_cluster
+    >>> from clustersim.network import build_cluster
     >>> c = build_cluster("dgx-a100", 8)
     >>> [ph] = expand(c, c.devices, "all_gather", 1e6, "ring/ll")
     >>> from clustersim.collectives.calibration import default_calibration
@@ -102,7 +105,7 @@ def phase_latency_s(cluster, group, phase: Phase, calibration: Calibration | Non
     """
     members = list(group)
     pairs = [(members[s], members[d]) for s, d in zip(phase.src, phase.dst)]
-    return phase.steps * _step_latency(cluster, pairs, phase_protocol(phase),
+    return phase.steps * _step_latency(cluster, pairs, phase.protocol,
                                        calibration or default_calibration(), phase.steps)
 
 
@@ -119,8 +122,6 @@ def _memory_bw(cluster, device) -> float:
     if "memory" in node:
         return cluster.memory_bw_Bps(device)
     if node.get("device"):
-        from clustersim.hardware import get_device
-
         return get_device(node["device"]).memory.bw_Bps
     return float("inf")
 
@@ -128,8 +129,6 @@ def _memory_bw(cluster, device) -> float:
 def family_phases(cluster, groups, op, size_bytes, algorithm, calibration=None, **kwargs):
     """Expand ``algorithm`` on every group of a family; returns, per phase index, the list of
     ``(phase, members)`` of all groups (their transfers run concurrently)."""
-    from clustersim.collectives.groups import shape_key
-
     by_shape: dict = {}  # groups of one shape expand to the same positional phases
     per_group = []
     for g in groups:
@@ -183,7 +182,7 @@ def _build_profile(cluster, groups, op, algorithm, cal, **kwargs) -> Profile:
         nbytes, rates, routed = phase_rates(cluster, parts, capacity)
         steps = max(ph.steps for ph, _ in parts)
         pairs, routes = routed if routed else ([], None)
-        alpha = _step_latency(cluster, pairs, phase_protocol(parts[0][0]), cal, steps,
+        alpha = _step_latency(cluster, pairs, parts[0][0].protocol, cal, steps,
                               routes) if pairs else 0.0
         if len(nbytes):
             per = np.where(np.isfinite(rates), nbytes / rates, 0.0)
@@ -227,14 +226,3 @@ def phase_time_s(cluster, group, phase: Phase, calibration: Calibration | None =
         else 0.0
     red = phase.reduce_bytes / reduce_bw_Bps(cluster, group, cal)
     return phase_latency_s(cluster, group, phase, cal) + max(xfer, red)
-
-
-def collective_time_s(cluster, group, op: str, size_bytes: float, algorithm: str = "auto",
-                      groups=None, calibration: Calibration | None = None) -> float:
-    """Seconds for ``op`` of ``size_bytes`` on ``group`` (and its concurrent family
-    ``groups``) by ``algorithm`` (``auto`` picks the fastest; see :mod:`.select`)."""
-    from clustersim.collectives.select import price
-
-    times, _ = price(cluster, group, op, [size_bytes], algorithm, groups=groups,
-                     calibration=calibration)
-    return float(times[0])

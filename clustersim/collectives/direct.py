@@ -8,8 +8,8 @@
 - broadcast / reduce: the root sends to (receives from) every rank ``S``;
 - send_recv: every rank sends ``S`` to its successor (nccl-tests' sendrecv_perf pattern).
 
->>> from clustersim.topology import build_cluster
->>> from clustersim.collectives.groups import group_info
+>>> from clustersim.network import build_cluster
+>>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-a100", 4)
 >>> [ph] = expand_direct(c, group_info(c, c.devices), "all_gather", 400.0)
 >>> len(ph.src), float(ph.bytes.sum()), ph.steps
@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.phase import Phase, make_phase
 
 __all__ = ["expand_direct"]
 

@@ -12,8 +12,9 @@ dimension by bidirectional rings on every line at once, then along the next on t
 ``1/n`` that is left, ...; then all-gather in the reverse order. Reduce-scatter and all-gather
 alone run the first or the second half.
 
->>> from clustersim.topology import Cluster, torus
->>> from clustersim.collectives.groups import group_info
+>>> from clustersim.network import Cluster
+>>> from clustersim.topology import torus
+>>> from clustersim.collectives.group_structure import group_info
 >>> c = Cluster.from_graph(torus((4, 4)))
 >>> [(ph.steps, len(ph.src)) for ph in expand_multidim(c, group_info(c, c.devices), "all_reduce", 1.0)]
 [(3, 32), (3, 32), (3, 32), (3, 32)]
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustersim.collectives.groups import sub_lattice
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.group_structure import sub_lattice
+from clustersim.collectives.phase import Phase, make_phase
 from clustersim.collectives.ring import ring_phase
 from clustersim.errors import InputError
 

@@ -16,8 +16,8 @@ all-gather: each rank sends ``S/p`` once and the switch multicasts it (receives 
 For SHARP on a multi-switch fat-tree the pairwise pattern over-states spine traffic (the real
 aggregation tree sends each leaf's partial once); on one switch it is exact.
 
->>> from clustersim.topology import build_cluster
->>> from clustersim.collectives.groups import group_info
+>>> from clustersim.network import build_cluster
+>>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-h100", 8)
 >>> [ph] = expand_nvls(c, group_info(c, c.devices), "all_reduce", 7.0)
 >>> ph.steps, float(ph.bytes[ph.src == 0].sum()), float(ph.bytes[ph.dst == 0].sum())
@@ -26,7 +26,7 @@ aggregation tree sends each leaf's partial once); on one switch it is exact.
 
 from __future__ import annotations
 
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
 __all__ = ["expand_nvls", "expand_sharp", "IN_NETWORK_OPS"]

@@ -11,8 +11,8 @@ vector to the even one, the ``2^m`` survivors run the power-of-two algorithm, an
 ranks send the result back: two more phases of ``S`` each. Reduce-scatter and all-gather alone
 have no such fold (the extra ranks would own no block): they refuse non-powers of two.
 
->>> from clustersim.topology import build_cluster
->>> from clustersim.collectives.groups import group_info
+>>> from clustersim.network import build_cluster
+>>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-a100", 8)
 >>> [(ph.steps, float(ph.bytes[0])) for ph in expand_rhd(c, group_info(c, c.devices), "all_reduce", 8.0)]
 [(1, 4.0), (1, 2.0), (1, 1.0), (1, 1.0), (1, 2.0), (1, 4.0)]
@@ -20,7 +20,7 @@ have no such fold (the extra ranks would own no block): they refuse non-powers o
 
 from __future__ import annotations
 
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
 __all__ = ["expand_rhd", "halving_phases", "doubling_phases"]

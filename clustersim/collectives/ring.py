@@ -14,8 +14,8 @@ Per channel, all_reduce sends ``2(p-1)/p * S/c`` from each rank to its successor
 ``2(p-1)`` steps; reduce_scatter and all_gather ``(p-1)/p * S/c`` in ``p-1`` steps;
 broadcast/reduce pipeline ``S/c`` along the ring from/to the root in ``p-1`` steps.
 
->>> from clustersim.topology import build_cluster
->>> from clustersim.collectives.groups import group_info
+>>> from clustersim.network import build_cluster
+>>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-h100", 16)
 >>> orders = ring_orders(group_info(c, c.devices))
 >>> len(orders), orders[1][:8], orders[1][7:9]
@@ -24,7 +24,7 @@ broadcast/reduce pipeline ``S/c`` along the ring from/to the root in ``p-1`` ste
 
 from __future__ import annotations
 
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
 __all__ = ["ring_orders", "expand_ring", "ring_phase"]

@@ -1,4 +1,5 @@
-"""Algorithm selection (``algorithm="auto"``) and vectorised pricing over sizes.
+"""Algorithm selection (``algorithm="auto"``) and the price of a collective: vectorised over
+sizes (:func:`price`) or for one size (:func:`collective_time_s`).
 
 ``auto`` prices every candidate the platform's collective library would consider, with each
 of its protocols, and keeps the fastest per size, as NCCL's tuner does with its own cost
@@ -19,26 +20,29 @@ sweeps the calibration comes from, has none of them (its rings and trees are nod
 instead), and including them would make the fit describe algorithms that never ran. A forced name without a protocol (``ring``) still picks its faster
 protocol; ``ring/simple`` forces both.
 
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-h100", 8)
 >>> times, algos = price(c, c.devices, "all_reduce", [1024.0, 2.0**33])
 >>> list(algos)
 ['tree/ll', 'nvls/simple']
+>>> t = collective_time_s(c, c.devices, "all_reduce", 2**30, "ring/simple")
+>>> round(1.75 * 2**30 / t / 1e9)   # busbw, GB/s: NVLink4 450 GB/s x efficiency, - latency
+355
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from clustersim.collectives.algorithms import PROTOCOLS, expand, split_algorithm, valid_algorithms
 from clustersim.collectives.calibration import Calibration, default_calibration
 from clustersim.collectives.cost import profile
-from clustersim.collectives.groups import group_info
+from clustersim.collectives.group_structure import group_info
 from clustersim.collectives.kernels import price_points_kernel
-from clustersim.collectives.ops import check_op
-from clustersim.collectives.phases import PROTOCOLS, split_algorithm, valid_algorithms
+from clustersim.collectives.op_types import check_op
 from clustersim.errors import InputError
 
-__all__ = ["auto_candidates", "candidates", "price", "select_algorithm"]
+__all__ = ["auto_candidates", "candidates", "price", "select_algorithm", "collective_time_s"]
 
 
 def auto_candidates(cluster, group, op: str) -> list[str]:
@@ -82,8 +86,6 @@ def _check_forced(cluster, group, op, algorithm):
     name, _ = split_algorithm(algorithm)
     valid = valid_algorithms(cluster, group, op)
     if name not in valid:
-        from clustersim.collectives.phases import expand
-
         expand(cluster, group, op, 1.0, algorithm)  # raises the InputError with the reason
 
 
@@ -119,3 +121,12 @@ def select_algorithm(cluster, group, op: str, size_bytes: float, groups=None,
                      calibration: Calibration | None = None) -> str:
     """The fastest ``name/protocol`` for one size (``auto``)."""
     return str(price(cluster, group, op, [size_bytes], "auto", groups, calibration)[1][0])
+
+
+def collective_time_s(cluster, group, op: str, size_bytes: float, algorithm: str = "auto",
+                      groups=None, calibration: Calibration | None = None) -> float:
+    """Seconds for ``op`` of ``size_bytes`` on ``group`` (and its concurrent family
+    ``groups``) by ``algorithm`` (``auto`` picks the fastest)."""
+    times, _ = price(cluster, group, op, [size_bytes], algorithm, groups=groups,
+                     calibration=calibration)
+    return float(times[0])

@@ -22,7 +22,7 @@ carries ``S/(2L)``.
 
 from __future__ import annotations
 
-from clustersim.collectives.phases import Phase, make_phase
+from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
 __all__ = ["btree_parents", "dtree_parents", "tree_depth", "expand_tree"]

@@ -18,8 +18,8 @@ from pydantic import AfterValidator, BeforeValidator
 
 from clustersim.units import format_quantity, parse
 
-__all__ = ["Bandwidth", "Size", "Time", "FlopRate", "Power", "Energy", "EnergyPerBit",
-           "NonNegativeTime", "NonNegativeEnergyPerBit", "NonNegativePower"]
+__all__ = ["Bandwidth", "Size", "FlopRate", "Power", "Energy", "EnergyPerBit",
+           "NonNegativeTime", "NonNegativePower"]
 
 
 def _quantity(kind: str, allow_zero: bool = False):
@@ -37,11 +37,9 @@ def _quantity(kind: str, allow_zero: bool = False):
 
 Bandwidth = _quantity("bandwidth")
 Size = _quantity("size")
-Time = _quantity("time")
 NonNegativeTime = _quantity("time", allow_zero=True)
 FlopRate = _quantity("flop_rate")
 Power = _quantity("power")
 NonNegativePower = _quantity("power", allow_zero=True)
 Energy = _quantity("energy", allow_zero=True)
 EnergyPerBit = _quantity("energy_per_bit")
-NonNegativeEnergyPerBit = _quantity("energy_per_bit", allow_zero=True)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from clustersim.config.yamlio import YamlDocument
 from clustersim.errors import InputError, InputErrors, closest
 
-__all__ = ["StrictModel", "validate", "dotted", "allowed_keys"]
+__all__ = ["StrictModel", "validate", "dotted", "allowed_keys", "nested_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,16 +42,21 @@ def dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not isinstance(p, int)) or "<top level>"
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field annotation holds (``Params | None`` -> ``Params``), if any.
+
+    >>> nested_model(StrictModel | None) is StrictModel, nested_model(int)
+    (True, None)
+    """
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            found = _model_in(arg)
+            found = nested_model(arg)
             if found:
                 return found
     if typing.get_origin(annotation) is typing.Annotated:
-        return _model_in(typing.get_args(annotation)[0])
+        return nested_model(typing.get_args(annotation)[0])
     return None
 
 
@@ -72,7 +77,7 @@ def allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
         info = fields.get(part) or current.model_fields.get(part)
         if info is None:
             continue  # a union tag pydantic put in the path
-        current = _model_in(info.annotation)
+        current = nested_model(info.annotation)
     return list(_fields_by_key(current)) if current is not None else None
 
 

@@ -5,7 +5,7 @@
 
 from clustersim.engine.core import Deadlock, SimResult, simulate
 from clustersim.engine.program import CollectiveCall, Op, Program, RankInfo, TransferCall
-from clustersim.engine.trace import trace_events, write_trace
+from clustersim.engine.trace import trace_events
 
 __all__ = ["Program", "Op", "RankInfo", "CollectiveCall", "TransferCall", "simulate",
-           "SimResult", "Deadlock", "trace_events", "write_trace"]
+           "SimResult", "Deadlock", "trace_events"]

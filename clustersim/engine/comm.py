@@ -14,6 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from clustersim.collectives.algorithms import expand
+from clustersim.collectives.cost import effective_capacity_Bps, phase_latency_s
+from clustersim.collectives.select import price, select_algorithm
 from clustersim.engine.program import CollectiveCall, TransferCall
 from clustersim.network.flows import FlowSet, flow_set
 
@@ -28,8 +31,6 @@ class CommModel:
     def __init__(self, cluster, capacity_Bps: np.ndarray | None = None):
         """``capacity_Bps`` defaults to the calibrated effective capacity of every link."""
         if capacity_Bps is None:
-            from clustersim.collectives import effective_capacity_Bps
-
             capacity_Bps = effective_capacity_Bps(cluster)
         self.cluster = cluster
         self.capacity_Bps = capacity_Bps
@@ -47,8 +48,6 @@ class CommModel:
         key = (call.op, call.size_B, call.algorithm, call.groups[0], len(call.groups))
         found = self._algorithms.get(key)
         if found is None:
-            from clustersim.collectives import price
-
             found = str(price(self.cluster, list(call.groups[0]), call.op, [call.size_B],
                               call.algorithm,
                               groups=[list(g) for g in call.groups[1:]])[1][0])
@@ -71,8 +70,6 @@ class CommModel:
             yield routes, nbytes * call.repeat, latency * call.repeat, f"{call.label} {label}"
 
     def _expand(self, call: CollectiveCall) -> list[BatchSpec]:
-        from clustersim.collectives import expand, phase_latency_s
-
         algorithm = self.algorithm(call)
         first = list(call.groups[0])
         out = []
@@ -109,7 +106,7 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
     same, so ``cache`` (a dict the caller keeps for one cluster) holds one price per fabric,
     size and destination kind: pipeline sends repeat every micro-batch.
 
-    >>> from clustersim.topology import build_cluster
+    >>> from clustersim.network import build_cluster
     >>> cluster = build_cluster("dgx-h100", devices=16)
     >>> wire_B, latency_s = p2p_cost(cluster, cluster.devices[0], cluster.devices[8], 2**20)
     >>> wire_B, round(latency_s * 1e6, 2)   # node 0 to node 1, over the NDR fabric
@@ -130,8 +127,6 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
 
 def _p2p_cost(cluster, src, dst, size_B: float) -> tuple[float, float]:
     """The price :func:`p2p_cost` caches."""
-    from clustersim.collectives import expand, phase_latency_s, select_algorithm
-
     kinds = {cluster.graph.nodes[n]["kind"] for n in (src, dst)}
     if kinds <= {"accelerator", "die"}:
         algorithm = select_algorithm(cluster, [src, dst], "send_recv", size_B)

@@ -8,7 +8,7 @@ finish (an unmatched send, a dependency cycle across ranks) ends with :class:`De
 names each stuck rank and what it waits for, instead of hanging.
 
 >>> from clustersim.engine.program import Program
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-h100", devices=8)
 >>> p = Program()
 >>> r = p.add_rank(c.devices[0])
@@ -51,9 +51,6 @@ class SimResult:
     link_samples: list = field(default_factory=list, repr=False)
     algorithms: dict = field(default_factory=dict, repr=False)
     call_start_s: dict = field(default_factory=dict, repr=False)
-
-    def op_duration_s(self) -> np.ndarray:
-        return self.op_end_s - self.op_start_s
 
 
 def _streams(program: Program) -> dict[tuple[int, str], list]:

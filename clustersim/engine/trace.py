@@ -3,7 +3,7 @@ the busiest links' utilisation over time. Open the JSON in https://ui.perfetto.d
 
 >>> from clustersim.engine.program import Program
 >>> from clustersim.engine.core import simulate
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-h100", devices=8)
 >>> p = Program(); r = p.add_rank(c.devices[0], label="stage 0")
 >>> _ = p.compute(r, 1e-3, label="fwd")
@@ -14,12 +14,9 @@ the busiest links' utilisation over time. Open the JSON in https://ui.perfetto.d
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-__all__ = ["trace_events", "write_trace"]
+__all__ = ["trace_events"]
 
 
 def trace_events(result, cluster, max_links: int = 16) -> list[dict]:
@@ -57,12 +54,3 @@ def trace_events(result, cluster, max_links: int = 16) -> list[dict]:
                 events.append({"ph": "C", "name": f"{u}->{v}", "pid": links_pid,
                                "ts": t * 1e6, "args": {"util": round(u_now, 4)}})
     return events
-
-
-def write_trace(result, cluster, path: str | Path, max_links: int = 16) -> Path:
-    """Write the trace JSON; returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"traceEvents": trace_events(result, cluster, max_links),
-                                "displayTimeUnit": "ms"}))
-    return path

@@ -139,6 +139,7 @@ def _uniform(values: list[Any]) -> list[Any]:
 
 def result_frame(rows: Iterable[Mapping[str, Any]], swept_keys: Sequence[str] = ()):
     """The one DataFrame of a sweep: columns in declared order, numeric columns as float64."""
+    # pandas on use: every pool worker imports this module (normalise_row), none builds a frame
     import pandas as pd
 
     rows = [dict(r) for r in rows]

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from clustersim.units import KINDS, parse
+
 __all__ = ["MAX_BARS", "make_plots", "step_time_breakdown", "step_time_against",
            "link_utilisation", "memory_against_capacity", "LINK_UTIL_PREFIX"]
 
@@ -35,7 +37,8 @@ _PARTS = (("compute_s", "compute", "#4C72B0"), ("exposed_comm_s", "exposed commu
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: no global backend state to disturb
+    # matplotlib on use (~0.7 s to import); no pyplot: no global backend state to disturb
+    from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -100,8 +103,6 @@ def _save_per_scenario(fig, ax, scenarios, xlabel: str, title: str, path: Path) 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
     """Distinct values in a sensible order: by number, by quantity ("25 GB/s"), else as given."""
-    from clustersim.units import KINDS, parse
-
     distinct = list(dict.fromkeys(values))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct):
         return sorted(distinct)

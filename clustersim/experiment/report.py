@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clustersim.experiment.columns import STATUSES
+from clustersim.experiment.plots import make_plots
 
 __all__ = ["BEST", "write_report", "render_report", "markdown_table"]
 
@@ -104,8 +105,6 @@ def write_report(directory: str | Path, frame, experiment: Any, swept_keys: Sequ
     directory = Path(directory)
     made: list[tuple[str, Path]] = []
     if plots:
-        from clustersim.experiment.plots import make_plots
-
         made = make_plots(frame, swept_keys, directory / "plots")
     path = directory / "report.md"
     path.write_text(render_report(frame, experiment, swept_keys, made, directory),

@@ -36,10 +36,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from tqdm import tqdm
+
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 from clustersim.experiment import scenario as _scenario_module
 from clustersim.experiment.columns import error_row
 from clustersim.experiment.executors import RunFunction, check_options, run_scenarios
+from clustersim.experiment.report import write_report
 from clustersim.experiment.scenario import Scenario
 from clustersim.experiment.store import PartId, ResultStore, config_hash
 from clustersim.experiment.sweep import Expansion, expand
@@ -78,8 +81,6 @@ def _with_trace(scenario: Scenario) -> Scenario:
 
 
 def _progress_bar(total: int, done: int, enabled: bool | None, name: str):
-    from tqdm import tqdm
-
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, initial=done, disable=not enabled, unit="scenario", desc=name,
@@ -160,8 +161,6 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
 
     frame = store.combine(list(parts.values()), sweep.swept_keys)
     try:
-        from clustersim.experiment.report import write_report
-
         write_report(out, frame, sweep.base, sweep.swept_keys, plots=sweep.base.output.plots)
     except Exception as exc:  # the results are safe; a report problem must not lose them
         _log.warning("could not write the report: %s: %s", type(exc).__name__, exc)

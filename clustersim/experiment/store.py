@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clustersim import __version__
 from clustersim.experiment.columns import normalise_row, result_frame
+from clustersim.version import __version__
 
 __all__ = ["PartId", "ResultStore", "config_hash", "IDENTITY_EXCLUDES"]
 

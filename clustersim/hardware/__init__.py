@@ -7,15 +7,17 @@ Importable without numba or pandas.
 ('nvlink5', 50.0)
 """
 
-from clustersim.hardware.catalog import (DTYPES, LINK_CATEGORIES, DeviceSpec, HostLinkSpec,
-                                         LinkTech, MemorySpec, ScaleUpSpec, SwitchSpec,
-                                         device_presets, get_device, get_link, get_switch,
-                                         link_presets, load_device_catalog, load_link_catalog,
-                                         load_switch_catalog, switch_presets)
+from clustersim.hardware.catalog import (device_presets, get_device, get_link, get_switch,
+                                         host_link_bw_Bps, link_presets, load_device_catalog,
+                                         load_link_catalog, load_switch_catalog,
+                                         override_device, scale_up_bw_Bps, switch_presets)
+from clustersim.hardware.specs import (DTYPES, LINK_CATEGORIES, DeviceSpec, HostLinkSpec,
+                                       LinkTech, MemorySpec, ScaleUpSpec, SwitchSpec)
 
 __all__ = [
     "DTYPES", "LINK_CATEGORIES",
     "DeviceSpec", "MemorySpec", "ScaleUpSpec", "HostLinkSpec", "LinkTech", "SwitchSpec",
     "get_device", "get_link", "get_switch", "device_presets", "link_presets", "switch_presets",
     "load_device_catalog", "load_link_catalog", "load_switch_catalog",
+    "override_device", "scale_up_bw_Bps", "host_link_bw_Bps",
 ]

@@ -15,7 +15,7 @@ the presets, read once per process.
 >>> h100 = get_device("h100-sxm-80gb")
 >>> format_quantity(h100.flops_for("bf16"), "flop_rate"), h100.memory.technology
 ('989 TFLOP/s', 'hbm3')
->>> format_quantity(h100.scale_up_bw_Bps(), "bandwidth")  # 18 NVLink4 links, one direction
+>>> format_quantity(scale_up_bw_Bps(h100), "bandwidth")  # 18 NVLink4 links, one direction
 '450 GB/s'
 >>> get_switch("nvswitch3").in_network_reduction
 'nvls'
@@ -30,16 +30,12 @@ from typing import Any
 from clustersim.config.validation import validate
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors, lookup, unknown_name
-from clustersim.hardware.specs import (DTYPES, LINK_CATEGORIES, CatalogModel, DeviceSpec,
-                                       HostLinkSpec, LinkTech, MemorySpec, ScaleUpSpec,
-                                       SwitchSpec)
+from clustersim.hardware.specs import CatalogModel, DeviceSpec, LinkTech, SwitchSpec
 
-# The records are defined in hardware.specs; they stay importable from here.
 __all__ = [
-    "DTYPES", "LINK_CATEGORIES", "DATA_DIR",
-    "MemorySpec", "ScaleUpSpec", "HostLinkSpec", "DeviceSpec", "LinkTech", "SwitchSpec",
-    "get_device", "get_link", "get_switch", "device_presets", "link_presets", "switch_presets",
-    "load_link_catalog", "load_device_catalog", "load_switch_catalog", "check_device_links",
+    "DATA_DIR", "get_device", "get_link", "get_switch", "device_presets", "link_presets",
+    "switch_presets", "load_link_catalog", "load_device_catalog", "load_switch_catalog",
+    "check_device_links", "override_device", "scale_up_bw_Bps", "host_link_bw_Bps",
 ]
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -110,6 +106,23 @@ def check_device_links(device: DeviceSpec, links: dict[str, LinkTech] | None = N
     problems = _reference_problems(device, links)
     if problems:
         raise InputErrors(InputError(message) for _, message in problems)
+
+
+def override_device(device: DeviceSpec, overrides: dict[str, Any],
+                    links: dict[str, LinkTech] | None = None) -> DeviceSpec:
+    """``device`` with dotted YAML keys replaced (:meth:`DeviceSpec.with_overrides`), and every
+    link technology the new device names checked against ``links`` (default: the presets).
+
+    >>> override_device(get_device("h100-sxm-80gb"), {"memory.technology": "hbm3e"}).name
+    'h100-sxm-80gb'
+    >>> override_device(get_device("h100-sxm-80gb"), {"memory.technology": "nvlink4"})
+    Traceback (most recent call last):
+    ...
+    clustersim.errors.InputErrors: memory.technology: unknown memory link technology 'nvlink4'...
+    """
+    new = device.with_overrides(overrides)
+    check_device_links(new, links)
+    return new
 
 
 def load_link_catalog(path: str | Path = DATA_DIR / "links.yaml") -> dict[str, LinkTech]:
@@ -227,3 +240,30 @@ def get_switch(name: str) -> SwitchSpec:
     144
     """
     return lookup(_switches(), name, "switch preset")
+
+
+# ------------------------------------------------------------------ a device with its links
+
+def scale_up_bw_Bps(device: DeviceSpec) -> float:
+    """Scale-up bandwidth per direction: links x one link's bandwidth (0 if none).
+
+    >>> scale_up_bw_Bps(get_device("a100-sxm-80gb")) / 1e9
+    300.0
+    """
+    if device.scale_up is None:
+        return 0.0
+    return device.scale_up.links * get_link(device.scale_up.technology).bw_Bps
+
+
+def host_link_bw_Bps(device: DeviceSpec) -> float:
+    """Host-link bandwidth per direction (0 if none); lanes scale a lane-based unit.
+
+    >>> round(host_link_bw_Bps(get_device("h100-sxm-80gb")) / 1e9, 1)
+    63.0
+    """
+    if device.host_link is None:
+        return 0.0
+    link = get_link(device.host_link.technology)
+    if device.host_link.lanes is None:
+        return link.bw_Bps
+    return link.bw_Bps * device.host_link.lanes / (link.lanes or 1)

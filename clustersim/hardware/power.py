@@ -39,14 +39,14 @@ from __future__ import annotations
 import functools
 
 from clustersim.errors import InputError
+from clustersim.hardware.catalog import device_presets, get_link
+from clustersim.hardware.compute import compute_params
 
 __all__ = ["memory_power_at_peak_W", "joules_per_flop", "joules_per_memory_byte"]
 
 
 def joules_per_memory_byte(device, technology: str | None = None) -> float:
     """Energy to move one byte to or from the device's memory (its technology's J/bit x 8)."""
-    from clustersim.hardware import get_link
-
     return 8.0 * get_link(technology or device.memory.technology).energy_J_per_bit
 
 
@@ -58,8 +58,6 @@ def memory_power_at_peak_W(device) -> float:
 def _budgeted_memory_power_W(device) -> float:
     """Memory power the device's TDP was specified with: the catalog entry's when ``device``
     is that entry with only its memory changed, else the device's own."""
-    from clustersim.hardware import device_presets
-
     base = device_presets().get(device.name)
     if base is not None and (base.tdp_W, base.idle_W, base.peak_flops) == (
             device.tdp_W, device.idle_W, device.peak_flops):
@@ -82,8 +80,6 @@ def joules_per_flop(device, dtype: str) -> float:
             f"device {device.name!r}: its memory at full bandwidth draws {memory_W:.0f} W, "
             f"at least tdp - idle_power = {device.tdp_W - device.idle_W:.0f} W, leaving no "
             f"power for its math units; raise tdp or lower memory.bandwidth")
-    from clustersim.hardware.compute import compute_params
-
     family = compute_params(device)
     sustained = family.max_efficiency(dtype) * family.training_efficiency
     return budget / (device.flops_for(dtype) * sustained)

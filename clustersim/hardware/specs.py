@@ -4,8 +4,10 @@ named, estimates naming real fields, idle power below TDP, memory buses half dup
 
 Short user-facing YAML keys map to base-unit attributes (``bandwidth: 25 GB/s`` ->
 ``bw_Bps``); a device can be re-specified by dotted YAML keys
-(:meth:`DeviceSpec.with_overrides`). Reading the YAML files, checking the references between
-catalogs and the presets are :mod:`~clustersim.hardware.catalog`'s job.
+(:meth:`DeviceSpec.with_overrides`). A record is a plain value: it never looks anything up.
+Reading the YAML files, checking the references between catalogs (does the link a device
+names exist?), figures that combine a device with its links, and the presets are
+:mod:`~clustersim.hardware.catalog`'s job.
 
 >>> link = LinkTech.model_validate({"name": "x", "description": "a test link",
 ...     "category": "scale-out", "bandwidth": "25 GB/s", "unit": "one port",
@@ -32,9 +34,10 @@ __all__ = [
 ]
 
 DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
-Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"]
+Dtype = Literal[DTYPES]
 LINK_CATEGORIES = ("scale-up", "chip-to-chip", "host", "coherent", "die-to-die", "memory",
                    "scale-out", "torus")
+LinkCategory = Literal[LINK_CATEGORIES]
 
 
 class CatalogModel(StrictModel):
@@ -86,8 +89,7 @@ class LinkTech(_Sourced):
 
     name: str
     description: str
-    category: Literal["scale-up", "chip-to-chip", "host", "coherent", "die-to-die", "memory",
-                      "scale-out", "torus"]
+    category: LinkCategory
     bw_Bps: Bandwidth = Field(alias="bandwidth", description="per direction, one link unit")
     unit: str = Field(description="what one link unit is, e.g. 'x16 port', 'one HBM3 stack'")
     lanes: PositiveInt | None = Field(None, description="lanes in one unit (PCIe/CXL/UCIe)")
@@ -186,37 +188,10 @@ class DeviceSpec(_Sourced):
                              f"available: {', '.join(self.peak_flops)}")
         return self.peak_flops[dtype]
 
-    def scale_up_bw_Bps(self) -> float:
-        """Scale-up bandwidth per direction: links x one link's bandwidth (0 if none).
-
-        >>> from clustersim.hardware import get_device
-        >>> get_device("a100-sxm-80gb").scale_up_bw_Bps() / 1e9
-        300.0
-        """
-        if self.scale_up is None:
-            return 0.0
-        from clustersim.hardware.catalog import get_link   # the catalog imports this module
-
-        return self.scale_up.links * get_link(self.scale_up.technology).bw_Bps
-
-    def host_link_bw_Bps(self) -> float:
-        """Host-link bandwidth per direction (0 if none); lanes scale a lane-based unit.
-
-        >>> from clustersim.hardware import get_device
-        >>> round(get_device("h100-sxm-80gb").host_link_bw_Bps() / 1e9, 1)
-        63.0
-        """
-        if self.host_link is None:
-            return 0.0
-        from clustersim.hardware.catalog import get_link   # the catalog imports this module
-
-        link = get_link(self.host_link.technology)
-        if self.host_link.lanes is None:
-            return link.bw_Bps
-        return link.bw_Bps * self.host_link.lanes / (link.lanes or 1)
-
     def with_overrides(self, overrides: dict[str, Any]) -> DeviceSpec:
-        """A copy with dotted YAML keys replaced, validated again like a catalog entry.
+        """A copy with dotted YAML keys replaced, validated again like a catalog entry (its
+        own fields only: whether the link technologies it names exist is the catalog's
+        question, :func:`~clustersim.hardware.catalog.override_device`).
 
         >>> from clustersim.hardware import get_device
         >>> h100 = get_device("h100-sxm-80gb")
@@ -225,15 +200,10 @@ class DeviceSpec(_Sourced):
         >>> cheap.memory.technology, cheap.memory.bw_Bps, cheap.tdp_W == h100.tdp_W
         ('lpddr5x', 500000000000.0, True)
         """
-        # the catalog imports this module, and checks the links a device names
-        from clustersim.hardware.catalog import check_device_links
-
         data = self.model_dump(by_alias=True)
         for key, value in overrides.items():
             _set_dotted(data, str(key), value, DeviceSpec)
-        device = validate(DeviceSpec, data)
-        check_device_links(device)
-        return device
+        return validate(DeviceSpec, data)
 
 
 class SwitchSpec(_Sourced):

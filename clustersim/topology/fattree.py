@@ -26,6 +26,7 @@ from typing import Any
 
 import networkx as nx
 
+from clustersim.hardware.catalog import get_switch
 from clustersim.topology.graph import (FatTreeFabric, SwitchFabric, add_fabric, add_link,
                                        add_node, attach)
 
@@ -68,8 +69,6 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
     which the devices behind NIC ``e`` reach it: each path's first node gets the attachment.
     Returns the registered fabric (a single-switch SwitchFabric when one switch suffices).
     """
-    from clustersim.hardware import get_switch
-
     spec = get_switch(switch)
     radix = radix or spec.ports
     sw_lat = spec.latency_s

@@ -23,9 +23,10 @@ from pydantic import Field, PositiveInt
 from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
 from clustersim.errors import InputError, InputErrors
+from clustersim.hardware.catalog import get_device, get_link, override_device
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.graph import new_graph, add_node, attach, add_link
-from clustersim.topology.memory import add_cxl_pool, add_device_memory, add_host
+from clustersim.topology.memory_tiers import add_cxl_pool, add_device_memory, add_host
 from clustersim.topology.scaleup import add_direct_mesh, add_switch_domain
 from clustersim.topology.torus import add_torus
 
@@ -97,8 +98,6 @@ class GpuClusterParams(StrictModel):
 def resolve_device(name: str, overrides: dict[str, Any]):
     """The device preset with overrides; a new memory technology brings its own bandwidth
     (stacks x the technology's per-stack figure) unless a bandwidth is given too."""
-    from clustersim.hardware import get_device, get_link
-
     device = get_device(name)
     if not overrides:
         return device
@@ -108,7 +107,7 @@ def resolve_device(name: str, overrides: dict[str, Any]):
         overrides["memory.bandwidth"] = int(stacks) * get_link(
             overrides["memory.technology"]).bw_Bps
     try:
-        return device.with_overrides(overrides)
+        return override_device(device, overrides)
     except InputErrors as exc:  # name the override and quote its value (sweeps locate it)
         raise InputErrors(InputError(e.message + "".join(
             f" (override 'device_overrides.{k}': {v!r})" for k, v in overrides.items()

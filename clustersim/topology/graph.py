@@ -22,6 +22,8 @@ from typing import Any
 
 import networkx as nx
 
+from clustersim.hardware.catalog import get_link
+
 __all__ = [
     "NODE_KINDS", "COMPUTE_KINDS", "Attachment", "Fabric", "SwitchFabric", "DirectFabric",
     "TorusFabric", "FatTreeFabric", "new_graph", "add_node", "add_link", "add_fabric", "attach",
@@ -116,9 +118,7 @@ def add_node(G: nx.DiGraph, node_id: Any, kind: str, **attrs: Any) -> None:
 
 @functools.lru_cache(maxsize=None)
 def link_tech(name: str):
-    """The catalog entry of a link technology (imported lazily to keep builders light;
-    cached because builders ask once per edge)."""
-    from clustersim.hardware import get_link
+    """The catalog entry of a link technology (cached: builders ask once per edge)."""
     return get_link(name)
 
 

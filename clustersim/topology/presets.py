@@ -1,8 +1,9 @@
 """Topology presets: YAML files in the top-level ``topologies/`` folder, each naming a builder
 and its parameters. Every preset accepts a device count and dotted overrides of any parameter.
+(:func:`clustersim.network.build_cluster` makes the graph a routable Cluster.)
 
->>> c = build_cluster("dgx-h100", devices=16, overrides={"scale_out.bandwidth": "25 GB/s"})
->>> len(c.devices), c.params["scale_out"]["bandwidth"]
+>>> G, params = build_graph("dgx-h100", devices=16, overrides={"scale_out.bandwidth": "25 GB/s"})
+>>> len(G.graph["devices"]), params.scale_out.bandwidth
 (16, 25000000000.0)
 """
 
@@ -10,22 +11,20 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from clustersim.config.validation import StrictModel, validate
+from clustersim.config.validation import StrictModel, nested_model, validate
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 from clustersim.errors import InputError, InputErrors, closest, unknown_name
-from clustersim.topology.cluster import Cluster
 from clustersim.topology.gpu_cluster import GpuClusterParams, build_gpu_cluster
 from clustersim.topology.tpu_pod import TpuPodParams, build_tpu_pod
 
 __all__ = ["TopologyPreset", "BUILDERS", "topology_dirs", "topology_presets", "load_topology",
-           "resolve_params", "apply_overrides", "build_graph", "build_cluster"]
+           "resolve_params", "apply_overrides", "build_graph"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +95,9 @@ def load_topology(name_or_path: str) -> TopologyPreset:
 
 
 def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
-    from clustersim.config.validation import _model_in
-
     if model is None or name not in model.model_fields:
         return None
-    return _model_in(model.model_fields[name].annotation)
+    return nested_model(model.model_fields[name].annotation)
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any],
@@ -177,18 +174,3 @@ def build_graph(topology: str, devices: int | None = None,
     G.graph["preset"] = preset.name
     G.graph["description"] = preset.description
     return G, params
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_cluster(topology: str, devices: int | None, overrides_json: str) -> Cluster:
-    overrides = json.loads(overrides_json)
-    G, params = build_graph(topology, devices, overrides)
-    return Cluster.from_graph(G, params=params.model_dump())
-
-
-def build_cluster(topology: str, devices: int | None = None,
-                  overrides: dict[str, Any] | None = None) -> Cluster:
-    """A ready-to-simulate Cluster, cached by (topology, devices, overrides) so a sweep builds
-    each distinct cluster once per process."""
-    key = json.dumps(overrides or {}, sort_keys=True, default=str)
-    return _cached_cluster(topology, devices, key)

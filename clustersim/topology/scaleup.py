@@ -16,6 +16,7 @@ from typing import Any
 
 import networkx as nx
 
+from clustersim.hardware.catalog import get_switch
 from clustersim.topology.graph import (DirectFabric, SwitchFabric, add_fabric, add_link,
                                        add_node, attach)
 
@@ -46,8 +47,6 @@ def add_switch_domain(G: nx.DiGraph, endpoints: Sequence[Any], link: str, links_
                       latency_s: float | None = None) -> SwitchFabric:
     """Join ``endpoints`` through ``planes`` switch chips, each endpoint spreading its
     ``links_each`` links over the planes; attach them to the new fabric."""
-    from clustersim.hardware import get_switch
-
     spec = get_switch(switch)
     counts = spread_links(links_each, planes)
     names = []

@@ -23,7 +23,7 @@ from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.gpu_cluster import HostParams, resolve_device
 from clustersim.topology.graph import add_link, add_node, attach, new_graph
-from clustersim.topology.memory import add_device_memory, add_host
+from clustersim.topology.memory_tiers import add_device_memory, add_host
 from clustersim.topology.torus import add_torus, slice_shape
 
 __all__ = ["TpuPodParams", "build_tpu_pod"]

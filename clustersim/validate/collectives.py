@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clustersim.collectives.op_types import bus_factor
+from clustersim.collectives.select import price
+from clustersim.network.cluster import build_cluster
+
 __all__ = ["DATA_FILE", "PEAK_SIZE_B", "load_measurements", "row_spec", "predict_rows",
            "collective_validation", "summarize"]
 
@@ -78,10 +82,6 @@ def row_spec(row) -> dict:
 def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
     """One row per measurement: predicted and measured busbw (GB/s), time and the error
     (``predicted / measured - 1``)."""
-    from clustersim.collectives.ops import bus_factor
-    from clustersim.collectives.select import price
-    from clustersim.topology import build_cluster
-
     records = []
     specs = [row_spec(row) for _, row in frame.iterrows()]
     # one price() call per (cluster, op, algorithm) so each sweep is one kernel call

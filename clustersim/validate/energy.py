@@ -31,6 +31,9 @@ from typing import Any
 
 import pandas as pd
 
+from clustersim.config.experiment import ExperimentConfig
+from clustersim.experiment.scenario import Scenario, run_scenario
+
 __all__ = ["DATA_FILE", "load_published", "palm_config", "bloom_config", "simulate_config",
            "predict", "energy_validation", "summarize"]
 
@@ -137,9 +140,6 @@ def simulate_config(config: dict[str, Any]) -> dict[str, Any]:
     >>> row["status"], row["energy_per_token_j"] > 0
     ('ok', True)
     """
-    from clustersim.config.experiment import ExperimentConfig
-    from clustersim.experiment.scenario import Scenario, run_scenario
-
     cfg = ExperimentConfig.model_validate(config)
     return run_scenario(Scenario(0, cfg.name, cfg))
 

@@ -29,6 +29,11 @@ from typing import Any
 
 import pandas as pd
 
+from clustersim.config.experiment import ExperimentConfig
+from clustersim.experiment.scenario import Scenario, run_scenario
+from clustersim.workload.flops import megatron_flops_per_iteration
+from clustersim.workload.models import ModelSpec
+
 __all__ = ["DATA_FILE", "load_runs", "row_source", "row_config", "measured_step_s",
            "mcore_flops_per_iteration", "predict_runs", "training_validation", "summarize"]
 
@@ -141,9 +146,6 @@ def mcore_flops_per_iteration(layers: int, hidden: int, heads: int, seq_len: int
 
 def measured_step_s(row) -> float:
     """The step time a row measured, in the source's own terms (see module docstring)."""
-    from clustersim.workload.flops import megatron_flops_per_iteration
-    from clustersim.workload.models import ModelSpec
-
     source = row_source(row)
     if source == "MLM20":
         return float(row["iter_time_s"])
@@ -160,9 +162,6 @@ def measured_step_s(row) -> float:
 
 def predict_runs(frame: pd.DataFrame | None = None, fidelity: str = "flow") -> pd.DataFrame:
     """Predicted against measured step time for every row, with the error."""
-    from clustersim.config.experiment import ExperimentConfig
-    from clustersim.experiment.scenario import Scenario, run_scenario
-
     frame = load_runs() if frame is None else frame
     out = []
     for _, row in frame.iterrows():

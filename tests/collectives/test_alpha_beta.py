@@ -10,7 +10,7 @@ import pytest
 
 from clustersim.collectives import collective_time_s, default_calibration
 from clustersim.collectives.kernels import ALGO_CODES, OP_CODES, alpha_beta_kernel
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 
 ALPHA = 2e-6
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from clustersim.collectives import expand
-from clustersim.topology import Cluster, build_cluster, torus
+from clustersim.network import Cluster, build_cluster
+from clustersim.topology import torus
 
 S = 1.0e6
 

@@ -6,7 +6,7 @@ import pytest
 
 from clustersim.collectives import collective_time_s, expand
 from clustersim.errors import InputError
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 
 
 @pytest.fixture(scope="module")

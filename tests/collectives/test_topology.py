@@ -7,7 +7,8 @@ import pytest
 
 from clustersim.collectives import (collective_time_s, effective_capacity_Bps, expand,
                                     phase_latency_s, phase_time_s, price)
-from clustersim.topology import Cluster, build_cluster, torus
+from clustersim.network import Cluster, build_cluster
+from clustersim.topology import torus
 
 BIG = 2.0**33
 

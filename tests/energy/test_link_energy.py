@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from clustersim.engine import Program, simulate
+from clustersim.network import build_cluster
 from clustersim.result import StepOutcome, step_energy
-from clustersim.topology import build_cluster
 
 GIB = 2**30
 

@@ -123,7 +123,7 @@ def test_pipeline_compute_time_moves_by_the_memory_bound_kernels_alone(memory_va
     those kernels (whose compute-bound ones do not move, above), nothing else: no
     communication or scheduling time leaks into it. Plans and devices are read off the
     experiment file, not restated here."""
-    from clustersim.topology import build_cluster
+    from clustersim.network import build_cluster
     from clustersim.workload import resolve_model, resolve_plan
 
     exp = {s.swept.get("case"): s.config

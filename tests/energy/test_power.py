@@ -10,7 +10,7 @@ from clustersim.errors import InputError
 from clustersim.hardware import device_presets, get_device, get_switch
 from clustersim.hardware.power import (joules_per_flop, joules_per_memory_byte,
                                        memory_power_at_peak_W)
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 
 
 @pytest.mark.parametrize("name", sorted(device_presets()))

@@ -20,7 +20,7 @@ from clustersim.engine import CollectiveCall, Program, simulate
 from clustersim.fidelity import build_program
 from clustersim.result import StepOutcome, step_energy
 from clustersim.experiment.sweep import expand as expand_sweep
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 from clustersim.workload import resolve_model, resolve_plan
 from clustersim.step import plan_step
 

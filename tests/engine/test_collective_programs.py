@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 from clustersim.collectives import collective_time_s, expand, valid_algorithms
 from clustersim.engine import Program, simulate
 from clustersim.engine.comm import CommModel
+from clustersim.network import Cluster, build_cluster
 from clustersim.network.flows import flow_set
-from clustersim.topology import Cluster, build_cluster, torus
+from clustersim.network import Cluster, build_cluster
+from clustersim.topology import torus
 
 GiB, MiB, KiB = 2.0**30, 2.0**20, 2.0**10
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")

@@ -8,7 +8,7 @@ import pytest
 from clustersim.engine import Deadlock, Program, simulate
 from clustersim.engine.comm import CommModel
 from clustersim.hardware import get_link
-from clustersim.topology import build_cluster
+from clustersim.network import build_cluster
 
 
 class RawComm(CommModel):

@@ -9,8 +9,9 @@ import yaml
 
 from clustersim.errors import InputError
 from clustersim.hardware import (DeviceSpec, LinkTech, SwitchSpec, device_presets, get_device,
-                                 get_link, get_switch, link_presets, load_device_catalog,
-                                 load_link_catalog, switch_presets)
+                                 get_link, get_switch, host_link_bw_Bps, link_presets,
+                                 load_device_catalog, load_link_catalog, override_device,
+                                 scale_up_bw_Bps, switch_presets)
 from clustersim.hardware.specs import _field_keys
 
 GB = 1e9
@@ -57,16 +58,16 @@ def test_estimated_accepts_nested_and_rejects_unknown_fields():
 def test_scale_up_bandwidth_from_link_count_and_line_rate():
     # NVLink4: 2 lanes x 100 Gb/s per link per direction; H100 has 18 links.
     assert get_link("nvlink4").bw_Bps == pytest.approx(2 * 100e9 / 8)
-    assert get_device("h100-sxm-80gb").scale_up_bw_Bps() == pytest.approx(450 * GB)
+    assert scale_up_bw_Bps(get_device("h100-sxm-80gb")) == pytest.approx(450 * GB)
     # NVLink3: 4 lanes x 50 Gb/s; A100 has 12 links -> 600 GB/s bidirectional.
     assert get_link("nvlink3").bw_Bps == pytest.approx(4 * 50e9 / 8)
-    assert get_device("a100-sxm-80gb").scale_up_bw_Bps() == pytest.approx(300 * GB)
+    assert scale_up_bw_Bps(get_device("a100-sxm-80gb")) == pytest.approx(300 * GB)
     # NVLink5 doubles the lane rate: 1.8 TB/s bidirectional per Blackwell GPU.
-    assert 2 * get_device("b200").scale_up_bw_Bps() == pytest.approx(1800 * GB)
+    assert 2 * scale_up_bw_Bps(get_device("b200")) == pytest.approx(1800 * GB)
     # MI300X: 7 xGMI links of 128 GB/s bidirectional = 896 GB/s aggregate.
-    assert 2 * get_device("mi300x").scale_up_bw_Bps() == pytest.approx(896 * GB)
+    assert 2 * scale_up_bw_Bps(get_device("mi300x")) == pytest.approx(896 * GB)
     # TPU v4: 6 ICI links of 45 GB/s one way (scaling book).
-    assert get_device("tpu-v4").scale_up_bw_Bps() == pytest.approx(6 * 45 * GB)
+    assert scale_up_bw_Bps(get_device("tpu-v4")) == pytest.approx(6 * 45 * GB)
 
 
 def test_network_ports_are_line_rate_over_eight():
@@ -84,7 +85,7 @@ def test_pcie_x16_port_from_transfer_rate_and_encoding():
     assert get_link("cxl2").bw_Bps == get_link("pcie5").bw_Bps  # same PHY
     # A host link of 8 lanes gets half an x16 port.
     half = get_device("h100-sxm-80gb").with_overrides({"host_link.lanes": 8})
-    assert half.host_link_bw_Bps() == pytest.approx(get_link("pcie5").bw_Bps / 2)
+    assert host_link_bw_Bps(half) == pytest.approx(get_link("pcie5").bw_Bps / 2)
 
 
 def test_ucie_modules_are_lanes_times_32_gts():
@@ -139,7 +140,7 @@ def test_chiplet_die_is_a_quarter_of_b200_class_totals():
     assert 4 * die.memory.stacks == b200.memory.stacks
     assert 4 * die.tdp_W == pytest.approx(b200.tdp_W)
     # Its UCIe edge carries at least its own HBM bandwidth, so neighbours can stream it.
-    assert die.scale_up_bw_Bps() >= die.memory.bw_Bps
+    assert scale_up_bw_Bps(die) >= die.memory.bw_Bps
     assert "peak_flops" in die.estimated
 
 
@@ -205,9 +206,17 @@ def test_with_overrides_changes_exactly_the_named_fields():
     ({"tdp.x": 1}, "'tdp' is a value"),
     ({"tdp": "10 W"}, "idle_power"),
 ])
-def test_with_overrides_rejects_bad_input(overrides, message):
+def test_override_device_rejects_bad_input(overrides, message):
     with pytest.raises(InputError, match=message):
-        get_device("h100-sxm-80gb").with_overrides(overrides)
+        override_device(get_device("h100-sxm-80gb"), overrides)
+
+
+def test_a_spec_is_a_value_the_catalog_checks_links_of():
+    # with_overrides checks the record's own fields; the links it names are the catalog's
+    h100 = get_device("h100-sxm-80gb")
+    assert h100.with_overrides({"memory.technology": "hbm9"}).memory.technology == "hbm9"
+    with pytest.raises(InputError, match="memory link technology 'hbm9'"):
+        override_device(h100, {"memory.technology": "hbm9"})
 
 
 def test_malformed_catalog_entry_is_located(tmp_path):

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from clustersim.engine import Program, simulate
 from clustersim.engine.comm import CommModel
+from clustersim.network import Cluster, build_cluster
 from clustersim.network.flows import FlowNetwork, flow_set
-from clustersim.topology import Cluster, build_cluster, torus
+from clustersim.topology import torus
 
 REL = 1e-9
 

@@ -7,8 +7,9 @@ import math
 import pytest
 
 from clustersim.hardware import get_device, get_link
-from clustersim.topology import Cluster, build_cluster, torus
-from clustersim.topology.metrics import bisection_bandwidth, diameter, injection_bandwidth
+from clustersim.network import Cluster, build_cluster
+from clustersim.network.metrics import bisection_bandwidth, diameter, injection_bandwidth
+from clustersim.topology import torus
 from clustersim.topology.scaleup import spread_links
 from clustersim.topology.torus import slice_shape
 

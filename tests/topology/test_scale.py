@@ -19,8 +19,8 @@ import math
 import pytest
 
 from clustersim.hardware import get_link, get_switch
-from clustersim.topology import build_cluster
-from clustersim.topology.metrics import bisection_bandwidth, links_by_technology
+from clustersim.network import build_cluster
+from clustersim.network.metrics import bisection_bandwidth, links_by_technology
 
 GPUS = 16384
 GPUS_PER_NODE = 8

@@ -21,9 +21,10 @@ from typing import Any
 
 import networkx as nx
 
+from clustersim.hardware.catalog import get_switch
 from clustersim.topology.graph import SwitchFabric, add_fabric, add_link, add_node, attach
 
-__all__ = ["add_device_memory", "add_host", "add_cxl_pool", "memory_of"]
+__all__ = ["add_device_memory", "add_host", "add_cxl_pool"]
 
 
 def add_device_memory(G: nx.DiGraph, device_node: Any, device) -> str:
@@ -37,14 +38,9 @@ def add_device_memory(G: nx.DiGraph, device_node: Any, device) -> str:
     add_node(G, node, "memory", technology=mem.technology, stacks=mem.stacks,
              capacity_B=mem.capacity_B, label=f"{mem.stacks}x {mem.technology}")
     add_link(G, device_node, node, mem.technology, count=mem.stacks,
-             bw_Bps=mem.bw_Bps / mem.stacks)
+             bw_Bps=mem.per_stack_bw_Bps)
     G.nodes[device_node]["memory"] = node
     return node
-
-
-def memory_of(G: nx.DiGraph, device_node: Any) -> str:
-    """The memory node of a device."""
-    return G.nodes[device_node]["memory"]
 
 
 def add_host(G: nx.DiGraph, name: str, devices: Sequence[Any], link: str,
@@ -73,8 +69,6 @@ def add_cxl_pool(G: nx.DiGraph, name: str, devices: Sequence[Any], link: str, sw
                  expanders: int, expander_capacity_B: float, expander_links: int = 1,
                  device_links: int = 1, link_bw_Bps: float | None = None) -> SwitchFabric:
     """A CXL switch joining ``devices`` to ``expanders`` memory expanders (a memory pool)."""
-    from clustersim.hardware import get_switch
-
     spec = get_switch(switch)
     sw = f"{name}/sw"
     add_node(G, sw, "switch", tier="cxl", model=switch, label=spec.name)

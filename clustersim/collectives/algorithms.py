@@ -1,69 +1,51 @@
-"""Phases: what an algorithm turns a collective into, and the one entry point :func:`expand`.
-
-A collective on a group is a list of phases run one after another. A phase is a set of
-concurrent transfers between group positions plus the number of sequential algorithm steps it
-contains (each pays the per-step latency) and the bytes each rank reduces in it. A pipelined
-ring all-reduce is one phase: every rank sends ``2(p-1)/p * S`` to its successor over
-``2(p-1)`` steps.
+"""The algorithm dispatch: which algorithms exist, what a name like ``ring/ll`` means, and the
+one entry point :func:`expand` that turns a collective into its phases
+(:class:`~clustersim.collectives.phase.Phase`).
 
 Algorithm names are ``NAME`` or ``NAME/PROTOCOL``: ``ring``, ``tree``, ``rhd``, ``direct``,
 ``hierarchical``, ``multidim``, ``nvls``, ``sharp``; protocols ``simple`` (bulk, the default)
 and ``ll`` (NCCL's low-latency protocol: lower per-step latency, fewer payload bytes per wire
 byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
-``calibration.yaml``), so the flow engine needs no protocol knowledge. Each phase's ``label``
-starts with ``"ALGORITHM/PROTOCOL:"``; :func:`phase_protocol` reads it back, and
-``cost.phase_latency_s`` uses it to pick the protocol's per-step latency.
+``calibration.yaml``), so the flow engine needs no protocol knowledge. Each phase records its
+``algorithm`` and ``protocol`` as fields, and ``cost.phase_latency_s`` reads the protocol to
+pick its per-step latency; the ``label`` (``"ALGORITHM/PROTOCOL: what"``) is for people.
 
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-a100", 8)
 >>> [ph] = expand(c, c.devices, "all_reduce", 8e6, "ring")
 >>> ph.steps, ph.src.tolist(), ph.dst.tolist()[:3], float(ph.bytes[0])
 (14, [0, 1, 2, 3, 4, 5, 6, 7], [1, 2, 3], 14000000.0)
->>> ph.label
-'ring/simple: all_reduce'
+>>> ph.label, ph.algorithm, ph.protocol
+('ring/simple: all_reduce', 'ring', 'simple')
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
+from clustersim.collectives.calibration import default_calibration, wire_factors
+from clustersim.collectives.direct import expand_direct
+from clustersim.collectives.group_structure import group_info
+from clustersim.collectives.hierarchical import expand_hierarchical, expand_multidim
+from clustersim.collectives.innetwork import expand_nvls, expand_sharp
+from clustersim.collectives.op_types import all_to_all_matrix, check_op
+from clustersim.collectives.phase import Phase
+from clustersim.collectives.rhd import expand_rhd
+from clustersim.collectives.ring import expand_ring
+from clustersim.collectives.tree import expand_tree
 from clustersim.errors import InputError, closest
 
-__all__ = ["Phase", "ALGORITHMS", "PROTOCOLS", "expand", "phase_protocol", "split_algorithm",
-           "make_phase", "valid_algorithms"]
+__all__ = ["ALGORITHMS", "PROTOCOLS", "expand", "split_algorithm", "valid_algorithms"]
 
 PROTOCOLS = ("simple", "ll")
 
-
-@dataclass(frozen=True)
-class Phase:
-    src: np.ndarray      # int64, positions in the group (0..p-1) of each transfer's sender
-    dst: np.ndarray      # int64, receiver positions
-    bytes: np.ndarray    # float64, bytes of each transfer
-    steps: int           # sequential algorithm steps inside the phase (each pays the per-step latency)
-    reduce_bytes: float = 0.0   # bytes each rank reduces in this phase (reduction compute cost)
-    label: str = ""
-
-
-def make_phase(pairs, steps: int, reduce_bytes: float = 0.0, label: str = "") -> Phase:
-    """A phase from ``[(src, dst, bytes), ...]``; zero-byte and self transfers are dropped."""
-    kept = [(s, d, b) for s, d, b in pairs if s != d and b > 0]
-    src = np.fromiter((s for s, _, _ in kept), dtype=np.int64, count=len(kept))
-    dst = np.fromiter((d for _, d, _ in kept), dtype=np.int64, count=len(kept))
-    nbytes = np.fromiter((b for _, _, b in kept), dtype=np.float64, count=len(kept))
-    return Phase(src, dst, nbytes, int(steps), float(reduce_bytes), label)
-
-
-def phase_protocol(phase: Phase) -> str:
-    """The protocol named in a phase's label (``simple`` when it names none).
-
-    >>> phase_protocol(make_phase([(0, 1, 1.0)], 1, label="ring/ll: all_gather"))
-    'll'
-    """
-    head = phase.label.split(":", 1)[0]
-    return head.split("/", 1)[1] if "/" in head else "simple"
+# name -> the function laying out its payload phases; the order is the order of ALGORITHMS
+_EXPANDERS = {"ring": expand_ring, "tree": expand_tree, "rhd": expand_rhd,
+              "direct": expand_direct, "hierarchical": expand_hierarchical,
+              "multidim": expand_multidim, "nvls": expand_nvls, "sharp": expand_sharp}
+ALGORITHMS = tuple(_EXPANDERS)
 
 
 def split_algorithm(algorithm: str) -> tuple[str, str]:
@@ -84,20 +66,8 @@ def split_algorithm(algorithm: str) -> tuple[str, str]:
     return name, protocol
 
 
-def _algorithms() -> dict:
-    from clustersim.collectives import direct, hierarchical, innetwork, rhd, ring, tree
-
-    return {"ring": ring.expand_ring, "tree": tree.expand_tree, "rhd": rhd.expand_rhd,
-            "direct": direct.expand_direct, "hierarchical": hierarchical.expand_hierarchical,
-            "multidim": hierarchical.expand_multidim, "nvls": innetwork.expand_nvls,
-            "sharp": innetwork.expand_sharp}
-
-
-ALGORITHMS = ("ring", "tree", "rhd", "direct", "hierarchical", "multidim", "nvls", "sharp")
-
-
 def _payload_phases(cluster, info, op, size_bytes, name, root, matrix):
-    return _algorithms()[name](cluster, info, op, float(size_bytes), root=root, matrix=matrix)
+    return _EXPANDERS[name](cluster, info, op, float(size_bytes), root=root, matrix=matrix)
 
 
 def valid_algorithms(cluster, group, op: str, names=None) -> list[str]:
@@ -105,14 +75,11 @@ def valid_algorithms(cluster, group, op: str, names=None) -> list[str]:
     (no protocol suffix). Checking means expanding, so ask only about the names you need: a
     direct all-reduce on 4,096 chips alone is 16.8 million transfers.
 
-    >>> from clustersim.topology import build_cluster
+    >>> from clustersim.network import build_cluster
     >>> c = build_cluster("dgx-h100", 8)
     >>> valid_algorithms(c, c.devices, "all_reduce")
     ['ring', 'tree', 'rhd', 'direct', 'nvls']
     """
-    from clustersim.collectives.groups import group_info
-    from clustersim.collectives.ops import check_op
-
     check_op(op)
     info = group_info(cluster, group)
     out = []
@@ -130,11 +97,8 @@ def expand(cluster, group, op: str, size_bytes: float, algorithm: str, *, root: 
     """The phases of ``op`` of ``size_bytes`` (nccl-tests convention) on ``group`` by
     ``algorithm``; an InputError says why an algorithm does not fit the group or op and which
     ones do. ``root`` (a position) is for broadcast/reduce; ``matrix`` (p x p bytes) or
-    ``skew`` shapes an all_to_all (see :func:`clustersim.collectives.ops.all_to_all_matrix`)."""
-    from clustersim.collectives.calibration import default_calibration, wire_factors
-    from clustersim.collectives.groups import group_info
-    from clustersim.collectives.ops import all_to_all_matrix, check_op
-
+    ``skew`` shapes an all_to_all (see
+    :func:`clustersim.collectives.op_types.all_to_all_matrix`)."""
     check_op(op)
     if size_bytes < 0 or not np.isfinite(size_bytes):
         raise InputError(f"collective size must be a finite number of bytes >= 0, got "
@@ -160,5 +124,6 @@ def expand(cluster, group, op: str, size_bytes: float, algorithm: str, *, root: 
     out = []
     for ph in phases:
         factor = wire_factors(cluster, info.members, ph, name, protocol, cal)
-        out.append(replace(ph, bytes=ph.bytes * factor, label=f"{name}/{protocol}: {ph.label}"))
+        out.append(replace(ph, bytes=ph.bytes * factor, label=f"{name}/{protocol}: {ph.label}",
+                           algorithm=name, protocol=protocol))
     return out

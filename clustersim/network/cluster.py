@@ -2,16 +2,23 @@
 
 Downstream code never walks the networkx graph in a hot loop: it asks the router for a route
 once and gets link indices into the LinkTable's flat arrays, which the numba kernels read.
+The topology layer describes the graph; this module makes it routable (:class:`Router`,
+:class:`~clustersim.network.links.LinkTable`) and hands both to the :class:`Cluster`.
 
 >>> from clustersim.topology.torus import torus
 >>> c = Cluster.from_graph(torus((4, 4), link="ici-v4"))
 >>> links, weights, latency_s = c.route(c.devices[0], c.devices[5])
 >>> len(links), float(weights.sum())
 (2, 2.0)
+>>> c = build_cluster("dgx-h100", devices=16, overrides={"scale_out.bandwidth": "25 GB/s"})
+>>> len(c.devices), c.params["scale_out"]["bandwidth"]
+(16, 25000000000.0)
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -19,57 +26,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from clustersim.network.links import LinkTable
 from clustersim.network.routing import Router
+from clustersim.topology.graph import FatTreeFabric
+from clustersim.topology.presets import build_graph
 
-__all__ = ["LinkTable", "Cluster"]
-
-
-@dataclass
-class LinkTable:
-    """One entry per link resource; a half-duplex edge pair shares one entry."""
-
-    edges: list[tuple]                 # a representative directed edge per link
-    edge_index: dict[tuple, int]       # every directed edge -> its link
-    capacity_Bps: np.ndarray
-    latency_s: np.ndarray
-    energy_J_per_bit: np.ndarray
-    tech_id: np.ndarray
-    techs: tuple[str, ...]
-
-    @classmethod
-    def from_graph(cls, G: nx.DiGraph) -> LinkTable:
-        """One link per directed edge, except: a half-duplex pair shares one link, and edges
-        of one bundle (parallel links routing always loads evenly) form one link whose
-        capacity is their sum."""
-        edges, index, cap, lat, energy, tech = [], {}, [], [], [], []
-        techs: dict[str, int] = {}
-        bundles: dict = {}
-        for u, v, data in G.edges(data=True):
-            if (u, v) in index:
-                continue
-            bundle = data.get("bundle")
-            if bundle is not None and bundle in bundles:
-                i = bundles[bundle]
-                index[(u, v)] = i
-                cap[i] += data["bw_Bps"]
-                continue
-            i = len(edges)
-            index[(u, v)] = i
-            if bundle is not None:
-                bundles[bundle] = i
-            if data["duplex"] == "half":
-                index[(v, u)] = i
-            edges.append((u, v))
-            cap.append(data["bw_Bps"])
-            lat.append(data["latency_s"])
-            energy.append(data["energy_J_per_bit"])
-            tech.append(techs.setdefault(data["tech"], len(techs)))
-        return cls(edges, index, np.array(cap, dtype=np.float64),
-                   np.array(lat, dtype=np.float64), np.array(energy, dtype=np.float64),
-                   np.array(tech, dtype=np.int64), tuple(techs))
-
-    def __len__(self) -> int:
-        return len(self.edges)
+__all__ = ["Cluster", "build_cluster"]
 
 
 @dataclass
@@ -158,8 +120,6 @@ class Cluster:
 
     def _middle_links(self, fabric, a, b):
         """The fabric's route between two entries; on a fat-tree cached per leaf pair."""
-        from clustersim.topology.graph import FatTreeFabric
-
         if isinstance(fabric, FatTreeFabric):
             la, lb = fabric.leaf_of[a], fabric.leaf_of[b]
             if la == lb:
@@ -216,5 +176,18 @@ class Cluster:
                 return node, G.nodes[node]["capacity_B"]
         return None
 
-    def nodes_of_kind(self, kind: str) -> list:
-        return [n for n, k in self.graph.nodes(data="kind") if k == kind]
+
+@functools.lru_cache(maxsize=32)
+def _cached_cluster(topology: str, devices: int | None, overrides_json: str) -> Cluster:
+    overrides = json.loads(overrides_json)
+    G, params = build_graph(topology, devices, overrides)
+    return Cluster.from_graph(G, params=params.model_dump())
+
+
+def build_cluster(topology: str, devices: int | None = None,
+                  overrides: dict[str, Any] | None = None) -> Cluster:
+    """A ready-to-simulate Cluster of a topology preset (or file) sized to ``devices``, with
+    dotted ``overrides`` of its parameters; cached by (topology, devices, overrides) so a
+    sweep builds each distinct cluster once per process."""
+    key = json.dumps(overrides or {}, sort_keys=True, default=str)
+    return _cached_cluster(topology, devices, key)

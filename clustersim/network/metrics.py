@@ -7,7 +7,6 @@ fairly under the cluster's routing, and the aggregate rate is the answer. For th
 here it equals the textbook min cut: ``2 * N / L * b`` for an N-chip torus whose longest
 dimension is L, ``N/2 * b / r`` for a fat-tree with oversubscription r.
 
->>> from clustersim.topology.cluster import Cluster
 >>> from clustersim.topology.torus import torus
 >>> c = Cluster.from_graph(torus((8,), link="ici-v4"))
 >>> round(bisection_bandwidth(c) / float(c.links.capacity_Bps[0]), 6)   # a ring: 2 cross
@@ -21,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from clustersim.network.cluster import Cluster
 from clustersim.network.maxmin import max_min_rates
-from clustersim.topology.cluster import Cluster
 from clustersim.topology.graph import DirectFabric, FatTreeFabric, SwitchFabric, TorusFabric
 
 __all__ = ["links_by_technology", "nodes_by_kind", "injection_bandwidth",

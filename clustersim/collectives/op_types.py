@@ -26,12 +26,10 @@ import numpy as np
 
 from clustersim.errors import InputError, closest
 
-__all__ = ["OPS", "REDUCING_OPS", "bus_factor", "check_op", "all_to_all_matrix"]
+__all__ = ["OPS", "bus_factor", "check_op", "all_to_all_matrix"]
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "reduce",
        "send_recv")
-# Ops whose receivers combine incoming data with their own (the reduction compute cost).
-REDUCING_OPS = ("all_reduce", "reduce_scatter", "reduce")
 
 
 def check_op(op: str) -> str:

@@ -1,13 +1,13 @@
 """The structure of a communication group read off the real graph: which fabric joins it,
 how it splits into local domains (nodes), and where its members sit on a torus.
 
-A group is an ordered list of device nodes of a :class:`~clustersim.topology.Cluster`.
+A group is an ordered list of device nodes of a :class:`~clustersim.network.Cluster`.
 Members are split by their innermost attachment (``attach[0]``: a scale-up domain, a chiplet
 package, a torus): one part means the group lives inside one fabric ("flat"); several parts of
 one member each are flat on the fabric that joins the parts; several parts of equal size
 ``L > 1`` are two-level ("nodes" of ``L`` local ranks joined by an outer fabric).
 
->>> from clustersim.topology import build_cluster
+>>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-h100", 16)
 >>> info = group_info(c, c.devices)
 >>> info.flat, info.local_size, len(info.nodes), info.fabric.level
@@ -105,7 +105,8 @@ def sub_lattice(info: GroupInfo) -> tuple[list[int], dict[int, tuple]] | None:
     """``(varying dims, coords by position)`` when a flat torus group is a full sub-grid (the
     product of its coordinate values per dimension), else None.
 
-    >>> from clustersim.topology import Cluster, torus
+    >>> from clustersim.network import Cluster
+    >>> from clustersim.topology import torus
     >>> c = Cluster.from_graph(torus((4, 4)))
     >>> dims, _ = sub_lattice(group_info(c, c.devices))
     >>> dims
@@ -130,7 +131,7 @@ def shape_key(cluster, group) -> tuple:
     the first member. Groups with equal keys expand to the same positional phases (the 512
     FSDP groups of PaLM's layout are translations of one another).
 
-    >>> from clustersim.topology import build_cluster
+    >>> from clustersim.network import build_cluster
     >>> c = build_cluster("dgx-h100", 16)
     >>> shape_key(c, c.devices[:8]) == shape_key(c, c.devices[8:])
     True
