@@ -23,6 +23,7 @@ COMMANDS = {
     "topology": "topology_cmd",
     "collective": "collective_cmd",
     "presets": "presets_cmd",
+    "calibrate": "calibrate_cmd",
 }
 
 

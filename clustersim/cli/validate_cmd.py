@@ -57,6 +57,9 @@ def run(args) -> int:
         summary = summarize(train)
         print(f"summary: {summary['rows']} rows, median |error| "
               f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
+        for row_id, error in summary["conflicting"].items():
+            print(f"  apart: {row_id} {error:+.1%} (its published figure contradicts its "
+                  "stated configuration: clustersim.validate.training.CONFLICTING_ROWS)")
         tables.append(train.assign(table="training"))
     if args.only in (None, "energy"):
         from clustersim.validate.energy import energy_validation

@@ -43,8 +43,8 @@ from clustersim.config.validation import StrictModel, validate
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors
 
-__all__ = ["ComputeParams", "compute_params", "compute_families", "gemm_efficiency",
-           "attention_efficiency", "op_time_s", "OP_KINDS"]
+__all__ = ["ComputeParams", "compute_params", "compute_families", "clear_caches",
+           "gemm_efficiency", "attention_efficiency", "op_time_s", "OP_KINDS"]
 
 OP_KINDS = ("gemm", "attention", "elementwise", "embedding", "optimizer")
 _DATA = Path(__file__).parent / "data" / "compute.yaml"
@@ -75,8 +75,12 @@ class ComputeParams(StrictModel):
     # Sustained fraction of benchmark compute throughput inside a real multi-GPU training
     # step (power-capped clocks with every GPU, NIC and switch loaded, SMs shared with NCCL
     # kernels, framework-shaped operands); fitted per family on published training runs.
-    training_efficiency: float = Field(1.0, gt=0, le=1)
+    # Every family states its decision: a value fitted on the rows of `fitted_on`, a value
+    # with its `basis` (why, where no run was fitted), or `from` another family's fit.
+    training_efficiency: float | None = Field(None, gt=0, le=1)
     training_efficiency_fitted_on: list[str] = Field(default_factory=list)
+    training_efficiency_basis: str = ""
+    training_efficiency_from: str | None = None
     kernel_overhead_s: NonNegativeTime = Field(alias="kernel_overhead")
     source: str = Field(min_length=1)
     estimated: list[str] = Field(default_factory=list)
@@ -128,9 +132,33 @@ def compute_families() -> dict[str, ComputeParams]:
             errors.append(doc.error((name, "gemm_max_efficiency"), "gemm_max_efficiency "
                                     "needs a `default` and values in (0, 1]"))
         families[name] = family
+    for name, family in families.items():
+        problem = _training_decision_problem(family, families)
+        if problem:
+            errors.append(doc.error((name, "training_efficiency"), problem))
+        elif family.training_efficiency_from:
+            source = families[family.training_efficiency_from]
+            families[name] = family.model_copy(
+                update={"training_efficiency": source.training_efficiency})
     if errors:
         raise InputErrors(errors)
     return families
+
+
+def _training_decision_problem(family: ComputeParams, families: dict) -> str:
+    """Why a family's training_efficiency decision is incomplete ("" when it is not)."""
+    given = family.training_efficiency is not None
+    inherited = family.training_efficiency_from
+    if given == bool(inherited):
+        return ("give either training_efficiency (fitted_on or basis) or "
+                "training_efficiency_from: <family>, exactly one")
+    if inherited and (inherited not in families or
+                      families[inherited].training_efficiency is None):
+        return f"training_efficiency_from: {inherited!r} is not a family with a value"
+    if given and not (family.training_efficiency_fitted_on or family.training_efficiency_basis):
+        return "say where training_efficiency comes from: training_efficiency_fitted_on or " \
+               "training_efficiency_basis"
+    return ""
 
 
 @functools.cache
@@ -150,6 +178,13 @@ def compute_params(device) -> ComputeParams:
     0.883
     """
     return _family_of(device.name)
+
+
+def clear_caches() -> None:
+    """Forget every memoised family and GEMM efficiency (after a family's values changed, as
+    a calibration trial does)."""
+    _family_of.cache_clear()
+    _gemm_eff.cache_clear()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -175,7 +210,7 @@ def gemm_efficiency(m: int, n: int, k: int, device, dtype: str, batch: int = 1) 
     >>> [round(gemm_efficiency(s, s, s, h100, "fp8"), 2) for s in (1024, 4096, 32768)]
     [0.24, 0.64, 0.7]
     >>> [round(gemm_efficiency(1024, 1024, 64, h100, "bf16", batch=b), 2) for b in (1, 96)]
-    [0.03, 0.06]
+    [0.01, 0.03]
     """
     return _gemm_eff(int(m), int(n), int(k), compute_params(device).name, dtype, int(batch))
 
