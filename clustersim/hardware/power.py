@@ -27,7 +27,7 @@ memory.
 >>> from clustersim.hardware import get_device
 >>> h100 = get_device("h100-sxm-80gb")
 >>> round(joules_per_flop(h100, "bf16") * 1e12, 2)
-0.86
+0.85
 >>> lpddr = h100.with_overrides({"memory.technology": "lpddr5x", "memory.stacks": 16,
 ...                              "memory.bandwidth": "1092 GB/s"})
 >>> joules_per_flop(lpddr, "bf16") == joules_per_flop(h100, "bf16")
