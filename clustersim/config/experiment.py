@@ -162,7 +162,6 @@ class TrainingConfig(StrictModel):
 class SimulationConfig(StrictModel):
     fidelity: Literal["flow", "analytic"] = "flow"
     ranks: Literal["representative", "all"] = "representative"
-    seed: int = 0
     pue: float = Field(1.0, ge=1.0, le=3.0,
                        description="facility power usage effectiveness applied to energy")
 

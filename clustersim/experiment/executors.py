@@ -197,7 +197,8 @@ def run_dask(scenarios: Iterable[Scenario], run_fn: RunFunction, workers: int | 
     scenarios = list(scenarios)
     if not scenarios:
         return
-    try:  # an optional dependency, and a slow import: only for --executor dask
+    try:
+        # an optional dependency, and a slow import: only for --executor dask
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise InputError("the dask executor needs dask.distributed: "

@@ -38,6 +38,61 @@ def _dep_time(kind, val, local, entry, pro):
 
 
 @njit
+def _interval_arrays(seq_ptr, seq_inst, inst_ptr):
+    """Room for every op's interval (a receive adds one on the sender: twice the ops)."""
+    total = 0
+    for k in range(seq_ptr[-1]):
+        total += inst_ptr[seq_inst[k] + 1] - inst_ptr[seq_inst[k]]
+    return (np.zeros(2 * total), np.zeros(2 * total), np.zeros(2 * total, dtype=np.int64),
+            np.zeros(2 * total, dtype=np.bool_))
+
+
+@njit
+def _exit_instance(s, inst, is_prologue, inst_ptr, inst_exit, reg, local, entry, pro):
+    """Stage ``s`` leaves instance ``inst``: its exit registers; a prologue keeps its calls."""
+    for r in range(reg.shape[1]):
+        x = inst_exit[inst, r]
+        reg[s, r] = local[s, x] if x >= 0 else entry[s, -1 - x]
+    if is_prologue:
+        for q in range(inst_ptr[inst + 1] - inst_ptr[inst]):
+            pro[s, q] = local[s, q]
+
+
+@njit
+def _receive(sent, start, duration, last_send, stage_end):
+    """``(start, end, sender)`` of a receive whose send ``sent`` (ready time, stage,
+    register) has been posted: after the send and after the sender's previous transfer on the
+    same register (one link, in order)."""
+    sender, sreg = int(sent[1]), int(sent[2])
+    if sent[0] > start:
+        start = sent[0]
+    if last_send[sender, sreg] > start:
+        start = last_send[sender, sreg]
+    end = start + duration
+    last_send[sender, sreg] = end
+    if end > stage_end[sender]:
+        stage_end[sender] = end
+    return start, end, sender
+
+
+@njit
+def _meet(call, s, start, duration):
+    """``(start, end)`` of a call two stages meet on (``call``: post time, posting stage,
+    start, end); ``end < 0`` while stage ``s`` waits for the other: the first to post
+    waits, the second runs the call for both."""
+    if call[3] >= 0.0:                           # the call has run
+        return call[2], call[3]
+    if call[1] < 0:                              # first to post
+        call[0], call[1] = start, s
+        return start, -1.0
+    if call[1] == s:                             # still waiting
+        return start, -1.0
+    start = max(start, call[0])                  # second: the call runs now
+    call[2], call[3] = start, start + duration
+    return start, start + duration
+
+
+@njit
 def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_reg, op_dur,
                     op_key, op_main, dep_ptr, dep_kind, dep_val, n_regs, n_keys, n_meets,
                     max_ops, n_prologue):
@@ -56,28 +111,12 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
     pos = seq_ptr[:-1].copy()
     opi = np.zeros(n_stages, dtype=np.int64)
     stage_end = np.zeros(n_stages)
-    send_ready = np.full(n_keys, -1.0)
-    send_stage = np.zeros(n_keys, dtype=np.int64)
-    send_reg = np.zeros(n_keys, dtype=np.int64)
+    send = np.full((n_keys, 3), -1.0)          # per key: ready time, stage, register
     last_send = np.zeros((n_stages, n_regs))
-    meet_post = np.full(n_meets + 1, -1.0)    # the first stage's post time
-    meet_stage = np.full(n_meets + 1, -1)
-    meet_start = np.zeros(n_meets + 1)
-    meet_end = np.full(n_meets + 1, -1.0)
-    total = 0
-    for k in range(seq_ptr[-1]):
-        total += inst_ptr[seq_inst[k] + 1] - inst_ptr[seq_inst[k]]
-    iv_start = np.zeros(2 * total)
-    iv_end = np.zeros(2 * total)
-    iv_stage = np.zeros(2 * total, dtype=np.int64)
-    iv_compute = np.zeros(2 * total, dtype=np.bool_)
+    meet = np.full((n_meets + 1, 4), -1.0)     # per call: post time, stage, start, end
+    iv_start, iv_end, iv_stage, iv_compute = _interval_arrays(seq_ptr, seq_inst, inst_ptr)
     n_iv = 0
-    remaining = n_stages
-    for s in range(n_stages):
-        if pos[s] == seq_ptr[s + 1]:
-            remaining -= 1
-        else:
-            entry[s, :] = reg[s, :]
+    remaining = np.sum(seq_ptr[1:] > seq_ptr[:-1])   # stages with work (entry = reg = 0)
     while remaining > 0:
         progress = False
         for s in range(n_stages):
@@ -85,12 +124,8 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                 inst = seq_inst[pos[s]]
                 j = inst_ptr[inst] + opi[s]
                 if j == inst_ptr[inst + 1]:           # instance done: its exit registers
-                    for r in range(n_regs):
-                        x = inst_exit[inst, r]
-                        reg[s, r] = local[s, x] if x >= 0 else entry[s, -1 - x]
-                    if seq_mb[pos[s]] == -2:            # the prologue: keep its calls
-                        for q in range(inst_ptr[inst + 1] - inst_ptr[inst]):
-                            pro[s, q] = local[s, q]
+                    _exit_instance(s, inst, seq_mb[pos[s]] == -2, inst_ptr, inst_exit, reg,
+                                   local, entry, pro)
                     pos[s] += 1
                     opi[s] = 0
                     progress = True
@@ -107,42 +142,22 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                         start = t
                 if code == SEND:
                     key = op_key[j] + seq_mb[pos[s]]
-                    send_ready[key] = start
-                    send_stage[key] = s
-                    send_reg[key] = r
+                    send[key, 0], send[key, 1], send[key, 2] = start, s, r
                     opi[s] += 1
                     progress = True
                     continue
                 if code == RECV:
                     key = op_key[j] + seq_mb[pos[s]]
-                    if send_ready[key] < 0.0:
+                    if send[key, 0] < 0.0:
                         break                            # the sender has not sent yet
-                    sender, sreg = send_stage[key], send_reg[key]
-                    if send_ready[key] > start:
-                        start = send_ready[key]
-                    if last_send[sender, sreg] > start:
-                        start = last_send[sender, sreg]
-                    end = start + op_dur[j]
-                    last_send[sender, sreg] = end
-                    if end > stage_end[sender]:
-                        stage_end[sender] = end
+                    start, end, sender = _receive(send[key], start, op_dur[j], last_send,
+                                                  stage_end)
                     iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, sender
                     n_iv += 1
                 elif code == MEET:
-                    m = op_key[j]
-                    if meet_end[m] >= 0.0:               # the call has run
-                        start, end = meet_start[m], meet_end[m]
-                    elif meet_stage[m] < 0:              # first to post: wait for the other
-                        meet_post[m] = start
-                        meet_stage[m] = s
-                        break
-                    elif meet_stage[m] == s:             # still waiting
-                        break
-                    else:                                # second: the call runs now
-                        if meet_post[m] > start:
-                            start = meet_post[m]
-                        end = start + op_dur[j]
-                        meet_start[m], meet_end[m] = start, end
+                    start, end = _meet(meet[op_key[j]], s, start, op_dur[j])
+                    if end < 0.0:
+                        break                            # waiting for the other stage
                 else:
                     end = start + op_dur[j]
                 local[s, j - inst_ptr[inst]] = end
