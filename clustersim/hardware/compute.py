@@ -136,10 +136,12 @@ def compute_families() -> dict[str, ComputeParams]:
         problem = _training_decision_problem(family, families)
         if problem:
             errors.append(doc.error((name, "training_efficiency"), problem))
-        elif family.training_efficiency_from:
-            source = families[family.training_efficiency_from]
-            families[name] = family.model_copy(
-                update={"training_efficiency": source.training_efficiency})
+    for _ in range(len(families)):   # a chain of `from`s resolves one link per pass
+        for name, family in families.items():
+            source = families.get(family.training_efficiency_from or "")
+            if source is not None and family.training_efficiency is None:
+                families[name] = family.model_copy(
+                    update={"training_efficiency": source.training_efficiency})
     if errors:
         raise InputErrors(errors)
     return families
@@ -152,9 +154,12 @@ def _training_decision_problem(family: ComputeParams, families: dict) -> str:
     if given == bool(inherited):
         return ("give either training_efficiency (fitted_on or basis) or "
                 "training_efficiency_from: <family>, exactly one")
-    if inherited and (inherited not in families or
-                      families[inherited].training_efficiency is None):
-        return f"training_efficiency_from: {inherited!r} is not a family with a value"
+    seen = {family.name}
+    while inherited:   # follow the chain to a family that states a value
+        if inherited not in families or inherited in seen:
+            return f"training_efficiency_from: {inherited!r} leads to no family with a value"
+        seen.add(inherited)
+        inherited = families[inherited].training_efficiency_from
     if given and not (family.training_efficiency_fitted_on or family.training_efficiency_basis):
         return "say where training_efficiency comes from: training_efficiency_fitted_on or " \
                "training_efficiency_basis"
