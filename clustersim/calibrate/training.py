@@ -22,7 +22,7 @@ is visible next to the in-sample error.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from clustersim.validate.training import CONFLICTING_ROWS, load_runs, predict_ru
 from clustersim.workload import chunks
 
 __all__ = ["TRAINING_FIT_PLAN", "BOUNDS", "held_out", "family_rows", "current_values",
-           "trial_values", "fit_training", "training_report"]
+           "trial_values", "fit_training", "training_report", "cross_validate"]
 
 # (family, parameters, row-id prefixes): which published runs pin down which parameters.
 TRAINING_FIT_PLAN = (
@@ -178,4 +178,47 @@ def training_report(fitted: dict[str, dict[str, float]] | None = None,
         pred.insert(1, "family", family)
         pred.insert(2, "role", [_role(i, rows["id"]) for i in pred["id"]])
         parts.append(pred)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _prior(family: str, param: str, fitted: dict) -> float:
+    """A parameter's value when no row of the fit speaks for its family: the training
+    efficiency of the families that were fitted (their mean), the k overhead of the family's
+    own measured benchmark curve (its FP8 sweep)."""
+    if param == "training_efficiency":
+        return float(np.mean([v["training_efficiency"] for v in fitted.values()]))
+    if param == "gemm_k_overhead.default":
+        return compute.compute_families()[family].k_overhead("fp8")
+    raise KeyError(param)
+
+
+@contextmanager
+def _trial_all(values: dict[str, dict[str, float]]):
+    with ExitStack() as stack:
+        for family, v in values.items():
+            stack.enter_context(trial_values(family, v))
+        yield
+
+
+def cross_validate() -> pd.DataFrame:
+    """Leave one source out: each publication's rows predicted by a calibration fitted on the
+    other publications only (a family none of them covers takes :func:`_prior`). One row
+    per run with ``left_out`` (its source) and the error."""
+    frame = load_runs()
+    frame = frame[~frame["id"].isin(list(CONFLICTING_ROWS))]
+    sources = frame["id"].astype(str).str.split("-").str[0]
+    parts = []
+    for source in sorted(sources.unique()):
+        rest = frame[sources != source]
+        fitted = {}
+        for family, params, prefixes in TRAINING_FIT_PLAN:
+            rows = family_rows(prefixes, rest)
+            if len(rows):
+                fitted[family] = _fit_family(family, params, rows)
+        for family, params, _ in TRAINING_FIT_PLAN:
+            if family not in fitted:
+                fitted[family] = {p: _prior(family, p, fitted) for p in params}
+        with _trial_all(fitted):
+            pred = predict_runs(frame[sources == source], fidelity="analytic")
+        parts.append(pred.assign(left_out=source))
     return pd.concat(parts, ignore_index=True)
