@@ -13,7 +13,7 @@ where clocks sit at the power limit), so
 
 with the plateau and training efficiency of the device's compute family
 (``hardware/data/compute.yaml``). H100 SXM, BF16: (700 - 70 - 86) W / (989 TFLOP/s x 0.80 x
-0.80) = 0.86 pJ/FLOP, in line with the 0.3-1 pJ per 16-bit tensor FLOP reported for 4-7 nm
+0.81) = 0.85 pJ/FLOP, in line with the 0.3-1 pJ per 16-bit tensor FLOP reported for 4-7 nm
 accelerators (Horowitz ISSCC 2014 scaled by Dally et al., "Evolution of the GPU", Hot Chips
 2021). A device then draws ``idle + FLOP/s x J/FLOP + bytes/s x 8 x J/bit``, which reaches its
 TDP when its math units run at their sustained rate and its memory streams flat out.
