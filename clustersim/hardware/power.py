@@ -71,8 +71,12 @@ def joules_per_flop(device, dtype: str) -> float:
     docstring for the derivation).
 
     A spec whose memory alone would draw all of ``TDP - idle`` leaves nothing for the math
-    units: that is an InputError (the energy of its FLOPs would silently be zero).
+    units: that is an InputError (the energy of its FLOPs would silently be zero). A device on
+    the same silicon as another with its math units capped (``same_die_as``: H20 is a GH100 at
+    148 of 989 TFLOP/s) spends that device's energy per FLOP: the same transistors switch.
     """
+    if device.same_die_as:
+        return joules_per_flop(device_presets()[device.same_die_as], dtype)
     memory_W = _budgeted_memory_power_W(device)
     budget = device.tdp_W - device.idle_W - memory_W
     if budget <= 0:

@@ -152,6 +152,10 @@ class DeviceSpec(_Sourced):
     tdp_W: Power = Field(alias="tdp")
     idle_W: NonNegativePower = Field(alias="idle_power")
     sram_B: Size | None = Field(None, alias="sram", description="largest on-chip SRAM level")
+    same_die_as: str | None = Field(None, description="a catalog device on the same silicon "
+                                    "whose math units it runs at a cut rate: it spends that "
+                                    "device's energy per FLOP (its TDP is a rating it does "
+                                    "not reach on its capped FLOPs)")
     source: str = Field(description="where the figures come from")
     estimated: list[str] = Field(default_factory=list, description="fields that are estimates")
     notes: str = Field("", description="derivations of estimates, conflicts between sources")

@@ -18,14 +18,17 @@ def test_a_device_flat_out_draws_exactly_its_tdp(name):
     """idle + sustained FLOP/s x J/FLOP + full memory bandwidth x 8 x J/bit = TDP, per dtype:
     the math units reach the power limit at their sustained rate (peak x GEMM plateau x
     training efficiency), not at the datasheet peak."""
-    from clustersim.hardware.compute import compute_params
+    from clustersim.hardware.compute import compute_params  # noqa: local, as it always was
 
     d = get_device(name)
     family = compute_params(d)
     for dtype, peak in d.peak_flops.items():
         sustained = peak * family.max_efficiency(dtype) * family.training_efficiency
         flat_out = d.idle_W + sustained * joules_per_flop(d, dtype) + memory_power_at_peak_W(d)
-        assert flat_out == pytest.approx(d.tdp_W, rel=1e-12)
+        if d.same_die_as:   # capped math units on a bigger die: below the rating it carries
+            assert flat_out < d.tdp_W
+        else:
+            assert flat_out == pytest.approx(d.tdp_W, rel=1e-12)
 
 
 def test_h100_by_hand():
