@@ -73,10 +73,9 @@ def joules_per_flop(device, dtype: str) -> float:
     A spec whose memory alone would draw all of ``TDP - idle`` leaves nothing for the math
     units: that is an InputError (the energy of its FLOPs would silently be zero). A device on
     the same silicon as another with its math units capped (``same_die_as``: H20 is a GH100 at
-    148 of 989 TFLOP/s) spends that device's energy per FLOP: the same transistors switch.
+    148 of 989 TFLOP/s) spends that device's energy per FLOP (the same transistors switch),
+    or less where its own rating would be exceeded.
     """
-    if device.same_die_as:
-        return joules_per_flop(device_presets()[device.same_die_as], dtype)
     memory_W = _budgeted_memory_power_W(device)
     budget = device.tdp_W - device.idle_W - memory_W
     if budget <= 0:
@@ -86,4 +85,7 @@ def joules_per_flop(device, dtype: str) -> float:
             f"power for its math units; raise tdp or lower memory.bandwidth")
     family = compute_params(device)
     sustained = family.max_efficiency(dtype) * family.training_efficiency
-    return budget / (device.flops_for(dtype) * sustained)
+    own = budget / (device.flops_for(dtype) * sustained)
+    if device.same_die_as:
+        return min(own, joules_per_flop(device_presets()[device.same_die_as], dtype))
+    return own
