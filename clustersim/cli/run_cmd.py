@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(frame)} scenarios: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for line in failure_summary(frame):
         print(f"  {line}")
+    if frame.attrs.get("headline"):
+        print(f"\nanswer: {frame.attrs['headline']}")
     out = Path(frame.attrs.get("output_dir", "."))
     written = [out / "results.csv", out / "results.parquet", out / "report.md"]
     print("wrote " + ", ".join(str(p) for p in written if p.exists()))

@@ -184,6 +184,9 @@ class OutputConfig(StrictModel):
 class ExperimentConfig(StrictModel):
     name: str
     description: str = ""
+    headline: str = Field("", description="the answer in one sentence, its [[scenario | "
+                          "column | format]] fields filled from the results "
+                          "(clustersim.experiment.headline); printed by `clustersim run`")
     cluster: ClusterConfig
     model: ModelConfig
     training: TrainingConfig

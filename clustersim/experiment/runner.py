@@ -39,9 +39,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
+from clustersim.errors import InputError
 from clustersim.experiment import scenario as _scenario_module
 from clustersim.experiment.columns import error_row
 from clustersim.experiment.executors import RunFunction, check_options, run_scenarios
+from clustersim.experiment.headline import render
 from clustersim.experiment.report import write_report
 from clustersim.experiment.scenario import Scenario
 from clustersim.experiment.store import PartId, ResultStore, config_hash
@@ -107,7 +109,8 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
     :func:`clustersim.experiment.scenario.run_scenario` (it must be importable by the workers).
 
     Raises InputErrors when the file itself is invalid; a scenario that fails is a row. The
-    frame's ``attrs`` hold ``experiment``, ``output_dir`` and ``swept_keys``.
+    frame's ``attrs`` hold ``experiment``, ``output_dir``, ``swept_keys`` and ``headline`` (the
+    experiment's answer, filled from the results).
     """
     check_options(executor, workers, scheduler)
     doc = load_document(source)
@@ -165,6 +168,16 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
     except Exception as exc:  # the results are safe; a report problem must not lose them
         _log.warning("could not write the report: %s: %s", type(exc).__name__, exc)
     frame.attrs.update(experiment=sweep.base.name, output_dir=str(out),
-                       swept_keys=list(sweep.swept_keys))
+                       swept_keys=list(sweep.swept_keys), headline=_headline(sweep.base, frame))
     return frame
+
+
+def _headline(base, frame) -> str:
+    """The experiment's answer filled from its results ("" when it has none; a headline
+    that names what the results lack is a warning: the results are safe)."""
+    try:
+        return render(base.headline, frame) if base.headline else ""
+    except InputError as exc:
+        _log.warning("headline: %s", exc)
+        return ""
 
