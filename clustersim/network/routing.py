@@ -1,6 +1,7 @@
 """Structural routing: dimension order on tori and meshes, up/down ECMP on fat-trees, striping
 over switch planes, direct links on meshes, and the walk from a device to the fabric it needs
-(die -> package gateway -> NIC). Never an all-pairs path search.
+(die -> package gateway -> NIC), minimal / Valiant / UGAL-style on dragonflies, and ECMP over
+shortest paths on any other graph (one destination at a time). Never an all-pairs search.
 
 A route is a list of ``(edge, weight)``: the weight is the fraction of the flow crossing that
 edge, so a flow split evenly over 4 NVSwitch planes puts weight 1/4 on each plane's edges, and
@@ -23,10 +24,10 @@ from typing import Any
 
 import networkx as nx
 
-from clustersim.topology.graph import (DirectFabric, FatTreeFabric, SwitchFabric,
-                                       TorusFabric)
+from clustersim.topology.graph import (DirectFabric, DragonflyFabric, FatTreeFabric,
+                                       GraphFabric, SwitchFabric, TorusFabric)
 
-__all__ = ["Router", "NoRoute"]
+__all__ = ["Router", "NoRoute", "hops_to", "ugal_minimal_share"]
 
 
 class NoRoute(ValueError):
@@ -92,6 +93,125 @@ def _fattree_route(G: nx.DiGraph, f: FatTreeFabric, a, b, w: float, out: dict) -
         out[(agg_b, lb)] += share
 
 
+def _split(G: nx.DiGraph, u, nexts: list, w: float) -> list[tuple]:
+    """``(next hop, share)``: ``w`` spread over the edges ``u -> n`` by their bandwidth."""
+    caps = [G.edges[u, n]["bw_Bps"] for n in nexts]
+    total = sum(caps)
+    return [(n, w * c / total) for n, c in zip(nexts, caps)]
+
+
+def hops_to(G: nx.DiGraph, members: frozenset, b) -> dict:
+    """Hops from every node of ``members`` to ``b`` over edges inside ``members`` (a BFS
+    backwards from ``b``: one destination at a time, never all pairs)."""
+    dist, frontier = {b: 0}, [b]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for u in G.predecessors(v):
+                if u in members and u not in dist:
+                    dist[u] = dist[v] + 1
+                    nxt.append(u)
+        frontier = nxt
+    return dist
+
+
+def _graph_route(G: nx.DiGraph, f: GraphFabric, dist: dict, a, b, w: float,
+                 out: dict) -> None:
+    """ECMP over every shortest path from ``a`` to ``b``, split by bandwidth at each node
+    (walked level by level towards ``b``, so each edge is visited once)."""
+    if a not in dist:
+        raise NoRoute(f"no path from {a!r} to {b!r} inside fabric {f.id!r}")
+    level = {a: w}
+    while level:
+        below: dict = defaultdict(float)
+        for u, share in level.items():
+            if u == b:
+                continue
+            nexts = [n for n in G.successors(u) if dist.get(n) == dist[u] - 1]
+            for n, part in _split(G, u, nexts, share):
+                out[(u, n)] += part
+                below[n] += part
+        level = below
+
+
+def _dragonfly_minimal(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
+                       out: dict) -> None:
+    """Local hop to a switch holding a global link to the destination group, the global
+    link, local hop to the destination switch: at most 3 switch-to-switch hops. Several
+    global links between the two groups share the flow by bandwidth."""
+    if sa == sb:
+        return
+    ga, gb = f.pod_of[sa], f.pod_of[sb]
+    if ga == gb:
+        out[(sa, sb)] += w
+        return
+    ends = f.globals_between[(ga, gb)]
+    caps = [G.edges[x, y]["bw_Bps"] for x, y in ends]
+    total = sum(caps)
+    for (x, y), cap in zip(ends, caps):
+        share = w * cap / total
+        if sa != x:
+            out[(sa, x)] += share
+        out[(x, y)] += share
+        if y != sb:
+            out[(y, sb)] += share
+
+
+def _dragonfly_valiant(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
+                       out: dict) -> None:
+    """Valiant at group level: minimally to an intermediate group, then minimally on; the
+    flow spreads evenly over every other group (the expectation of a random choice), so
+    each path crosses two global links. Same-group traffic, and two-group fabrics, stay
+    minimal."""
+    ga, gb = f.pod_of[sa], f.pod_of[sb]
+    middle = [k for k in range(f.groups) if k not in (ga, gb)]
+    if ga == gb or not middle:
+        _dragonfly_minimal(G, f, sa, sb, w, out)
+        return
+    share = w / len(middle)
+    for k in middle:
+        ends = f.globals_between[(ga, k)]
+        caps = [G.edges[x, y]["bw_Bps"] for x, y in ends]
+        total = sum(caps)
+        for (x, y), cap in zip(ends, caps):
+            part = share * cap / total
+            if sa != x:
+                out[(sa, x)] += part
+            out[(x, y)] += part
+            _dragonfly_minimal(G, f, y, sb, part, out)
+
+
+def ugal_minimal_share(G: nx.DiGraph, f: DragonflyFabric, ga: int, gb: int) -> float:
+    """The fraction of a group pair's traffic that ``ugal`` keeps on minimal paths: the
+    direct global bandwidth against the detours' bandwidth per global link crossed
+    (a detour crosses two). A static stand-in for UGAL's per-packet choice (Kim et al.
+    2008, sec. 4.2), which a flow model without queue state cannot make: it is what an
+    adaptive router converges to when every path is loaded, i.e. for traffic that fills
+    the fabric (collectives), and it spreads group-to-group patterns as Valiant does."""
+    def capacity(g, h):
+        return sum(G.edges[x, y]["bw_Bps"] for x, y in f.globals_between[(g, h)])
+
+    direct = capacity(ga, gb)
+    detour = sum(min(capacity(ga, k), capacity(k, gb)) for k in range(f.groups)
+                 if k not in (ga, gb)) / 2
+    return direct / (direct + detour)
+
+
+def _dragonfly_route(G: nx.DiGraph, f: DragonflyFabric, a, b, w: float, out: dict) -> None:
+    sa, sb = f.leaf_of[a], f.leaf_of[b]
+    out[(a, sa)] += w
+    out[(sb, b)] += w
+    ga, gb = f.pod_of[sa], f.pod_of[sb]
+    if f.routing == "minimal" or ga == gb:
+        _dragonfly_minimal(G, f, sa, sb, w, out)
+    elif f.routing == "valiant":
+        _dragonfly_valiant(G, f, sa, sb, w, out)
+    else:
+        m = ugal_minimal_share(G, f, ga, gb)
+        _dragonfly_minimal(G, f, sa, sb, w * m, out)
+        _dragonfly_valiant(G, f, sa, sb, w * (1 - m), out)
+
+
 class Router:
     """Routes between any two routable nodes of a topology graph, cached per pair."""
 
@@ -99,6 +219,7 @@ class Router:
         self.G = G
         self.fabrics = G.graph["fabrics"]
         self._cache: dict[tuple, list] = {}
+        self._hops: dict[tuple, dict] = {}  # (graph fabric, destination) -> hops to it
 
     def _shared(self, a, b):
         theirs = {att.fabric: att for att in self.G.nodes[b]["attach"]}
@@ -148,8 +269,15 @@ class Router:
             return
         if isinstance(f, TorusFabric):
             _torus_route(f, a, b, 1.0, out)
+        elif isinstance(f, DragonflyFabric):  # before its FatTreeFabric base
+            _dragonfly_route(self.G, f, a, b, 1.0, out)
         elif isinstance(f, FatTreeFabric):
             _fattree_route(self.G, f, a, b, 1.0, out)
+        elif isinstance(f, GraphFabric):  # before its DirectFabric base
+            dist = self._hops.get((f.id, b))
+            if dist is None:
+                dist = self._hops[(f.id, b)] = hops_to(self.G, f.members, b)
+            _graph_route(self.G, f, dist, a, b, 1.0, out)
         elif isinstance(f, SwitchFabric):
             _switch_route(self.G, f, a, b, 1.0, out)
         elif isinstance(f, DirectFabric):

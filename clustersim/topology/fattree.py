@@ -62,12 +62,15 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
                  levels: int | None = None, rail_of: Callable[[Any], int] | None = None,
                  fabric_id: str = "scaleout", level: str = "scaleout", prefix: str = "",
                  bw_Bps: float | None = None, latency_s: float | None = None,
-                 up_paths: dict[Any, tuple] | None = None) -> FatTreeFabric | SwitchFabric:
+                 up_paths: dict[Any, tuple] | None = None, register: bool = True
+                 ) -> FatTreeFabric | SwitchFabric:
     """Connect ``endpoints`` (NICs) through a fat-tree of ``switch`` chips; attach them.
 
     ``rail_of(endpoint)`` makes the tree rail-optimised. ``up_paths[e]`` is the node path by
     which the devices behind NIC ``e`` reach it: each path's first node gets the attachment.
-    Returns the registered fabric (a single-switch SwitchFabric when one switch suffices).
+    Returns the registered fabric (a single-switch SwitchFabric when one switch suffices);
+    with ``register=False`` only the switches and links are added and the fabric is returned
+    unregistered, for a caller that routes over several trees as one (multi-plane, rails).
     """
     spec = get_switch(switch)
     radix = radix or spec.ports
@@ -87,6 +90,8 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
         return node
 
     def attach_all(fabric) -> None:
+        if not register:
+            return
         for e in endpoints:
             path = (up_paths or {}).get(e, (e,))
             attach(G, path[0], fabric, entry=e, up=path)
@@ -95,8 +100,10 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
         sw = switch_node("sw0", "leaf")
         for e in endpoints:
             add_link(G, e, sw, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
-        fabric = add_fabric(G, SwitchFabric(fabric_id, level, planes=(sw,),
-                                            in_network_reduction=spec.in_network_reduction))
+        fabric = SwitchFabric(fabric_id, level, planes=(sw,),
+                              in_network_reduction=spec.in_network_reduction)
+        if register:
+            add_fabric(G, fabric)
         attach_all(fabric)
         return fabric
 
@@ -149,8 +156,10 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
                     add_link(G, aggs[p][j], core, link, count=uplinks // per_group,
                              bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
                              bundle=fabric_id)
-    fabric = add_fabric(G, FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of,
-                                         pod_of=pod_of, aggs=aggs, cores=cores,
-                                         in_network_reduction=spec.in_network_reduction))
+    fabric = FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of, pod_of=pod_of,
+                           aggs=aggs, cores=cores,
+                           in_network_reduction=spec.in_network_reduction)
+    if register:
+        add_fabric(G, fabric)
     attach_all(fabric)
     return fabric
