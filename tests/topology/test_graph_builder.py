@@ -1,0 +1,134 @@
+"""``builder: graph``: a hand-written graph that describes exactly what a builder builds must
+be the same graph and give the same training step, under both fidelities; bad graphs are one
+located line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import pytest
+import yaml
+
+from clustersim.cli import main
+from clustersim.config.experiment import ExperimentConfig
+from clustersim.errors import InputError
+from clustersim.experiment.scenario import Scenario, run_scenario
+from clustersim.network import Cluster, build_cluster
+from clustersim.topology import build_graph
+from clustersim.topology.graph_yaml import graph_as_yaml_params, graph_topology
+
+
+def edge_table(G):
+    return {(u, v): (d["tech"], d["count"], d["bw_Bps"], d["latency_s"], d["energy_J_per_bit"])
+            for u, v, d in G.edges(data=True)}
+
+
+def write_graph_yaml(path, preset, devices):
+    G, _ = build_graph(preset, devices)
+    doc = {"name": f"{preset}-drawn", "description": f"{preset} drawn by hand",
+           "builder": "graph", "devices": devices, "params": graph_as_yaml_params(G)}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return G
+
+
+@pytest.mark.parametrize("preset,devices", [("dgx-h100", 16), ("mi300x-node", 16),
+                                            ("dgx-h100", 256)])
+def test_drawn_graph_of_a_builder_is_the_same_graph_and_routes(tmp_path, preset, devices):
+    path = tmp_path / "drawn.yaml"
+    built = write_graph_yaml(path, preset, devices)
+    drawn = build_cluster(str(path))
+    assert edge_table(drawn.graph) == edge_table(built)
+    assert drawn.devices == list(built.graph["devices"])
+    reference = build_cluster(preset, devices)
+    for a in (reference.devices[0], reference.devices[-1]):
+        for b in reference.devices:
+            want, got = dict(reference.router.edges(a, b)), dict(drawn.router.edges(a, b))
+            assert want.keys() == got.keys(), (a, b)
+            for e, w in want.items():
+                assert got[e] == pytest.approx(w, rel=1e-12), (a, b, e)
+
+
+def scenario(topology, fidelity):
+    return ExperimentConfig.model_validate({
+        "name": "graph-eq", "cluster": {"topology": topology, "devices": 16},
+        "model": "llama3-8b", "simulation": {"fidelity": fidelity},
+        "training": {"global_batch": 16, "micro_batch": 1,
+                     "parallelism": {"tp": 4, "pp": 2, "dp": 2}}})
+
+
+@pytest.mark.parametrize("fidelity", ["analytic", "flow"])
+def test_drawn_dgx_h100_gives_the_builders_step_time(tmp_path, fidelity):
+    path = tmp_path / "drawn.yaml"
+    write_graph_yaml(path, "dgx-h100", 16)
+    want = run_scenario(Scenario(0, "built", scenario("dgx-h100", fidelity)))
+    got = run_scenario(Scenario(0, "drawn", scenario(str(path), fidelity)))
+    assert want["status"] == got["status"] == "ok", (want["error"], got["error"])
+    assert got["step_time_s"] == pytest.approx(want["step_time_s"], rel=1e-9)
+    assert got["energy_j"] == pytest.approx(want["energy_j"], rel=1e-9)
+
+
+def test_node_link_json_and_graphml_and_python_give_one_graph(tmp_path):
+    g = nx.Graph()
+    for i in range(4):
+        g.add_node(f"g{i}", kind="accelerator", device="h100-sxm-80gb")
+    g.add_node("sw", kind="switch", model="nvswitch3")
+    for i in range(4):
+        g.add_edge(f"g{i}", "sw", technology="nvlink4", count=18)
+    (tmp_path / "g.json").write_text(json.dumps(nx.node_link_data(g, edges="links")))
+    nx.write_graphml(g, tmp_path / "g.graphml")
+    tables = [edge_table(graph_topology(g))]
+    for name in ("g.json", "g.graphml"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": "file", "description": "from a file", "builder": "graph", "devices": 4,
+             "params": {"file": name}}))
+        tables.append(edge_table(build_cluster(str(tmp_path / f"{name}.yaml")).graph))
+    assert tables[0] == tables[1] == tables[2]
+    c = Cluster.from_graph(graph_topology(g))
+    fabric = c.router.shared_fabric("g0", "g1")
+    assert fabric.in_network_reduction == "nvls"       # the NVSwitch model says so
+
+
+GOOD = """name: bad
+description: a graph with a mistake
+builder: graph
+devices: 2
+params:
+  nodes:
+    - {id: g0, kind: accelerator, device: h100-sxm-80gb}
+    - {id: g1, kind: accelerator, device: h100-sxm-80gb}
+    - {id: sw, kind: switch, model: nvswitch3}
+  links:
+    - {between: [g0, sw], technology: nvlink4, count: 18}
+    - {between: [g1, sw], technology: nvlink4, count: 18}
+"""
+
+
+@pytest.mark.parametrize("old,new,line,words", [
+    ("[g1, sw]", "[g1, sx]", 12, ["unknown node 'sx'", "did you mean 'sw'"]),
+    ("technology: nvlink4, count: 18}\n    - {between: [g1",
+     "technology: nvlnk4, count: 18}\n    - {between: [g1", 11,
+     ["unknown link technology 'nvlnk4'", "nvlink4"]),
+    ("    - {between: [g1, sw], technology: nvlink4, count: 18}\n", "", 8,
+     ["2 pieces", "'g1'", "add a link"]),
+    ("devices: 2", "devices: 3", 4, ["lists 2 accelerators", "devices: 2"]),
+    ("model: nvswitch3", "model: nvswitch9", 9, ["unknown switch preset 'nvswitch9'"]),
+])
+def test_bad_graph_is_one_located_line_and_exit_2(tmp_path, capsys, old, new, line, words):
+    path = tmp_path / "bad.yaml"
+    assert old in GOOD
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(InputError) as err:
+        build_cluster(str(path))
+    assert f"bad.yaml:{line}:" in str(err.value)
+    for w in words:
+        assert w in str(err.value)
+    assert main(["topology", "show", str(path)]) == 2
+    out = capsys.readouterr()
+    assert f"bad.yaml:{line}:" in out.err and "Traceback" not in out.err
+
+
+def test_good_graph_runs(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    assert main(["topology", "show", str(path)]) == 0
