@@ -163,26 +163,7 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
     node_devices: list[list] = []
     gateway_of: dict[Any, tuple] = {}  # device -> up path to the die that owns off-package I/O
     for n in range(n_nodes):
-        members = []
-        for k in range(per_node // dies):
-            if dies == 1:
-                dev = f"n{n}/g{k}"
-                add_node(G, dev, "accelerator", device=device.name, node=n)
-                members.append(dev)
-                gateway_of[dev] = (dev,)
-                continue
-            grid = tuple(p.package.grid or _square_grid(dies))
-            if math.prod(grid) != dies:
-                raise ValueError(f"package.grid {list(grid)} does not hold {dies} dies")
-            pkg = f"n{n}/p{k}"
-            fabric = add_torus(G, grid, p.package.d2d, device=device.name, fabric_id=pkg,
-                               level="package", prefix=f"{pkg}/", kind="die", wrap=False,
-                               count=p.package.d2d_links, bw_Bps=p.package.d2d_bandwidth,
-                               node_attrs={"node": n, "package": pkg})
-            package_dies = list(fabric.coords)
-            for die in package_dies:
-                gateway_of[die] = _mesh_path(fabric, die, package_dies[0])
-            members.extend(package_dies)
+        members = _add_node_devices(G, p, device, n, per_node, gateway_of)
         for dev in members:
             add_device_memory(G, dev, device)
         node_devices.append(members)
@@ -230,6 +211,34 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
     if p.scale_out is not None and n_nodes > 1:
         _add_scale_out(G, p, node_devices, gateway_of, per_node)
     return G
+
+
+def _add_node_devices(G: nx.DiGraph, p: GpuClusterParams, device, n: int, per_node: int,
+                      gateway_of: dict[Any, tuple]) -> list:
+    """The accelerators of node ``n`` (or its packages' dies on their UCIe mesh); records
+    each device's path to its package gateway in ``gateway_of``."""
+    dies = p.package.dies
+    members = []
+    for k in range(per_node // dies):
+        if dies == 1:
+            dev = f"n{n}/g{k}"
+            add_node(G, dev, "accelerator", device=device.name, node=n)
+            members.append(dev)
+            gateway_of[dev] = (dev,)
+            continue
+        grid = tuple(p.package.grid or _square_grid(dies))
+        if math.prod(grid) != dies:
+            raise ValueError(f"package.grid {list(grid)} does not hold {dies} dies")
+        pkg = f"n{n}/p{k}"
+        fabric = add_torus(G, grid, p.package.d2d, device=device.name, fabric_id=pkg,
+                           level="package", prefix=f"{pkg}/", kind="die", wrap=False,
+                           count=p.package.d2d_links, bw_Bps=p.package.d2d_bandwidth,
+                           node_attrs={"node": n, "package": pkg})
+        package_dies = list(fabric.coords)
+        for die in package_dies:
+            gateway_of[die] = _mesh_path(fabric, die, package_dies[0])
+        members.extend(package_dies)
+    return members
 
 
 def _add_scale_out(G: nx.DiGraph, p: GpuClusterParams, node_devices: list[list],

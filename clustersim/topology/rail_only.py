@@ -9,12 +9,10 @@ scale-up switches (:class:`~clustersim.topology.graph.GraphFabric`), so same-rai
 NIC, rail switch, NIC, and cross-rail traffic forwards over NVLink at either end, split by
 the bandwidth of the first hop.
 
->>> from clustersim.network import build_cluster
->>> c = build_cluster("rail-only-h100", 16)
->>> a, b = c.devices[0], c.devices[9]            # node 0 rank 0, node 1 rank 1
->>> techs = {c.graph.edges[e]["tech"] for e, _ in c.router.edges(a, b)}
->>> sorted(techs)
-['ib-ndr', 'nvlink4', 'pcie5']
+>>> from clustersim.topology import build_graph
+>>> G, _ = build_graph("rail-only-h100", 16)
+>>> sorted(G.successors("net/rail0/sw0"))        # rank 0 of each node, and nothing above
+['n0/nic0', 'n1/nic0']
 """
 
 from __future__ import annotations
