@@ -74,6 +74,15 @@ def _links_by_level(G: nx.DiGraph) -> dict[str, list[tuple]]:
     return out
 
 
+def _common_reduction(G: nx.DiGraph, centres: list) -> str | None:
+    """The in-network reduction (nvls, sharp) every centre offers, if they all are switches
+    of one model that has one."""
+    models = {G.nodes[c].get("model") for c in centres}
+    if len(models) != 1 or any(G.nodes[c]["kind"] != "switch" for c in centres):
+        return None
+    return get_switch(models.pop()).in_network_reduction
+
+
 def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: str) -> Fabric:
     """The fabric of one connected piece (see the module docstring)."""
     centres = [n for n in nodes if G.nodes[n]["kind"] in _CENTRES]
@@ -81,10 +90,8 @@ def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: s
     pairs = {frozenset(e) for e in links}
     is_star = centres and all(len(p & set(centres)) == 1 for p in pairs) and \
         len(pairs) == len(centres) * len(ends)
+    reduction = _common_reduction(G, centres)
     if is_star:
-        models = {G.nodes[c].get("model") for c in centres}
-        reduction = get_switch(models.pop()).in_network_reduction \
-            if len(models) == 1 and G.nodes[centres[0]]["kind"] == "switch" else None
         if len(centres) > 1:  # ECMP over the planes loads them evenly: one resource each way
             for e in ends:
                 for c in centres:
@@ -93,7 +100,11 @@ def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: s
         return SwitchFabric(fid, level, planes=tuple(centres), in_network_reduction=reduction)
     if not centres and len(pairs) == len(ends) * (len(ends) - 1) // 2:
         return DirectFabric(fid, level)
-    return GraphFabric(fid, level, members=frozenset(nodes))
+    # Switches reduce in the network only where every route stays among them (no device
+    # forwards): a tree of SHARP switches, not a torus of accelerators.
+    forwarding = any(G.nodes[n]["kind"] in COMPUTE_KINDS for n in nodes)
+    return GraphFabric(fid, level, members=frozenset(nodes),
+                       in_network_reduction=None if forwarding else reduction)
 
 
 def _nic_paths(G: nx.DiGraph, nic_links: list[tuple]) -> dict[Any, list[tuple]]:

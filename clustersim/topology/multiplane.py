@@ -22,6 +22,7 @@ from typing import Any
 
 import networkx as nx
 
+from clustersim.hardware.catalog import get_switch
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.graph import GraphFabric, add_fabric, attach
 
@@ -48,7 +49,11 @@ def add_multiplane_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], planes: int
                      fabric_id=f"{fabric_id}:p{k}", level=level, prefix=f"{prefix}p{k}/",
                      bw_Bps=bw_Bps, latency_s=latency_s, register=False)
     members = frozenset(set(G.nodes) - before) | frozenset(endpoints)
-    fabric = add_fabric(G, GraphFabric(fabric_id, level, members=members))
+    # Each plane is a whole fat-tree of `switch`: a reduction striped over the planes reduces
+    # in each plane's switches, as a switch-reduced collective over several NICs does.
+    reduction = get_switch(switch).in_network_reduction
+    fabric = add_fabric(G, GraphFabric(fabric_id, level, members=members,
+                                       in_network_reduction=reduction))
     for e in endpoints:
         path = (up_paths or {}).get(e, (e,))
         attach(G, path[0], fabric, entry=e, up=path)

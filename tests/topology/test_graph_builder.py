@@ -49,20 +49,23 @@ def test_drawn_graph_of_a_builder_is_the_same_graph_and_routes(tmp_path, preset,
                 assert got[e] == pytest.approx(w, rel=1e-12), (a, b, e)
 
 
-def scenario(topology, fidelity):
+def scenario(topology, fidelity, devices):
     return ExperimentConfig.model_validate({
-        "name": "graph-eq", "cluster": {"topology": topology, "devices": 16},
+        "name": "graph-eq", "cluster": {"topology": topology, "devices": devices},
         "model": "llama3-8b", "simulation": {"fidelity": fidelity},
-        "training": {"global_batch": 16, "micro_batch": 1,
-                     "parallelism": {"tp": 4, "pp": 2, "dp": 2}}})
+        "training": {"global_batch": devices, "micro_batch": 1,
+                     "parallelism": {"tp": 4, "pp": 2, "dp": devices // 8}}})
 
 
-@pytest.mark.parametrize("fidelity", ["analytic", "flow"])
-def test_drawn_dgx_h100_gives_the_builders_step_time(tmp_path, fidelity):
+@pytest.mark.parametrize("fidelity,devices", [("analytic", 16), ("flow", 16),
+                                              ("analytic", 256)])
+def test_drawn_dgx_h100_gives_the_builders_step_time(tmp_path, fidelity, devices):
+    # 16 GPUs: NICs on one leaf (a star); 256: a two-level rail-optimised fat-tree, drawn
+    # as plain links and routed by ECMP, with SHARP since every switch offers it
     path = tmp_path / "drawn.yaml"
-    write_graph_yaml(path, "dgx-h100", 16)
-    want = run_scenario(Scenario(0, "built", scenario("dgx-h100", fidelity)))
-    got = run_scenario(Scenario(0, "drawn", scenario(str(path), fidelity)))
+    write_graph_yaml(path, "dgx-h100", devices)
+    want = run_scenario(Scenario(0, "built", scenario("dgx-h100", fidelity, devices)))
+    got = run_scenario(Scenario(0, "drawn", scenario(str(path), fidelity, devices)))
     assert want["status"] == got["status"] == "ok", (want["error"], got["error"])
     assert got["step_time_s"] == pytest.approx(want["step_time_s"], rel=1e-9)
     assert got["energy_j"] == pytest.approx(want["energy_j"], rel=1e-9)
