@@ -90,8 +90,11 @@ class GraphParams(StrictModel):
 
     @property
     def device(self) -> str:
-        """The device preset of the accelerators (every accelerator runs the same one)."""
+        """The device preset of the accelerators (every accelerator runs the same one); read
+        from ``file`` when the nodes are there."""
         found = [n.device for n in self.nodes if n.kind in COMPUTE_KINDS and n.device]
+        if not found and self.file:
+            return graph_to_params(_read_file(self.file), file=self.file).device
         return found[0] if found else ""
 
 

@@ -13,7 +13,7 @@ import yaml
 from clustersim.cli import main
 from clustersim.config.experiment import ExperimentConfig
 from clustersim.errors import InputError
-from clustersim.experiment.scenario import Scenario, run_scenario
+from clustersim.experiment.scenario import Scenario, check_scenario, run_scenario
 from clustersim.network import Cluster, build_cluster
 from clustersim.topology import build_graph
 from clustersim.topology.graph_yaml import graph_as_yaml_params, graph_topology
@@ -90,6 +90,14 @@ def test_node_link_json_and_graphml_and_python_give_one_graph(tmp_path):
     c = Cluster.from_graph(graph_topology(g))
     fabric = c.router.shared_fabric("g0", "g1")
     assert fabric.in_network_reduction == "nvls"       # the NVSwitch model says so
+    # an experiment on the file-backed topology checks and runs like any preset
+    config = ExperimentConfig.model_validate({
+        "name": "from-json", "cluster": {"topology": str(tmp_path / "g.json.yaml")},
+        "model": "llama3-8b", "simulation": {"fidelity": "analytic"},
+        "training": {"global_batch": 4, "parallelism": {"tp": 4}}})
+    check_scenario(config)
+    row = run_scenario(Scenario(0, "from-json", config))
+    assert row["status"] == "ok", row["error"]
 
 
 GOOD = """name: bad
