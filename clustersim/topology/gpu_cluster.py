@@ -33,7 +33,7 @@ from clustersim.topology.memory_tiers import add_cxl_pool, add_device_memory, ad
 from clustersim.topology.multiplane import add_multiplane_fat_tree
 from clustersim.topology.rail_only import add_rail_only
 from clustersim.topology.scaleup import add_direct_mesh, add_switch_domain
-from clustersim.topology.torus import add_torus
+from clustersim.topology.torus import add_torus, mesh_path
 
 __all__ = ["GpuClusterParams", "build_gpu_cluster", "resolve_device"]
 
@@ -122,19 +122,6 @@ def resolve_device(name: str, overrides: dict[str, Any]):
             f" (override 'device_overrides.{k}': {v!r})" for k, v in overrides.items()
             if e.message.startswith(f"{k}:")), e.file, e.line, e.col)
             for e in exc.errors) from None
-
-
-def _mesh_path(fabric, a, b) -> tuple:
-    """Dimension-order node path between two dies of a (non-wrapping) mesh."""
-    path, here = [a], list(fabric.coords[a])
-    target = fabric.coords[b]
-    for d in range(len(here)):
-        while here[d] != target[d]:
-            step = 1 if target[d] > here[d] else -1
-            hop = fabric.hops[(fabric.at[tuple(here)], d, step)]
-            path.extend(hop[1:])
-            here[d] += step
-    return tuple(path)
 
 
 def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluster"
@@ -236,7 +223,7 @@ def _add_node_devices(G: nx.DiGraph, p: GpuClusterParams, device, n: int, per_no
                            node_attrs={"node": n, "package": pkg})
         package_dies = list(fabric.coords)
         for die in package_dies:
-            gateway_of[die] = _mesh_path(fabric, die, package_dies[0])
+            gateway_of[die] = mesh_path(fabric, die, package_dies[0])
         members.extend(package_dies)
     return members
 

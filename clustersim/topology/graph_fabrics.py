@@ -11,10 +11,14 @@ one level is one fabric:
 - a star (every link joins an endpoint to a centre -- a switch or a host -- and every endpoint
   reaches every centre) is a SwitchFabric, its centres the planes (an NVSwitch domain, a host);
 - a full mesh of endpoints is a DirectFabric (MI300X xGMI);
+- endpoints with ``coords`` whose links (direct, or through optical circuit switches) join
+  coordinate neighbours form a TorusFabric, routed in dimension order (a TPU pod, a die mesh);
 - anything else is a GraphFabric routed by ECMP over shortest paths (fat-trees, dragonflies
   and tori drawn by hand; on fat-trees ECMP gives the builder's up/down routes exactly).
 
-Devices attach innermost first (package, scaleup, torus, host, cxl, scaleout), as builders do.
+Devices attach innermost first (package, scaleup, torus, host, cxl, scaleout), as builders do;
+dies without their own off-package links reach those fabrics through their package's gateway
+die (the one at the mesh origin).
 
 >>> from clustersim.topology.graph import new_graph, add_node, add_link
 >>> G = new_graph("pair")
@@ -29,6 +33,7 @@ Devices attach innermost first (package, scaleup, torus, host, cxl, scaleout), a
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -36,7 +41,9 @@ import networkx as nx
 
 from clustersim.hardware.catalog import get_switch
 from clustersim.topology.graph import (COMPUTE_KINDS, DirectFabric, Fabric, GraphFabric,
-                                       SwitchFabric, add_fabric, attach, link_tech)
+                                       SwitchFabric, TorusFabric, add_fabric, attach,
+                                       link_tech)
+from clustersim.topology.torus import mesh_path
 
 __all__ = ["LEVELS", "link_level", "infer_fabrics"]
 
@@ -83,6 +90,45 @@ def _common_reduction(G: nx.DiGraph, centres: list) -> str | None:
     return get_switch(models.pop()).in_network_reduction
 
 
+def _hop(G: nx.DiGraph, node: Any, other: Any) -> tuple | None:
+    """The node path of one torus hop: a direct link, or through a shared optical switch."""
+    if G.has_edge(node, other):
+        return (node, other)
+    for ocs in G.successors(node):
+        if G.nodes[ocs]["kind"] == "optical_switch" and G.has_edge(ocs, other):
+            return (node, ocs, other)
+    return None
+
+
+def _torus(G: nx.DiGraph, ends: list, centres: list, pairs: set, level: str,
+           fid: str) -> TorusFabric | None:
+    """A TorusFabric when every endpoint has ``coords``, the centres are optical switches
+    and the hops between coordinate neighbours account for every link; else None."""
+    if not ends or any(G.nodes[n]["kind"] != "optical_switch" for n in centres) or \
+            any(G.nodes[e].get("coords") is None for e in ends):
+        return None
+    coords = {e: tuple(G.nodes[e]["coords"]) for e in ends}
+    at = {c: e for e, c in coords.items()}
+    dims = tuple(max(c[d] for c in at) + 1 for d in range(len(next(iter(at)))))
+    if len(at) != len(ends) or len(at) != math.prod(dims):
+        return None
+    hops, used = {}, set()
+    for e, c in coords.items():
+        for d, size in enumerate(dims):
+            for step in ((1, -1) if size > 1 else ()):
+                n = list(c)
+                n[d] = (c[d] + step) % size
+                path = _hop(G, e, at[tuple(n)])
+                if path is not None:
+                    hops[(e, d, step)] = path
+                    used.update(frozenset(p) for p in zip(path, path[1:]))
+    if used != pairs:
+        return None
+    origin = at[(0,) * len(dims)]
+    wrap = tuple(size > 2 and (origin, d, -1) in hops for d, size in enumerate(dims))
+    return TorusFabric(fid, level, dims=dims, wrap=wrap, coords=coords, at=at, hops=hops)
+
+
 def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: str) -> Fabric:
     """The fabric of one connected piece (see the module docstring)."""
     centres = [n for n in nodes if G.nodes[n]["kind"] in _CENTRES]
@@ -100,6 +146,9 @@ def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: s
         return SwitchFabric(fid, level, planes=tuple(centres), in_network_reduction=reduction)
     if not centres and len(pairs) == len(ends) * (len(ends) - 1) // 2:
         return DirectFabric(fid, level)
+    torus = _torus(G, ends, centres, pairs, level, fid)
+    if torus is not None:
+        return torus
     # Switches reduce in the network only where every route stays among them (no device
     # forwards): a tree of SHARP switches, not a torus of accelerators.
     forwarding = any(G.nodes[n]["kind"] in COMPUTE_KINDS for n in nodes)
@@ -135,6 +184,25 @@ def _endpoints(G: nx.DiGraph, fabric: Fabric, nodes: list) -> list:
     return ends
 
 
+def _through_gateways(G: nx.DiGraph, fabrics: list[Fabric]) -> None:
+    """Dies of a package without their own off-package links reach the host, CXL and
+    scale-out fabrics through the package's gateway die (the one at the mesh origin), along
+    the mesh in dimension order, as the GPU-cluster builder wires chiplets."""
+    outside = ("host", "cxl", "scaleout")
+    for f in fabrics:
+        if f.level != "package" or not isinstance(f, TorusFabric):
+            continue
+        gateway = f.at[(0,) * len(f.dims)]
+        for die in f.coords:
+            if die == gateway or any(a.level in outside for a in G.nodes[die]["attach"]):
+                continue
+            path = mesh_path(f, die, gateway)
+            for att in G.nodes[gateway]["attach"]:
+                if att.level in outside and att.up[0] == gateway:
+                    attach(G, die, G.graph["fabrics"][att.fabric], entry=att.entry,
+                           up=path + att.up[1:])
+
+
 def infer_fabrics(G: nx.DiGraph) -> list[Fabric]:
     """Register the fabrics of ``G`` and attach its devices to them; returns the fabrics."""
     by_level = _links_by_level(G)
@@ -155,4 +223,5 @@ def infer_fabrics(G: nx.DiGraph) -> list[Fabric]:
                     continue
                 for path in nic_paths.get(e, []):
                     attach(G, path[0], fabric, entry=e, up=path)
+    _through_gateways(G, fabrics)
     return fabrics

@@ -7,7 +7,9 @@ typed directed links, each accelerator's own memory, and the fabrics routing rea
 Nodes: ``id``, ``kind`` (accelerator, die, switch, nic, host, memory, cxl_memory,
 optical_switch), ``device`` (a device preset, for accelerators and dies), ``model`` (a switch
 preset, for switches: radix, latency, power, in-network reduction), ``capacity`` and
-``technology`` (memory), ``power`` (host). Links: ``between: [a, b]``, ``technology`` (the link
+``technology`` (memory), ``power`` (host), ``coords`` (a position on a torus or die mesh),
+``latency`` (a switch's port-to-port latency, overriding its model's).
+Links: ``between: [a, b]``, ``technology`` (the link
 catalog), ``count`` parallel links, and per-link ``bandwidth`` / ``latency`` /
 ``energy_per_bit`` overrides. Every problem (an unknown node, technology, device or switch, a
 graph in pieces) is reported at its ``file:line`` with what to do.
@@ -59,6 +61,8 @@ class GraphNode(StrictModel):
     capacity: Size | None = Field(None, description="memory / cxl_memory capacity")
     technology: str | None = Field(None, description="memory technology, for the label")
     power: NonNegativePower = Field(0.0, description="host CPU and DRAM power")
+    coords: list[int] | None = Field(None, description="position on a torus or die mesh")
+    latency: NonNegativeTime | None = Field(None, description="switch port-to-port override")
     label: str | None = None
 
     @field_validator("id", mode="before")
@@ -208,10 +212,14 @@ def graph_to_params(graph: nx.Graph, file: str | None = None) -> GraphParams:
 def _add_nodes(G: nx.DiGraph, p: GraphParams, device) -> None:
     for n in p.nodes:
         attrs: dict[str, Any] = {"label": n.label} if n.label else {}
+        if n.coords is not None:
+            attrs["coords"] = tuple(n.coords)
         if n.kind in COMPUTE_KINDS:
             attrs["device"] = device.name
         elif n.kind in ("switch", "optical_switch"):
             attrs.update(model=n.model, tier="graph")
+            if n.latency is not None:
+                attrs["latency_s"] = n.latency
             attrs.setdefault("label", get_switch(n.model).name)
         elif n.kind in ("memory", "cxl_memory"):
             attrs.update(capacity_B=n.capacity or 0.0, technology=n.technology)
@@ -223,9 +231,23 @@ def _add_nodes(G: nx.DiGraph, p: GraphParams, device) -> None:
 
 
 def _switch_latency(G: nx.DiGraph, node: Any) -> float:
+    """What entering ``node`` adds to a link's latency: its ``latency`` override, else its
+    switch model's port-to-port latency (0 for anything but a switch)."""
     data = G.nodes[node]
-    return get_switch(data["model"]).latency_s if data["kind"] in ("switch",
-                                                                    "optical_switch") else 0.0
+    if data["kind"] not in ("switch", "optical_switch"):
+        return 0.0
+    return data.get("latency_s", get_switch(data["model"]).latency_s)
+
+
+def _applied_switch_latency(G: nx.DiGraph, node: Any) -> float:
+    """The switch latency a built graph charges on the way into ``node``: the difference
+    between the two directions of a link to a non-switch neighbour."""
+    if G.nodes[node]["kind"] not in ("switch", "optical_switch"):
+        return 0.0
+    for other in G.successors(node):
+        if G.nodes[other]["kind"] not in ("switch", "optical_switch"):
+            return G.edges[other, node]["latency_s"] - G.edges[node, other]["latency_s"]
+    return get_switch(G.nodes[node].get("model", "ocs")).latency_s
 
 
 def build_graph_topology(p: GraphParams, devices: int | None = None,
@@ -274,10 +296,15 @@ def graph_topology(graph: nx.Graph, name: str = "graph") -> nx.DiGraph:
 def _node_entry(G: nx.DiGraph, node: Any) -> dict[str, Any]:
     d = G.nodes[node]
     entry: dict[str, Any] = {"id": str(node), "kind": d["kind"]}
+    if d.get("coords") is not None:
+        entry["coords"] = list(d["coords"])
     if d["kind"] in COMPUTE_KINDS:
         entry["device"] = d["device"]
     elif d["kind"] in ("switch", "optical_switch"):
         entry["model"] = d.get("model", "ocs")
+        applied = _applied_switch_latency(G, node)
+        if abs(applied - get_switch(entry["model"]).latency_s) > 1e-15:
+            entry["latency"] = applied
     elif d["kind"] in ("memory", "cxl_memory"):
         entry.update(capacity=d["capacity_B"], technology=d.get("technology"))
     elif d["kind"] == "host" and d.get("power_W"):
@@ -296,7 +323,7 @@ def _link_entry(G: nx.DiGraph, u: Any, v: Any) -> dict[str, Any]:
     per_link = d["bw_Bps"] / d["count"]
     if per_link != spec.bw_Bps:
         entry["bandwidth"] = per_link
-    latency = d["latency_s"] - _switch_latency(G, v)
+    latency = d["latency_s"] - _applied_switch_latency(G, v)
     if abs(latency - spec.latency_s) > 1e-15:
         entry["latency"] = latency
     if d["energy_J_per_bit"] != spec.energy_J_per_bit:

@@ -24,23 +24,27 @@ def edge_table(G):
             for u, v, d in G.edges(data=True)}
 
 
-def write_graph_yaml(path, preset, devices):
-    G, _ = build_graph(preset, devices)
+def write_graph_yaml(path, preset, devices, overrides=None):
+    G, _ = build_graph(preset, devices, overrides)
     doc = {"name": f"{preset}-drawn", "description": f"{preset} drawn by hand",
            "builder": "graph", "devices": devices, "params": graph_as_yaml_params(G)}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return G
 
 
-@pytest.mark.parametrize("preset,devices", [("dgx-h100", 16), ("mi300x-node", 16),
-                                            ("dgx-h100", 256)])
+@pytest.mark.parametrize("preset,devices", [
+    ("dgx-h100", 16), ("dgx-h100", 256), ("mi300x-node", 16), ("gb200-nvl72", 144),
+    ("cxl-memory-pool", 16), ("chiplet-ucie", 32), ("tpu-v4-pod", 128),
+    ("tpu-v4-pod", 256)])
 def test_drawn_graph_of_a_builder_is_the_same_graph_and_routes(tmp_path, preset, devices):
+    # tpu-v4-pod at 256 chips in pods of 4x4x8: two pods joined by the DCN
+    overrides = {"pod": [4, 4, 8]} if preset == "tpu-v4-pod" and devices == 256 else None
     path = tmp_path / "drawn.yaml"
-    built = write_graph_yaml(path, preset, devices)
+    built = write_graph_yaml(path, preset, devices, overrides)
     drawn = build_cluster(str(path))
     assert edge_table(drawn.graph) == edge_table(built)
     assert drawn.devices == list(built.graph["devices"])
-    reference = build_cluster(preset, devices)
+    reference = build_cluster(preset, devices, overrides)
     for a in (reference.devices[0], reference.devices[-1]):
         for b in reference.devices:
             want, got = dict(reference.router.edges(a, b)), dict(drawn.router.edges(a, b))
@@ -57,14 +61,16 @@ def scenario(topology, fidelity, devices):
                      "parallelism": {"tp": 4, "pp": 2, "dp": devices // 8}}})
 
 
-@pytest.mark.parametrize("fidelity,devices", [("analytic", 16), ("flow", 16),
-                                              ("analytic", 256)])
-def test_drawn_dgx_h100_gives_the_builders_step_time(tmp_path, fidelity, devices):
-    # 16 GPUs: NICs on one leaf (a star); 256: a two-level rail-optimised fat-tree, drawn
-    # as plain links and routed by ECMP, with SHARP since every switch offers it
+@pytest.mark.parametrize("preset,fidelity,devices", [
+    ("dgx-h100", "analytic", 16), ("dgx-h100", "flow", 16), ("dgx-h100", "analytic", 256),
+    ("tpu-v4-pod", "analytic", 64), ("tpu-v4-pod", "flow", 64)])
+def test_drawn_graph_gives_the_builders_step_time(tmp_path, preset, fidelity, devices):
+    # dgx-h100 at 16 GPUs: NICs on one leaf (a star); at 256: a two-level rail-optimised
+    # fat-tree, drawn as plain links and routed by ECMP, SHARP since every switch has it;
+    # tpu-v4-pod: chips with coords on a torus, read back as a torus
     path = tmp_path / "drawn.yaml"
-    write_graph_yaml(path, "dgx-h100", devices)
-    want = run_scenario(Scenario(0, "built", scenario("dgx-h100", fidelity, devices)))
+    write_graph_yaml(path, preset, devices)
+    want = run_scenario(Scenario(0, "built", scenario(preset, fidelity, devices)))
     got = run_scenario(Scenario(0, "drawn", scenario(str(path), fidelity, devices)))
     assert want["status"] == got["status"] == "ok", (want["error"], got["error"])
     assert got["step_time_s"] == pytest.approx(want["step_time_s"], rel=1e-9)
