@@ -27,7 +27,7 @@ import networkx as nx
 from clustersim.topology.graph import (DirectFabric, DragonflyFabric, FatTreeFabric,
                                        GraphFabric, SwitchFabric, TorusFabric)
 
-__all__ = ["Router", "NoRoute", "hops_to", "ugal_minimal_share"]
+__all__ = ["Router", "NoRoute", "hops_to", "ugal_minimal_share", "ugal_local_share"]
 
 
 class NoRoute(ValueError):
@@ -161,11 +161,14 @@ def _dragonfly_valiant(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
                        out: dict) -> None:
     """Valiant at group level: minimally to an intermediate group, then minimally on; the
     flow spreads evenly over every other group (the expectation of a random choice), so
-    each path crosses two global links. Same-group traffic, and two-group fabrics, stay
-    minimal."""
+    each path crosses two global links. Same-group traffic detours through every other
+    switch of the group; two-group fabrics have no intermediate group and stay minimal."""
     ga, gb = f.pod_of[sa], f.pod_of[sb]
+    if ga == gb:
+        _local_detours(f, sa, sb, w, out)
+        return
     middle = [k for k in range(f.groups) if k not in (ga, gb)]
-    if ga == gb or not middle:
+    if not middle:
         _dragonfly_minimal(G, f, sa, sb, w, out)
         return
     share = w / len(middle)
@@ -179,6 +182,29 @@ def _dragonfly_valiant(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
                 out[(sa, x)] += part
             out[(x, y)] += part
             _dragonfly_minimal(G, f, y, sb, part, out)
+
+
+def _local_detours(f: DragonflyFabric, sa, sb, w: float, out: dict) -> None:
+    """Valiant inside a group: through each other switch of the group in equal shares (two
+    local hops); a group of two switches has none and goes direct."""
+    if sa == sb:
+        return
+    middle = [s for s in f.switches_in[f.pod_of[sa]] if s not in (sa, sb)]
+    if not middle:
+        out[(sa, sb)] += w
+        return
+    for s in middle:
+        out[(sa, s)] += w / len(middle)
+        out[(s, sb)] += w / len(middle)
+
+
+def ugal_local_share(G: nx.DiGraph, f: DragonflyFabric, sa, sb) -> float:
+    """:func:`ugal_minimal_share` for two switches of one group: the direct local link
+    against the detours through the other switches (each crossing two local links)."""
+    direct = G.edges[sa, sb]["bw_Bps"]
+    detour = sum(min(G.edges[sa, s]["bw_Bps"], G.edges[s, sb]["bw_Bps"])
+                 for s in f.switches_in[f.pod_of[sa]] if s not in (sa, sb)) / 2
+    return direct / (direct + detour)
 
 
 def ugal_minimal_share(G: nx.DiGraph, f: DragonflyFabric, ga: int, gb: int) -> float:
@@ -202,12 +228,12 @@ def _dragonfly_route(G: nx.DiGraph, f: DragonflyFabric, a, b, w: float, out: dic
     out[(a, sa)] += w
     out[(sb, b)] += w
     ga, gb = f.pod_of[sa], f.pod_of[sb]
-    if f.routing == "minimal" or ga == gb:
+    if f.routing == "minimal" or sa == sb:
         _dragonfly_minimal(G, f, sa, sb, w, out)
     elif f.routing == "valiant":
         _dragonfly_valiant(G, f, sa, sb, w, out)
     else:
-        m = ugal_minimal_share(G, f, ga, gb)
+        m = ugal_local_share(G, f, sa, sb) if ga == gb else ugal_minimal_share(G, f, ga, gb)
         _dragonfly_minimal(G, f, sa, sb, w * m, out)
         _dragonfly_valiant(G, f, sa, sb, w * (1 - m), out)
 

@@ -151,7 +151,9 @@ def add_dragonfly(G: nx.DiGraph, endpoints: Sequence[Any], p: DragonflyParams, l
         between.setdefault((h, g), []).append((name(h, y), name(g, x)))
     fabric = add_fabric(G, DragonflyFabric(fabric_id, level, levels=2, leaf_of=leaf_of,
                                            pod_of=pod_of, groups=groups, routing=p.routing,
-                                           globals_between=between))
+                                           globals_between=between, switches_in={
+                                               g: tuple(name(g, s) for s in range(a))
+                                               for g in range(groups)}))
     for e in endpoints:
         path = (up_paths or {}).get(e, (e,))
         attach(G, path[0], fabric, entry=e, up=path)

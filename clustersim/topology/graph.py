@@ -126,15 +126,18 @@ class DragonflyFabric(FatTreeFabric):
     ``leaf_of[endpoint]`` is its switch and ``pod_of[switch]`` its group (the FatTreeFabric
     fields they share: a route between endpoints depends only on their switch pair, which
     the cluster's route cache and the injection metric rely on). ``globals_between[(g, h)]``
-    lists the ``(switch of g, switch of h)`` ends of the global links from group g to h.
+    lists the ``(switch of g, switch of h)`` ends of the global links from group g to h;
+    ``switches_in[g]`` the switches of group g.
     ``routing``: ``minimal`` (local, global, local: at most 3 switch hops), ``valiant``
-    (through an intermediate group, spread evenly over all of them: 2 global hops),
-    ``ugal`` (split between the two in proportion to their capacity, see routing).
+    (through an intermediate group, spread evenly over all of them: 2 global hops; inside a
+    group through the other switches), ``ugal`` (split between the two in proportion to
+    their capacity, see routing).
     """
 
     groups: int = 1
     routing: str = "minimal"
     globals_between: dict = field(default_factory=dict, compare=False, hash=False)
+    switches_in: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def new_graph(name: str, **attrs: Any) -> nx.DiGraph:

@@ -116,3 +116,13 @@ def test_too_many_groups_for_the_global_ports_is_refused():
                       {"scale_out.dragonfly.endpoints_per_switch": 1,
                        "scale_out.dragonfly.switches_per_group": 1,
                        "scale_out.dragonfly.global_links_per_switch": 1})
+
+
+def test_inside_a_group_valiant_detours_through_every_other_switch():
+    c, f, _ = dragonfly("valiant", groups=1, a=4, p=2)
+    a, b = c.devices[0], c.devices[2]          # switches 0 and 1 of the one group
+    assert switch_hops(c, f, a, b) == pytest.approx(2.0)
+    assert c.router.edges(a, b) and ("g0/sw0", "g0/sw1") not in dict(c.router.edges(a, b))
+    # ugal: direct link against two detours of two links each -> half stays minimal
+    u, fu, _ = dragonfly("ugal", groups=1, a=4, p=2)
+    assert switch_hops(u, fu, a, b) == pytest.approx(0.5 * 1 + 0.5 * 2)
