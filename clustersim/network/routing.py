@@ -25,7 +25,8 @@ from typing import Any
 import networkx as nx
 
 from clustersim.topology.graph import (DirectFabric, DragonflyFabric, FatTreeFabric,
-                                       GraphFabric, SwitchFabric, TorusFabric)
+                                       GraphFabric, PlanesFabric, RailOnlyFabric,
+                                       SwitchFabric, TorusFabric)
 
 __all__ = ["Router", "NoRoute", "hops_to", "ugal_minimal_share", "ugal_local_share"]
 
@@ -238,6 +239,11 @@ def _dragonfly_route(G: nx.DiGraph, f: DragonflyFabric, a, b, w: float, out: dic
         _dragonfly_valiant(G, f, sa, sb, w * (1 - m), out)
 
 
+def _entry_switch(plane, a):
+    """The switch endpoint ``a`` enters a plane at (its leaf, or the one switch)."""
+    return plane.leaf_of[a] if isinstance(plane, FatTreeFabric) else plane.planes[0]
+
+
 class Router:
     """Routes between any two routable nodes of a topology graph, cached per pair."""
 
@@ -290,26 +296,69 @@ class Router:
         self._cache[key] = result
         return result
 
-    def _fabric_route(self, f, a, b, out: dict) -> None:
+    def _fabric_route(self, f, a, b, out: dict, w: float = 1.0) -> None:
         if a == b:
             return
         if isinstance(f, TorusFabric):
-            _torus_route(f, a, b, 1.0, out)
+            _torus_route(f, a, b, w, out)
         elif isinstance(f, DragonflyFabric):  # before its FatTreeFabric base
-            _dragonfly_route(self.G, f, a, b, 1.0, out)
+            _dragonfly_route(self.G, f, a, b, w, out)
         elif isinstance(f, FatTreeFabric):
-            _fattree_route(self.G, f, a, b, 1.0, out)
+            _fattree_route(self.G, f, a, b, w, out)
+        elif isinstance(f, PlanesFabric):  # the structured GraphFabrics before their base
+            self._planes_route(f, a, b, w, out)
+        elif isinstance(f, RailOnlyFabric):
+            self._rail_only_route(f, a, b, w, out)
         elif isinstance(f, GraphFabric):  # before its DirectFabric base
             dist = self._hops.get((f.id, b))
             if dist is None:
                 dist = self._hops[(f.id, b)] = hops_to(self.G, f.members, b)
-            _graph_route(self.G, f, dist, a, b, 1.0, out)
+            _graph_route(self.G, f, dist, a, b, w, out)
         elif isinstance(f, SwitchFabric):
-            _switch_route(self.G, f, a, b, 1.0, out)
+            _switch_route(self.G, f, a, b, w, out)
         elif isinstance(f, DirectFabric):
-            out[(a, b)] += 1.0
+            out[(a, b)] += w
         else:
             raise TypeError(f"no router for fabric {type(f).__name__}")
+
+    def _planes_route(self, f: PlanesFabric, a, b, w: float, out: dict) -> None:
+        """Each plane's own route, the flow split over the planes by port bandwidth (what
+        ECMP over the union does, without searching it)."""
+        caps = [self.G.edges[a, _entry_switch(p, a)]["bw_Bps"] for p in f.planes]
+        total = sum(caps)
+        for plane, cap in zip(f.planes, caps):
+            self._fabric_route(plane, a, b, out, w * cap / total)
+
+    def _via_rail(self, f: RailOnlyFabric, a, b, w: float, out: dict) -> None:
+        na, nb = f.nic_of[a], f.nic_of[b]
+        out[(a, na)] += w
+        self._fabric_route(f.rails[f.rail_of[a]], na, nb, out, w)
+        out[(nb, b)] += w
+
+    def _rail_only_route(self, f: RailOnlyFabric, a, b, w: float, out: dict) -> None:
+        """Same rail: NIC, the rail, NIC. Across rails, ECMP's two shortest families: over
+        the source node's scale-up domain to its GPU on the destination's rail, or along the
+        source's rail to the destination node and over its scale-up domain; split as ECMP
+        splits them at the source, by the bandwidth of the first hops."""
+        ia, ib = f.rail_of[a], f.rail_of[b]
+        if ia == ib:
+            self._via_rail(f, a, b, w, out)
+            return
+        la, lb = f.local_of[a], f.local_of[b]
+        up: dict = defaultdict(float)
+        peers_a = f.peers[(la, ib)]
+        for a2 in peers_a:
+            self._fabric_route(self.fabrics[la], a, a2, up, 1.0 / len(peers_a))
+        first = sum(self.G.edges[e]["bw_Bps"] for e in up if e[0] == a)
+        s = first / (first + self.G.edges[a, f.nic_of[a]]["bw_Bps"])
+        for e, x in up.items():
+            out[e] += w * s * x
+        for a2 in peers_a:
+            self._via_rail(f, a2, b, w * s / len(peers_a), out)
+        peers_b = f.peers[(lb, ia)]
+        for b2 in peers_b:
+            self._via_rail(f, a, b2, w * (1 - s) / len(peers_b), out)
+            self._fabric_route(self.fabrics[lb], b2, b, out, w * (1 - s) / len(peers_b))
 
     def shared_fabric(self, a: Any, b: Any):
         """The innermost fabric joining ``a`` and ``b`` (None for the same node)."""

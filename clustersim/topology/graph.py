@@ -26,7 +26,8 @@ from clustersim.hardware.catalog import get_link
 
 __all__ = [
     "NODE_KINDS", "COMPUTE_KINDS", "Attachment", "Fabric", "SwitchFabric", "DirectFabric",
-    "TorusFabric", "FatTreeFabric", "GraphFabric", "DragonflyFabric", "ROUTINGS", "new_graph", "add_node", "add_link", "add_fabric", "attach",
+    "TorusFabric", "FatTreeFabric", "GraphFabric", "PlanesFabric", "RailOnlyFabric",
+    "DragonflyFabric", "ROUTINGS", "new_graph", "add_node", "add_link", "add_fabric", "attach",
     "link_tech",
 ]
 
@@ -113,6 +114,29 @@ class GraphFabric(DirectFabric):
 
     members: frozenset = field(default=frozenset(), compare=False, hash=False)
     in_network_reduction: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanesFabric(GraphFabric):
+    """Independent planes (fat-trees or single switches) over the same endpoints, one port
+    of each endpoint in each: routed plane by plane, the flow split by port bandwidth --
+    ECMP over the union of the planes, without searching it."""
+
+    planes: tuple = ()
+
+
+@dataclass(frozen=True)
+class RailOnlyFabric(GraphFabric):
+    """Rails without a spine, bridged by the nodes' scale-up domains. Entries are the
+    devices (gateways): ``rail_of`` and ``nic_of`` them, ``local_of`` their scale-up fabric
+    id, ``peers[(scale-up fabric id, rail)]`` the devices of a node on a rail, ``rails[r]``
+    the fabric of rail r (over its NICs). Routed as ECMP over ``members`` would be."""
+
+    rails: tuple = ()
+    rail_of: dict = field(default_factory=dict, compare=False, hash=False)
+    nic_of: dict = field(default_factory=dict, compare=False, hash=False)
+    local_of: dict = field(default_factory=dict, compare=False, hash=False)
+    peers: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 ROUTINGS = ("minimal", "valiant", "ugal")

@@ -2,9 +2,10 @@
 port in one plane, as when a multi-port NIC (or a NIC split into several ports) spreads its
 traffic over parallel scale-out networks that share no switch.
 
-Routing is ECMP over shortest paths (:class:`~clustersim.topology.graph.GraphFabric`): a flow
+Routing is ECMP over shortest paths (:class:`~clustersim.topology.graph.PlanesFabric`): a flow
 leaves its NIC over every plane in proportion to the port bandwidths and follows each plane's
-up/down paths, so a plane of ``k``-port NICs carries ``1/k`` of every flow.
+up/down paths, so a plane of ``k``-port NICs carries ``1/k`` of every flow (computed plane by
+plane, never by searching the union).
 
 >>> from clustersim.topology.graph import new_graph, add_node
 >>> G = new_graph("mp")
@@ -24,7 +25,7 @@ import networkx as nx
 
 from clustersim.hardware.catalog import get_switch
 from clustersim.topology.fattree import add_fat_tree
-from clustersim.topology.graph import GraphFabric, add_fabric, attach
+from clustersim.topology.graph import PlanesFabric, add_fabric, attach
 
 __all__ = ["add_multiplane_fat_tree"]
 
@@ -36,24 +37,24 @@ def add_multiplane_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], planes: int
                             fabric_id: str = "scaleout", level: str = "scaleout",
                             prefix: str = "", bw_Bps: float | None = None,
                             latency_s: float | None = None,
-                            up_paths: dict[Any, tuple] | None = None) -> GraphFabric:
+                            up_paths: dict[Any, tuple] | None = None) -> PlanesFabric:
     """``planes`` fat-trees over ``endpoints`` (one port of each endpoint in each plane),
     registered and attached as one fabric (``up_paths`` as in
     :func:`~clustersim.topology.fattree.add_fat_tree`)."""
     if planes < 1:
         raise ValueError(f"a multi-plane fabric needs at least one plane, got {planes}")
     before = set(G.nodes)
-    for k in range(planes):
-        add_fat_tree(G, endpoints, link, switch, radix=radix,
-                     oversubscription=oversubscription, levels=levels, rail_of=rail_of,
-                     fabric_id=f"{fabric_id}:p{k}", level=level, prefix=f"{prefix}p{k}/",
-                     bw_Bps=bw_Bps, latency_s=latency_s, register=False)
+    trees = tuple(add_fat_tree(G, endpoints, link, switch, radix=radix,
+                               oversubscription=oversubscription, levels=levels,
+                               rail_of=rail_of, fabric_id=f"{fabric_id}:p{k}", level=level,
+                               prefix=f"{prefix}p{k}/", bw_Bps=bw_Bps, latency_s=latency_s,
+                               register=False) for k in range(planes))
     members = frozenset(set(G.nodes) - before) | frozenset(endpoints)
     # Each plane is a whole fat-tree of `switch`: a reduction striped over the planes reduces
     # in each plane's switches, as a switch-reduced collective over several NICs does.
     reduction = get_switch(switch).in_network_reduction
-    fabric = add_fabric(G, GraphFabric(fabric_id, level, members=members,
-                                       in_network_reduction=reduction))
+    fabric = add_fabric(G, PlanesFabric(fabric_id, level, members=members,
+                                        in_network_reduction=reduction, planes=trees))
     for e in endpoints:
         path = (up_paths or {}).get(e, (e,))
         attach(G, path[0], fabric, entry=e, up=path)

@@ -86,3 +86,33 @@ def test_planes_multiply_the_bisection_and_share_no_switch(planes):
     if planes > 1:
         assert {str(v).split("/")[1] for _, v, _ in leaf_links} == {f"p{k}" for k in
                                                                      range(planes)}
+
+
+def generic_twin(cluster):
+    """The same graph with its scale-out fabric replaced by plain ECMP over its members."""
+    from clustersim.network.routing import Router
+    from clustersim.topology.graph import GraphFabric
+
+    f = cluster.router.fabrics["scaleout"]
+    G = cluster.graph.copy()
+    G.graph["fabrics"] = dict(G.graph["fabrics"])
+    G.graph["fabrics"]["scaleout"] = GraphFabric(f.id, f.level, members=f.members)
+    return Router(G)
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("rail-only-h100", {}), ("rail-only-h100", {"scale_out.radix": 4}),
+    ("rail-only-h100", {"scale_out.nics_per_node": 4}),
+    ("multiplane-h100", {}), ("multiplane-h100", {"scale_out.planes": 3,
+                                                  "scale_out.radix": 8})])
+def test_structured_routes_equal_ecmp_over_the_same_links(preset, overrides):
+    # the rail-only and multi-plane routers compute from the structure what ECMP over
+    # shortest paths inside the fabric gives; hold them to it
+    c = build_cluster(preset, 64, overrides)
+    twin = generic_twin(c)
+    for a in c.devices[::7]:
+        for b in c.devices[::3]:
+            want, got = dict(twin.edges(a, b)), dict(c.router.edges(a, b))
+            assert want.keys() == got.keys(), (a, b)
+            for e, w in want.items():
+                assert got[e] == pytest.approx(w, rel=1e-9, abs=1e-12), (a, b, e)
