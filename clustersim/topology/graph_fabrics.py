@@ -11,10 +11,12 @@ one level is one fabric:
 - a star (every link joins an endpoint to a centre -- a switch or a host -- and every endpoint
   reaches every centre) is a SwitchFabric, its centres the planes (an NVSwitch domain, a host);
 - a full mesh of endpoints is a DirectFabric (MI300X xGMI);
+- endpoints each on one leaf switch, every leaf linked to every spine, is a two-level
+  FatTreeFabric (up/down ECMP);
 - endpoints with ``coords`` whose links (direct, or through optical circuit switches) join
   coordinate neighbours form a TorusFabric, routed in dimension order (a TPU pod, a die mesh);
-- anything else is a GraphFabric routed by ECMP over shortest paths (fat-trees, dragonflies
-  and tori drawn by hand; on fat-trees ECMP gives the builder's up/down routes exactly).
+- anything else is a GraphFabric routed by ECMP over shortest paths (three-level fat-trees,
+  dragonflies, tori without coords; on fat-trees ECMP gives the builder's routes exactly).
 
 Devices attach innermost first (package, scaleup, torus, host, cxl, scaleout), as builders do;
 dies without their own off-package links reach those fabrics through their package's gateway
@@ -40,9 +42,9 @@ from typing import Any
 import networkx as nx
 
 from clustersim.hardware.catalog import get_switch
-from clustersim.topology.graph import (COMPUTE_KINDS, DirectFabric, Fabric, GraphFabric,
-                                       SwitchFabric, TorusFabric, add_fabric, attach,
-                                       link_tech)
+from clustersim.topology.graph import (COMPUTE_KINDS, DirectFabric, Fabric, FatTreeFabric,
+                                       GraphFabric, SwitchFabric, TorusFabric, add_fabric,
+                                       attach, link_tech)
 from clustersim.topology.torus import mesh_path
 
 __all__ = ["LEVELS", "link_level", "infer_fabrics"]
@@ -129,6 +131,32 @@ def _torus(G: nx.DiGraph, ends: list, centres: list, pairs: set, level: str,
     return TorusFabric(fid, level, dims=dims, wrap=wrap, coords=coords, at=at, hops=hops)
 
 
+def _two_level_tree(G: nx.DiGraph, ends: list, centres: list, pairs: set, level: str,
+                    fid: str, reduction: str | None) -> FatTreeFabric | None:
+    """A FatTreeFabric when every endpoint hangs off one leaf switch and every leaf links
+    to every spine (and nothing else joins switches): a two-level folded Clos."""
+    if not ends or any(G.nodes[c]["kind"] != "switch" for c in centres):
+        return None
+    leaf_of = {}
+    for e in ends:
+        up = [c for c in G.successors(e) if frozenset((e, c)) in pairs]
+        if len(up) != 1:
+            return None
+        leaf_of[e] = up[0]
+    leaves = list(dict.fromkeys(leaf_of.values()))
+    spines = [c for c in centres if c not in set(leaves)]
+    if not spines or len(pairs) != len(ends) + len(leaves) * len(spines) or any(
+            frozenset((leaf, s)) not in pairs for leaf in leaves for s in spines):
+        return None
+    for leaf in leaves:  # ECMP loads a leaf's uplinks evenly: one resource each way
+        for s in spines:
+            G.edges[leaf, s]["bundle"] = ("out", leaf, fid)
+            G.edges[s, leaf]["bundle"] = ("in", leaf, fid)
+    return FatTreeFabric(fid, level, levels=2, leaf_of=leaf_of,
+                         pod_of={leaf: 0 for leaf in leaves}, aggs={0: tuple(spines)},
+                         in_network_reduction=reduction)
+
+
 def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: str) -> Fabric:
     """The fabric of one connected piece (see the module docstring)."""
     centres = [n for n in nodes if G.nodes[n]["kind"] in _CENTRES]
@@ -146,9 +174,10 @@ def _classify(G: nx.DiGraph, nodes: list, links: list[tuple], level: str, fid: s
         return SwitchFabric(fid, level, planes=tuple(centres), in_network_reduction=reduction)
     if not centres and len(pairs) == len(ends) * (len(ends) - 1) // 2:
         return DirectFabric(fid, level)
-    torus = _torus(G, ends, centres, pairs, level, fid)
-    if torus is not None:
-        return torus
+    structured = _torus(G, ends, centres, pairs, level, fid) or \
+        _two_level_tree(G, ends, centres, pairs, level, fid, reduction)
+    if structured is not None:
+        return structured
     # Switches reduce in the network only where every route stays among them (no device
     # forwards): a tree of SHARP switches, not a torus of accelerators.
     forwarding = any(G.nodes[n]["kind"] in COMPUTE_KINDS for n in nodes)

@@ -45,6 +45,14 @@ def test_drawn_graph_of_a_builder_is_the_same_graph_and_routes(tmp_path, preset,
     assert edge_table(drawn.graph) == edge_table(built)
     assert drawn.devices == list(built.graph["devices"])
     reference = build_cluster(preset, devices, overrides)
+    # the same link resources too: stars and two-level trees bundle their planes/uplinks
+    assert len(drawn.links.capacity_Bps) == len(reference.links.capacity_Bps)
+    assert sorted(type(f).__name__ for f in drawn.router.fabrics.values()) == \
+        sorted(type(f).__name__ for f in reference.router.fabrics.values())
+    same_level = {"dcn": "scaleout"}   # a drawn graph calls every scale-out level scaleout
+    for d in reference.devices:   # attached to the same kinds of fabric, innermost first
+        assert [a.level for a in drawn.graph.nodes[d]["attach"]] == \
+            [same_level.get(a.level, a.level) for a in reference.graph.nodes[d]["attach"]]
     for a in (reference.devices[0], reference.devices[-1]):
         for b in reference.devices:
             want, got = dict(reference.router.edges(a, b)), dict(drawn.router.edges(a, b))
