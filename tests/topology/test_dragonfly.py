@@ -5,6 +5,8 @@ Valiant's second global hop."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clustersim.errors import InputError
 from clustersim.network import Cluster, build_cluster
@@ -126,3 +128,35 @@ def test_inside_a_group_valiant_detours_through_every_other_switch():
     # ugal: direct link against two detours of two links each -> half stays minimal
     u, fu, _ = dragonfly("ugal", groups=1, a=4, p=2)
     assert switch_hops(u, fu, a, b) == pytest.approx(0.5 * 1 + 0.5 * 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=st.integers(1, 3), a=st.integers(2, 5), h=st.integers(1, 3),
+       groups=st.integers(1, 6), routing=st.sampled_from(["minimal", "valiant", "ugal"]),
+       data=st.data())
+def test_every_route_is_a_unit_flow_with_the_hops_its_routing_allows(p, a, h, groups, routing,
+                                                                     data):
+    # whatever the shape: one unit leaves the source and reaches the destination, nothing
+    # is lost or made at a switch, and the global hops are 1 (minimal) or 1-2 (valiant, ugal)
+    groups = min(groups, a * h + 1)
+    c, f, _ = dragonfly(routing, groups=groups, p=p, a=a, h=h, local_links=1)
+    src = data.draw(st.sampled_from(c.devices))
+    dst = data.draw(st.sampled_from(c.devices))
+    route = c.router.edges(src, dst)
+    if src == dst:
+        assert route == []
+        return
+    net = {}
+    for (u, v), w in route:
+        assert w > 0 and c.graph.has_edge(u, v)
+        net[u] = net.get(u, 0.0) + w
+        net[v] = net.get(v, 0.0) - w
+    assert net.pop(src) == pytest.approx(1.0)
+    assert net.pop(dst) == pytest.approx(-1.0)
+    assert all(abs(x) < 1e-9 for x in net.values())
+    g = global_weight(c, f, src, dst)
+    cross = f.pod_of[f.leaf_of[src]] != f.pod_of[f.leaf_of[dst]]
+    if routing == "minimal" or not cross:
+        assert g == pytest.approx(1.0 if cross else 0.0)
+    else:
+        assert 1.0 - 1e-9 <= g <= 2.0 + 1e-9
