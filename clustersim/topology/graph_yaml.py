@@ -117,8 +117,7 @@ def _check_nodes(p: GraphParams, where: Where) -> list[InputError]:
                                      f"unique", *where(loc + ("id",))))
         seen.setdefault(n.id, i)
         if n.kind in COMPUTE_KINDS and n.device not in devices:
-            what = "device preset" if n.device else "device preset (missing)"
-            msg = unknown_name(what, n.device or "", devices).message if n.device else \
+            msg = unknown_name("device preset", n.device, devices).message if n.device else \
                 f"node {n.id!r} is an {n.kind} and needs `device:` (a device preset)"
             errors.append(InputError(f"nodes[{i}].device: {msg}", *where(loc + ("device",))))
         if n.kind in ("switch", "optical_switch") and n.model not in switches:
@@ -254,11 +253,12 @@ def build_graph_topology(p: GraphParams, devices: int | None = None,
                          name: str = "graph") -> nx.DiGraph:
     """The topology graph of ``p`` (its ``file`` read first when given); ``devices`` must be
     the number of accelerators when given (a drawn graph has the size it is drawn at)."""
-    if p.file:
-        drawn = graph_to_params(_read_file(p.file), file=p.file)
+    source = p.file
+    if source:
+        drawn = graph_to_params(_read_file(source), file=source)
         p = p.model_copy(update={"nodes": drawn.nodes + p.nodes, "links": drawn.links + p.links,
                                  "file": None})
-    check_graph(p, (lambda loc: (p.file, None, None)) if p.file else _no_where)
+    check_graph(p, (lambda loc: (source, None, None)) if source else _no_where)
     count = sum(n.kind in COMPUTE_KINDS for n in p.nodes)
     if devices is not None and devices != count:
         raise ValueError(f"the graph has {count} accelerators, not {devices}; a graph "

@@ -157,3 +157,17 @@ def test_good_graph_runs(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text(GOOD)
     assert main(["topology", "show", str(path)]) == 0
+
+
+def test_bad_graph_file_names_the_file_and_the_fix(tmp_path):
+    g = nx.Graph()
+    g.add_node("a", kind="accelerator", device="mi300x")
+    g.add_node("b", kind="accelerator", device="mi300x")
+    g.add_edge("a", "b", technology="xgmi", count=7)
+    (tmp_path / "g.json").write_text(json.dumps(nx.node_link_data(g, edges="links")))
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(
+        {"name": "t", "description": "d", "builder": "graph", "devices": 2,
+         "params": {"file": "g.json"}}))
+    with pytest.raises(InputError) as err:
+        build_cluster(str(tmp_path / "t.yaml"))
+    assert "g.json" in str(err.value) and "unknown link technology 'xgmi'" in str(err.value)
