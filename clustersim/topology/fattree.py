@@ -158,8 +158,8 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
         for leaf in pod_leaves:
             pod_of[leaf] = p
             for agg in aggs[p]:  # ECMP spreads every leaf's traffic evenly over its aggs
-                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
-                         bundle=fabric_id)
+                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, latency_s=latency_s,
+                         switch_latency_s=sw_lat, bundle=fabric_id)
     if levels == 3:
         cores = _add_cores(aggs, up, radix, switch_node, lambda u, v, count: add_link(
             G, u, v, link, count=count, bw_Bps=bw_Bps, latency_s=latency_s,
