@@ -29,6 +29,17 @@ def _neighbourhood(G: nx.DiGraph, start, max_nodes: int) -> list:
     return list(seen)
 
 
+def _layout(H: nx.Graph) -> dict:
+    """Kamada-Kawai for small graphs (it needs scipy, an optional dependency), else a seeded
+    spring layout (numpy only below 500 nodes)."""
+    if len(H) <= 120:
+        try:
+            return nx.kamada_kawai_layout(H)
+        except ImportError:
+            pass
+    return nx.spring_layout(H, seed=0)
+
+
 def draw_topology(cluster, path: str, max_nodes: int = 300) -> None:
     """Write a PNG picture of (the neighbourhood of the first device of) the cluster."""
     # matplotlib on use (~0.7 s to import): only `topology show --png` draws
@@ -40,7 +51,7 @@ def draw_topology(cluster, path: str, max_nodes: int = 300) -> None:
     G = cluster.graph
     nodes = list(G) if len(G) <= max_nodes else _neighbourhood(G, cluster.devices[0], max_nodes)
     H = G.subgraph(nodes).to_undirected(as_view=False)
-    pos = nx.kamada_kawai_layout(H) if len(H) <= 120 else nx.spring_layout(H, seed=0)
+    pos = _layout(H)
     techs = sorted({d["tech"] for _, _, d in H.edges(data=True)})
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(10, 8))

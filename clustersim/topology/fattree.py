@@ -57,17 +57,54 @@ def fat_tree_capacity(radix: int, levels: int) -> int:
     return {1: radix, 2: down * radix, 3: down * down * radix}[levels]
 
 
+def _leaf_members(endpoints: Sequence[Any], rail_of: Callable[[Any], int] | None,
+                  down: int) -> list[list]:
+    """The endpoints of each leaf: per rail, consecutive endpoints fill ``down`` ports;
+    ordered chunk-major so that a pod (consecutive leaves) holds every rail of the same
+    group of nodes."""
+    rails: dict[int, list] = {}
+    for e in endpoints:
+        rails.setdefault(rail_of(e) if rail_of else 0, []).append(e)
+    chunks = max(math.ceil(len(members) / down) for members in rails.values())
+    return [rails[r][c * down:(c + 1) * down] for c in range(chunks) for r in sorted(rails)
+            if rails[r][c * down:(c + 1) * down]]
+
+
+def _add_cores(aggs: dict, up: int, radix: int, switch_node: Callable,
+               link: Callable) -> dict:
+    """The core level of a 3-level tree: ``cores[j]``, joined to agg ``j`` of every pod."""
+    if len(aggs) > radix:
+        raise ValueError(f"{len(aggs)} pods exceed the {radix} ports of a core switch")
+    # Each agg sends radix/2 links up; agg j of every pod meets the same core group j. A
+    # core has a port per pod link, so with fewer than radix pods a group needs fewer
+    # cores, each taking several parallel links from every agg (same bandwidth, fewer
+    # switches drawing power).
+    uplinks = radix // 2
+    per_group = next(n for n in range(1, uplinks + 1)
+                     if uplinks % n == 0 and n * radix >= uplinks * len(aggs))
+    cores = {}
+    for j in range(up):
+        cores[j] = tuple(switch_node(f"core{j}.{c}", "core") for c in range(per_group))
+        for p in aggs:
+            for core in cores[j]:
+                link(aggs[p][j], core, uplinks // per_group)
+    return cores
+
+
 def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str,
                  radix: int | None = None, oversubscription: float = 1.0,
                  levels: int | None = None, rail_of: Callable[[Any], int] | None = None,
                  fabric_id: str = "scaleout", level: str = "scaleout", prefix: str = "",
                  bw_Bps: float | None = None, latency_s: float | None = None,
-                 up_paths: dict[Any, tuple] | None = None) -> FatTreeFabric | SwitchFabric:
+                 up_paths: dict[Any, tuple] | None = None, register: bool = True
+                 ) -> FatTreeFabric | SwitchFabric:
     """Connect ``endpoints`` (NICs) through a fat-tree of ``switch`` chips; attach them.
 
     ``rail_of(endpoint)`` makes the tree rail-optimised. ``up_paths[e]`` is the node path by
     which the devices behind NIC ``e`` reach it: each path's first node gets the attachment.
-    Returns the registered fabric (a single-switch SwitchFabric when one switch suffices).
+    Returns the registered fabric (a single-switch SwitchFabric when one switch suffices);
+    with ``register=False`` only the switches and links are added and the fabric is returned
+    unregistered, for a caller that routes over several trees as one (multi-plane, rails).
     """
     spec = get_switch(switch)
     radix = radix or spec.ports
@@ -86,37 +123,28 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
         add_node(G, node, "switch", tier=tier, model=switch, label=f"{spec.name} {tier}")
         return node
 
-    def attach_all(fabric) -> None:
-        for e in endpoints:
-            path = (up_paths or {}).get(e, (e,))
-            attach(G, path[0], fabric, entry=e, up=path)
+    def finish(fabric):
+        if register:
+            add_fabric(G, fabric)
+            for e in endpoints:
+                path = (up_paths or {}).get(e, (e,))
+                attach(G, path[0], fabric, entry=e, up=path)
+        return fabric
 
     if levels == 1:
         sw = switch_node("sw0", "leaf")
         for e in endpoints:
             add_link(G, e, sw, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
-        fabric = add_fabric(G, SwitchFabric(fabric_id, level, planes=(sw,),
-                                            in_network_reduction=spec.in_network_reduction))
-        attach_all(fabric)
-        return fabric
+        return finish(SwitchFabric(fabric_id, level, planes=(sw,),
+                                   in_network_reduction=spec.in_network_reduction))
 
-    # Leaves: per rail, consecutive endpoints fill `down` ports; ordered chunk-major so that a
-    # pod (consecutive leaves) holds every rail of the same group of nodes.
-    rails: dict[int, list] = {}
-    for e in endpoints:
-        rails.setdefault(rail_of(e) if rail_of else 0, []).append(e)
-    chunks = max(math.ceil(len(members) / down) for members in rails.values())
     leaves, leaf_of = [], {}
-    for c in range(chunks):
-        for r in sorted(rails):
-            members = rails[r][c * down:(c + 1) * down]
-            if not members:
-                continue
-            leaf = switch_node(f"leaf{len(leaves)}", "leaf")
-            leaves.append(leaf)
-            for e in members:
-                add_link(G, e, leaf, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
-                leaf_of[e] = leaf
+    for members in _leaf_members(endpoints, rail_of, down):
+        leaf = switch_node(f"leaf{len(leaves)}", "leaf")
+        leaves.append(leaf)
+        for e in members:
+            add_link(G, e, leaf, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat)
+            leaf_of[e] = leaf
 
     pod_size = len(leaves) if levels == 2 else radix // 2
     if levels == 2 and len(leaves) > radix:
@@ -130,27 +158,12 @@ def add_fat_tree(G: nx.DiGraph, endpoints: Sequence[Any], link: str, switch: str
         for leaf in pod_leaves:
             pod_of[leaf] = p
             for agg in aggs[p]:  # ECMP spreads every leaf's traffic evenly over its aggs
-                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
-                         bundle=fabric_id)
+                add_link(G, leaf, agg, link, bw_Bps=bw_Bps, latency_s=latency_s,
+                         switch_latency_s=sw_lat, bundle=fabric_id)
     if levels == 3:
-        if len(pods) > radix:
-            raise ValueError(f"{len(pods)} pods exceed the {radix} ports of a core switch")
-        # Each agg sends radix/2 links up; agg j of every pod meets the same core group j. A
-        # core has a port per pod link, so with fewer than radix pods a group needs fewer
-        # cores, each taking several parallel links from every agg (same bandwidth, fewer
-        # switches drawing power).
-        uplinks = radix // 2
-        per_group = next(n for n in range(1, uplinks + 1)
-                         if uplinks % n == 0 and n * radix >= uplinks * len(pods))
-        for j in range(up):
-            cores[j] = tuple(switch_node(f"core{j}.{c}", "core") for c in range(per_group))
-            for p in aggs:
-                for core in cores[j]:
-                    add_link(G, aggs[p][j], core, link, count=uplinks // per_group,
-                             bw_Bps=bw_Bps, latency_s=latency_s, switch_latency_s=sw_lat,
-                             bundle=fabric_id)
-    fabric = add_fabric(G, FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of,
-                                         pod_of=pod_of, aggs=aggs, cores=cores,
-                                         in_network_reduction=spec.in_network_reduction))
-    attach_all(fabric)
-    return fabric
+        cores = _add_cores(aggs, up, radix, switch_node, lambda u, v, count: add_link(
+            G, u, v, link, count=count, bw_Bps=bw_Bps, latency_s=latency_s,
+            switch_latency_s=sw_lat, bundle=fabric_id))
+    return finish(FatTreeFabric(fabric_id, level, levels=levels, leaf_of=leaf_of,
+                                pod_of=pod_of, aggs=aggs, cores=cores,
+                                in_network_reduction=spec.in_network_reduction))

@@ -5,7 +5,9 @@ One builder covers DGX A100/H100 (8 GPUs on NVSwitch planes per node, one NIC pe
 rail-optimised InfiniBand fat-tree), GB200 NVL72 (a 72-GPU NVLink domain spanning 18 compute
 trays), PCIe- or CXL-switched servers, MI300X-style full meshes, and chiplet packages whose
 compute dies sit on a UCIe mesh. ``devices`` counts compute endpoints (ranks): GPUs, or dies of
-a chiplet package. Optional host DRAM and CXL memory pools hang off each node.
+a chiplet package. Optional host DRAM and CXL memory pools hang off each node. The scale-out
+fabric (``scale_out.topology``) is a fat-tree (``planes`` > 1: several independent planes), a
+rail-only fabric or a dragonfly.
 
 >>> G = build_gpu_cluster(GpuClusterParams(), devices=16)
 >>> len(G.graph["devices"]), G.graph["nodes"]
@@ -24,11 +26,14 @@ from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativ
 from clustersim.config.validation import StrictModel
 from clustersim.errors import InputError, InputErrors
 from clustersim.hardware.catalog import get_device, get_link, override_device
+from clustersim.topology.dragonfly import DragonflyParams, add_dragonfly
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.graph import new_graph, add_node, attach, add_link
 from clustersim.topology.memory_tiers import add_cxl_pool, add_device_memory, add_host
+from clustersim.topology.multiplane import add_multiplane_fat_tree
+from clustersim.topology.rail_only import add_rail_only
 from clustersim.topology.scaleup import add_direct_mesh, add_switch_domain
-from clustersim.topology.torus import add_torus
+from clustersim.topology.torus import add_torus, mesh_path
 
 __all__ = ["GpuClusterParams", "build_gpu_cluster", "resolve_device"]
 
@@ -53,6 +58,8 @@ class ScaleUpParams(StrictModel):
 
 
 class ScaleOutParams(StrictModel):
+    topology: Literal["fat-tree", "rail-only", "dragonfly"] = Field(
+        "fat-tree", description="fat-tree (planes > 1: multi-plane), rail-only, dragonfly")
     technology: str = "ib-ndr"
     nics_per_node: PositiveInt = 8
     switch: str = "quantum2-ndr"
@@ -60,6 +67,8 @@ class ScaleOutParams(StrictModel):
     oversubscription: float = Field(1.0, ge=1)
     levels: Literal[1, 2, 3] | None = None
     rail_optimized: bool = True
+    planes: PositiveInt = Field(1, description="independent fat-tree planes, one NIC port each")
+    dragonfly: DragonflyParams = Field(default_factory=DragonflyParams)
     bandwidth: Bandwidth | None = Field(None, description="per-port override")
     latency: NonNegativeTime | None = Field(None, description="per-link latency override")
 
@@ -115,19 +124,6 @@ def resolve_device(name: str, overrides: dict[str, Any]):
             for e in exc.errors) from None
 
 
-def _mesh_path(fabric, a, b) -> tuple:
-    """Dimension-order node path between two dies of a (non-wrapping) mesh."""
-    path, here = [a], list(fabric.coords[a])
-    target = fabric.coords[b]
-    for d in range(len(here)):
-        while here[d] != target[d]:
-            step = 1 if target[d] > here[d] else -1
-            hop = fabric.hops[(fabric.at[tuple(here)], d, step)]
-            path.extend(hop[1:])
-            here[d] += step
-    return tuple(path)
-
-
 def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluster"
                       ) -> nx.DiGraph:
     """Build the whole cluster graph for ``devices`` compute endpoints."""
@@ -154,26 +150,7 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
     node_devices: list[list] = []
     gateway_of: dict[Any, tuple] = {}  # device -> up path to the die that owns off-package I/O
     for n in range(n_nodes):
-        members = []
-        for k in range(per_node // dies):
-            if dies == 1:
-                dev = f"n{n}/g{k}"
-                add_node(G, dev, "accelerator", device=device.name, node=n)
-                members.append(dev)
-                gateway_of[dev] = (dev,)
-                continue
-            grid = tuple(p.package.grid or _square_grid(dies))
-            if math.prod(grid) != dies:
-                raise ValueError(f"package.grid {list(grid)} does not hold {dies} dies")
-            pkg = f"n{n}/p{k}"
-            fabric = add_torus(G, grid, p.package.d2d, device=device.name, fabric_id=pkg,
-                               level="package", prefix=f"{pkg}/", kind="die", wrap=False,
-                               count=p.package.d2d_links, bw_Bps=p.package.d2d_bandwidth,
-                               node_attrs={"node": n, "package": pkg})
-            package_dies = list(fabric.coords)
-            for die in package_dies:
-                gateway_of[die] = _mesh_path(fabric, die, package_dies[0])
-            members.extend(package_dies)
+        members = _add_node_devices(G, p, device, n, per_node, gateway_of)
         for dev in members:
             add_device_memory(G, dev, device)
         node_devices.append(members)
@@ -218,35 +195,80 @@ def build_gpu_cluster(p: GpuClusterParams, devices: int, name: str = "gpu-cluste
                                   mp.device_links, mp.bandwidth)
             attach_through_gateways(fabric, members)
 
-    # Scale-out: NIC i of a node serves an equal share of its devices (through its gateway).
+    if p.scale_out is not None and n_nodes > 1:
+        _add_scale_out(G, p, node_devices, gateway_of, per_node)
+    return G
+
+
+def _add_node_devices(G: nx.DiGraph, p: GpuClusterParams, device, n: int, per_node: int,
+                      gateway_of: dict[Any, tuple]) -> list:
+    """The accelerators of node ``n`` (or its packages' dies on their UCIe mesh); records
+    each device's path to its package gateway in ``gateway_of``."""
+    dies = p.package.dies
+    members = []
+    for k in range(per_node // dies):
+        if dies == 1:
+            dev = f"n{n}/g{k}"
+            add_node(G, dev, "accelerator", device=device.name, node=n)
+            members.append(dev)
+            gateway_of[dev] = (dev,)
+            continue
+        grid = tuple(p.package.grid or _square_grid(dies))
+        if math.prod(grid) != dies:
+            raise ValueError(f"package.grid {list(grid)} does not hold {dies} dies")
+        pkg = f"n{n}/p{k}"
+        fabric = add_torus(G, grid, p.package.d2d, device=device.name, fabric_id=pkg,
+                           level="package", prefix=f"{pkg}/", kind="die", wrap=False,
+                           count=p.package.d2d_links, bw_Bps=p.package.d2d_bandwidth,
+                           node_attrs={"node": n, "package": pkg})
+        package_dies = list(fabric.coords)
+        for die in package_dies:
+            gateway_of[die] = mesh_path(fabric, die, package_dies[0])
+        members.extend(package_dies)
+    return members
+
+
+def _add_scale_out(G: nx.DiGraph, p: GpuClusterParams, node_devices: list[list],
+                   gateway_of: dict[Any, tuple], per_node: int) -> None:
+    """NIC i of a node serves an equal share of its devices (through its gateway); the NICs
+    join the scale-out fabric ``scale_out.topology`` names."""
     so = p.scale_out
-    if so is not None and n_nodes > 1:
-        nics, up_paths, rail = [], {}, {}
-        per_nic = max(1, per_node // so.nics_per_node)
-        for n, members in enumerate(node_devices):
-            for i in range(min(so.nics_per_node, per_node)):
-                nic = f"n{n}/nic{i}"
-                add_node(G, nic, "nic", node=n, label=f"{so.technology} NIC")
-                served = members[i * per_nic:(i + 1) * per_nic]
-                linked = {gateway_of[d][-1] for d in served}
-                for gw in sorted(linked):
-                    add_link(G, gw, nic, p.host.link, count=p.host.links_per_device)
-                nics.append(nic)
-                rail[nic] = i
-                for d in served:
-                    up_paths.setdefault(nic, [])
-                    up_paths[nic].append(gateway_of[d] + (nic,))
-        # add_fat_tree attaches one path per NIC; attach the others ourselves, same order.
-        first = {nic: tuple(paths[0]) for nic, paths in up_paths.items()}
+    nics, up_paths, rail = [], {}, {}
+    per_nic = max(1, per_node // so.nics_per_node)
+    for n, members in enumerate(node_devices):
+        for i in range(min(so.nics_per_node, per_node)):
+            nic = f"n{n}/nic{i}"
+            add_node(G, nic, "nic", node=n, label=f"{so.technology} NIC")
+            served = members[i * per_nic:(i + 1) * per_nic]
+            for gw in sorted({gateway_of[d][-1] for d in served}):
+                add_link(G, gw, nic, p.host.link, count=p.host.links_per_device)
+            nics.append(nic)
+            rail[nic] = i
+            up_paths[nic] = [gateway_of[d] + (nic,) for d in served]
+    first = {nic: tuple(paths[0]) for nic, paths in up_paths.items()}
+    common = dict(bw_Bps=so.bandwidth, latency_s=so.latency, prefix="net/")
+    if so.topology == "rail-only":
+        add_rail_only(G, nics, rail.get, so.technology, so.switch, radix=so.radix,
+                      up_paths=up_paths, **common)
+        return
+    if so.topology == "dragonfly":
+        fabric = add_dragonfly(G, nics, so.dragonfly, so.technology, so.switch,
+                               up_paths=first, **common)
+    elif so.planes > 1:
+        fabric = add_multiplane_fat_tree(G, nics, so.planes, so.technology, so.switch,
+                                         radix=so.radix, oversubscription=so.oversubscription,
+                                         levels=so.levels, up_paths=first,
+                                         rail_of=rail.get if so.rail_optimized else None,
+                                         **common)
+    else:
         fabric = add_fat_tree(G, nics, so.technology, so.switch, radix=so.radix,
                               oversubscription=so.oversubscription, levels=so.levels,
                               rail_of=rail.get if so.rail_optimized else None,
-                              bw_Bps=so.bandwidth, latency_s=so.latency, prefix="net/",
-                              up_paths=first)
-        for nic, paths in up_paths.items():
-            for path in paths[1:]:
-                attach(G, path[0], fabric, entry=nic, up=tuple(path))
-    return G
+                              up_paths=first, **common)
+    # The fabric attached one path per NIC; attach the others, in the same order.
+    for nic, paths in up_paths.items():
+        for path in paths[1:]:
+            attach(G, path[0], fabric, entry=nic, up=tuple(path))
 
 
 def _square_grid(dies: int) -> tuple[int, int]:

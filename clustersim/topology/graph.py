@@ -26,7 +26,8 @@ from clustersim.hardware.catalog import get_link
 
 __all__ = [
     "NODE_KINDS", "COMPUTE_KINDS", "Attachment", "Fabric", "SwitchFabric", "DirectFabric",
-    "TorusFabric", "FatTreeFabric", "new_graph", "add_node", "add_link", "add_fabric", "attach",
+    "TorusFabric", "FatTreeFabric", "GraphFabric", "PlanesFabric", "RailOnlyFabric",
+    "DragonflyFabric", "ROUTINGS", "new_graph", "add_node", "add_link", "add_fabric", "attach",
     "link_tech",
 ]
 
@@ -99,6 +100,68 @@ class FatTreeFabric(Fabric):
     aggs: dict = field(default_factory=dict, compare=False, hash=False)
     cores: dict = field(default_factory=dict, compare=False, hash=False)
     in_network_reduction: str | None = None
+
+
+@dataclass(frozen=True)
+class GraphFabric(DirectFabric):
+    """Any other wiring (a hand-written graph, rail-only rails bridged by NVLink, several
+    fat-tree planes), routed by ECMP over the shortest paths inside ``members``: at every
+    node a flow splits over the next hops towards its destination in proportion to their
+    bandwidth (exact on a fat-tree, and per NIC port on multi-plane fabrics).
+
+    A DirectFabric for the metrics: an endpoint injects over its own links into members.
+    """
+
+    members: frozenset = field(default=frozenset(), compare=False, hash=False)
+    in_network_reduction: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanesFabric(GraphFabric):
+    """Independent planes (fat-trees or single switches) over the same endpoints, one port
+    of each endpoint in each: routed plane by plane, the flow split by port bandwidth --
+    ECMP over the union of the planes, without searching it."""
+
+    planes: tuple = ()
+
+
+@dataclass(frozen=True)
+class RailOnlyFabric(GraphFabric):
+    """Rails without a spine, bridged by the nodes' scale-up domains. Entries are the
+    devices (gateways): ``rail_of`` and ``nic_of`` them, ``local_of`` their scale-up fabric
+    id, ``peers[(scale-up fabric id, rail)]`` the devices of a node on a rail, ``rails[r]``
+    the fabric of rail r (over its NICs). Routed as ECMP over ``members`` would be."""
+
+    rails: tuple = ()
+    rail_of: dict = field(default_factory=dict, compare=False, hash=False)
+    nic_of: dict = field(default_factory=dict, compare=False, hash=False)
+    local_of: dict = field(default_factory=dict, compare=False, hash=False)
+    peers: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+ROUTINGS = ("minimal", "valiant", "ugal")
+
+
+@dataclass(frozen=True)
+class DragonflyFabric(FatTreeFabric):
+    """A dragonfly (Kim et al., ISCA 2008): groups of switches joined all-to-all inside a
+    group, and global links between groups; endpoints hang off one switch each.
+
+    ``leaf_of[endpoint]`` is its switch and ``pod_of[switch]`` its group (the FatTreeFabric
+    fields they share: a route between endpoints depends only on their switch pair, which
+    the cluster's route cache and the injection metric rely on). ``globals_between[(g, h)]``
+    lists the ``(switch of g, switch of h)`` ends of the global links from group g to h;
+    ``switches_in[g]`` the switches of group g.
+    ``routing``: ``minimal`` (local, global, local: at most 3 switch hops), ``valiant``
+    (through an intermediate group, spread evenly over all of them: 2 global hops; inside a
+    group through the other switches), ``ugal`` (split between the two in proportion to
+    their capacity, see routing).
+    """
+
+    groups: int = 1
+    routing: str = "minimal"
+    globals_between: dict = field(default_factory=dict, compare=False, hash=False)
+    switches_in: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def new_graph(name: str, **attrs: Any) -> nx.DiGraph:

@@ -80,7 +80,9 @@ def add_cxl_pool(G: nx.DiGraph, name: str, devices: Sequence[Any], link: str, sw
         exp = f"{name}/mem{i}"
         add_node(G, exp, "cxl_memory", capacity_B=expander_capacity_B,
                  label="CXL memory expander")
-        add_link(G, sw, exp, link, count=expander_links, bw_Bps=link_bw_Bps)
+        # expander -> switch enters the switch too: reads from the pool pay its latency
+        add_link(G, exp, sw, link, count=expander_links, bw_Bps=link_bw_Bps,
+                 switch_latency_s=spec.latency_s)
         targets.append(exp)
     fabric = add_fabric(G, SwitchFabric(f"cxl:{name}", "cxl", planes=(sw,)))
     for node in (*devices, *targets):

@@ -21,6 +21,7 @@ from clustersim.config.validation import StrictModel, nested_model, validate
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 from clustersim.errors import InputError, InputErrors, closest, unknown_name
 from clustersim.topology.gpu_cluster import GpuClusterParams, build_gpu_cluster
+from clustersim.topology.graph_yaml import GraphParams, build_graph_topology, check_graph
 from clustersim.topology.tpu_pod import TpuPodParams, build_tpu_pod
 
 __all__ = ["TopologyPreset", "BUILDERS", "topology_dirs", "topology_presets", "load_topology",
@@ -36,6 +37,7 @@ class Builder:
 BUILDERS: dict[str, Builder] = {
     "gpu-cluster": Builder(GpuClusterParams, build_gpu_cluster),
     "tpu-pod": Builder(TpuPodParams, build_tpu_pod),
+    "graph": Builder(GraphParams, build_graph_topology),
 }
 
 
@@ -72,8 +74,24 @@ def _load_preset_file(path: str) -> tuple[TopologyPreset, YamlDocument]:
         raise doc.error(("builder",), f"unknown builder {preset.builder!r}; "
                                       f"allowed: {', '.join(BUILDERS)}")
     # Check the parameters now, so a broken preset file points at its own line.
-    validate(BUILDERS[preset.builder].params, doc, prefix=("params",))
+    params = validate(BUILDERS[preset.builder].params, doc, prefix=("params",))
+    if preset.builder == "graph":
+        _check_graph_file(preset, params, doc, Path(path).parent)
     return preset, doc
+
+
+def _check_graph_file(preset: TopologyPreset, params: GraphParams, doc: YamlDocument,
+                      folder: Path) -> None:
+    """A graph's references and connectivity, located in its YAML; a ``file:`` is made
+    absolute (relative to the YAML) and read when the graph is built."""
+    if params.file:
+        preset.params["file"] = str(folder / params.file)
+        return
+    check_graph(params, lambda loc: doc.where(("params",) + tuple(loc)))
+    count = sum(n.kind in ("accelerator", "die") for n in params.nodes)
+    if preset.devices != count:
+        raise doc.error(("devices",), f"devices: {preset.devices}, but the graph lists {count} "
+                                      f"accelerators; set `devices: {count}`")
 
 
 def topology_presets() -> dict[str, TopologyPreset]:

@@ -22,7 +22,7 @@ import networkx as nx
 from clustersim.topology.graph import (TorusFabric, add_fabric, add_link, add_node, attach,
                                        new_graph)
 
-__all__ = ["torus", "add_torus", "slice_shape"]
+__all__ = ["torus", "add_torus", "slice_shape", "mesh_path"]
 
 
 def slice_shape(n: int, cube: tuple[int, ...] = (4, 4, 4)) -> tuple[int, ...]:
@@ -137,6 +137,26 @@ def add_torus(G: nx.DiGraph, dims: tuple[int, ...], link: str, device: str | Non
     for node in coords:
         attach(G, node, fabric)
     return fabric
+
+
+def mesh_path(fabric: TorusFabric, a: Any, b: Any) -> tuple:
+    """Dimension-order node path between two nodes of a (non-wrapping) mesh, e.g. from a
+    die to its package's gateway die.
+
+    >>> G = new_graph("m")
+    >>> f = add_torus(G, (2, 2), "ucie-advanced", kind="die", wrap=False)
+    >>> mesh_path(f, "c1.1", "c0.0")
+    ('c1.1', 'c0.1', 'c0.0')
+    """
+    path, here = [a], list(fabric.coords[a])
+    target = fabric.coords[b]
+    for d in range(len(here)):
+        while here[d] != target[d]:
+            step = 1 if target[d] > here[d] else -1
+            hop = fabric.hops[(fabric.at[tuple(here)], d, step)]
+            path.extend(hop[1:])
+            here[d] += step
+    return tuple(path)
 
 
 def torus(dims: tuple[int, ...], link: str = "ici-v4", device: str | None = "tpu-v4",
