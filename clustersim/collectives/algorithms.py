@@ -3,12 +3,14 @@ one entry point :func:`expand` that turns a collective into its phases
 (:class:`~clustersim.collectives.phase.Phase`).
 
 Algorithm names are ``NAME`` or ``NAME/PROTOCOL``: ``ring``, ``tree``, ``rhd``, ``direct``,
-``hierarchical``, ``multidim``, ``nvls``, ``sharp``; protocols ``simple`` (bulk, the default)
-and ``ll`` (NCCL's low-latency protocol: lower per-step latency, fewer payload bytes per wire
-byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
+``hierarchical``, ``multidim``, ``nvls``, ``sharp``; protocols ``simple`` (bulk, the default),
+``ll128`` and ``ll`` (NCCL's low-latency protocols: lower per-step latency, fewer payload bytes
+per wire byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
 ``calibration.yaml``), so the flow engine needs no protocol knowledge. Each phase records its
 ``algorithm`` and ``protocol`` as fields, and ``cost.phase_latency_s`` reads the protocol to
-pick its per-step latency; the ``label`` (``"ALGORITHM/PROTOCOL: what"``) is for people.
+pick its per-step latency; the first phase carries the collective's ``launch_s`` (NCCL's base
+latency of the protocol, or the switch's reduction latency for ``nvls``/``sharp``); the
+``label`` (``"ALGORITHM/PROTOCOL: what"``) is for people.
 
 >>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-a100", 8)
@@ -25,7 +27,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from clustersim.collectives.calibration import default_calibration, wire_factors
+from clustersim.collectives.calibration import (PROTOCOLS, default_calibration, host_launch_s,
+                                                wire_factors)
 from clustersim.collectives.direct import expand_direct
 from clustersim.collectives.group_structure import group_info
 from clustersim.collectives.hierarchical import expand_hierarchical, expand_multidim
@@ -38,8 +41,6 @@ from clustersim.collectives.tree import expand_tree
 from clustersim.errors import InputError, closest
 
 __all__ = ["ALGORITHMS", "PROTOCOLS", "expand", "split_algorithm", "valid_algorithms"]
-
-PROTOCOLS = ("simple", "ll")
 
 # name -> the function laying out its payload phases; the order is the order of ALGORITHMS
 _EXPANDERS = {"ring": expand_ring, "tree": expand_tree, "rhd": expand_rhd,
@@ -56,7 +57,7 @@ def split_algorithm(algorithm: str) -> tuple[str, str]:
         near = closest(name, ALGORITHMS)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise InputError(f"unknown collective algorithm {algorithm!r}; {hint}(allowed: "
-                         f"{', '.join(ALGORITHMS)}, optionally /ll or /simple, or auto)")
+                         f"{', '.join(ALGORITHMS)}, optionally /simple, /ll128 or /ll, or auto)")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r} in {algorithm!r}; allowed: "
                          f"{', '.join(PROTOCOLS)}")
@@ -121,9 +122,20 @@ def expand(cluster, group, op: str, size_bytes: float, algorithm: str, *, root: 
         raise InputError(f"{exc.message}; valid for {op} on this {info.p}-rank group: "
                          f"{', '.join(valid) or 'none'}") from None
     cal = calibration or default_calibration()
+    launch = launch_latency_s(cal, name, protocol) + host_launch_s(cluster, cal)
     out = []
-    for ph in phases:
+    for k, ph in enumerate(phases):
         factor = wire_factors(cluster, info.members, ph, name, protocol, cal)
         out.append(replace(ph, bytes=ph.bytes * factor, label=f"{name}/{protocol}: {ph.label}",
-                           algorithm=name, protocol=protocol))
+                           algorithm=name, protocol=protocol,
+                           launch_s=launch if k == 0 else 0.0))
     return out
+
+
+def launch_latency_s(cal, name: str, protocol: str) -> float:
+    """The fixed latency of one collective by ``name/protocol``: NCCL's base latency of the
+    protocol, or for in-switch reduction the switch's reduction latency (NCCL's NVLS
+    ``hwLat``; its base latency is 0)."""
+    if name in ("nvls", "sharp"):
+        return cal.in_network_latency_s[name]
+    return cal.launch(protocol)

@@ -5,10 +5,14 @@ orders chosen so that they load different links:
 
 - inside one switched fabric every order loads each rank's port the same: one channel;
 - on a torus, bidirectional rings: the group order and its reverse (2 channels);
-- across nodes (two-level groups), one channel per local rank: channel ``k`` visits each
-  node's ranks rotated by ``k``, so it leaves every node from local rank ``k-1`` and enters
-  the next at local rank ``k``; the channels' inter-node hops therefore start and end on
-  different NICs (rails), which is how NCCL reaches a node's aggregate NIC bandwidth.
+- across nodes (two-level groups), one channel per local rank, kept on rails as NCCL keeps
+  its rings (local rank i's NIC talks to local rank i's NIC on the next node, so a
+  rail-optimised fabric carries every inter-node hop inside one rail): channel ``k`` enters
+  even nodes at local rank ``k`` and walks up to ``k-1``, and odd nodes at ``k-1`` walking
+  down to ``k``, so each hop between nodes joins equal local ranks (with an odd number of
+  nodes the one hop that closes the ring changes rail). The channels start on different
+  local ranks, so together they use every NIC of a node in both directions, which is how
+  NCCL reaches a node's aggregate NIC bandwidth.
 
 Per channel, all_reduce sends ``2(p-1)/p * S/c`` from each rank to its successor in
 ``2(p-1)`` steps; reduce_scatter and all_gather ``(p-1)/p * S/c`` in ``p-1`` steps;
@@ -18,8 +22,8 @@ broadcast/reduce pipeline ``S/c`` along the ring from/to the root in ``p-1`` ste
 >>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-h100", 16)
 >>> orders = ring_orders(group_info(c, c.devices))
->>> len(orders), orders[1][:8], orders[1][7:9]
-(8, [1, 2, 3, 4, 5, 6, 7, 0], [0, 9])
+>>> len(orders), orders[1][:8], orders[1][7:10]
+(8, [1, 2, 3, 4, 5, 6, 7, 0], [0, 8, 15])
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ def ring_orders(info) -> list[list[int]]:
         # uneven nodes: one channel in group order, node by node
         return [[i for node in info.nodes for i in node]]
     L = info.local_size
-    return [[node[(j + k) % L] for node in info.nodes for j in range(L)] for k in range(L)]
+
+    def visit(i, node, k):  # even nodes walk up from k, odd nodes down from k-1
+        return [node[(k + j) % L] if i % 2 == 0 else node[(k - 1 - j) % L] for j in range(L)]
+
+    return [[r for i, node in enumerate(info.nodes) for r in visit(i, node, k)]
+            for k in range(L)]
 
 
 def ring_phase(p: int, op: str, size_bytes: float, orders: list[list[int]]) -> Phase:

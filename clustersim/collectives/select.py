@@ -10,10 +10,9 @@ model:
   send_recv are direct point-to-point, as in NCCL;
 - tori (TPU ICI): bidirectional rings and, on sub-grids, multi-dimensional rings.
 
-Across nodes ``auto`` prices the tree with LL only: NCCL's tuner caps inter-node tree
-bandwidth per channel (``perChMaxTreeBw`` in its tuning.cc) and runs bulk transfers on rings;
-the bandwidth-optimal double binary tree of this model would be optimistic there (about 2x
-on the 2-node A100 row of the bundled data).
+Every protocol (Simple, LL128, LL) is priced for rings and trees, on one node and across
+nodes alike, each at its own per-hop latency and wire efficiency (``calibration.yaml``), so the
+choice follows from the same prices a forced algorithm gets.
 
 ``rhd``, ``direct`` (MPI-style) and ``hierarchical`` are priced only when forced: NCCL, whose
 sweeps the calibration comes from, has none of them (its rings and trees are node-aware
@@ -27,7 +26,7 @@ protocol; ``ring/simple`` forces both.
 ['tree/ll', 'nvls/simple']
 >>> t = collective_time_s(c, c.devices, "all_reduce", 2**30, "ring/simple")
 >>> round(1.75 * 2**30 / t / 1e9)   # busbw, GB/s: NVLink4 450 GB/s x efficiency, - latency
-355
+316
 """
 
 from __future__ import annotations
@@ -58,6 +57,14 @@ def auto_candidates(cluster, group, op: str) -> list[str]:
     return found or valid_algorithms(cluster, group, op)[:1]
 
 
+def _protocols(cluster, group, name: str) -> tuple:
+    """The protocols a library runs ``name`` with on ``group``: in-switch reduction and TPU
+    tori (one bulk DMA protocol) run Simple only; NCCL's rings and trees all three."""
+    if name in ("nvls", "sharp") or group_info(cluster, group).torus is not None:
+        return ("simple",)
+    return PROTOCOLS
+
+
 def candidates(cluster, group, op: str, algorithm: str = "auto") -> list[str]:
     """Concrete ``name/protocol`` candidates for a request (auto, a name, or name/protocol)."""
     check_op(op)
@@ -70,22 +77,14 @@ def candidates(cluster, group, op: str, algorithm: str = "auto") -> list[str]:
         if "/" in str(algorithm):
             return [str(algorithm)]
         names = [name]
-    across_nodes = algorithm == "auto" and not group_info(cluster, group).flat
-    out = []
-    for name in names:
-        protocols = ("simple",) if name in ("nvls", "sharp") else PROTOCOLS
-        if name == "tree" and across_nodes:
-            protocols = ("ll",)
-        out += [f"{name}/{proto}" for proto in protocols]
-    return out
+    return [f"{name}/{proto}" for name in names for proto in _protocols(cluster, group, name)]
 
 
 def _check_forced(cluster, group, op, algorithm):
     if algorithm == "auto":
         return
     name, _ = split_algorithm(algorithm)
-    valid = valid_algorithms(cluster, group, op)
-    if name not in valid:
+    if name not in valid_algorithms(cluster, group, op, [name]):
         expand(cluster, group, op, 1.0, algorithm)  # raises the InputError with the reason
 
 
