@@ -1,0 +1,45 @@
+"""``auto`` chooses as NCCL's tuner does: among every algorithm and protocol NCCL can be forced
+to (NCCL_ALGO x NCCL_PROTO: ring and tree with Simple, LL128 and LL; NVLS where the switches
+reduce; CollNet/SHARP only where the fabric has it), by the same prices, so it is never
+slower than any of them; and its protocol follows first principles: the low-latency protocols
+win where latency dominates, Simple (or in-switch reduction) where bandwidth does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clustersim.collectives import price, valid_algorithms
+from clustersim.collectives.calibration import PROTOCOLS
+from clustersim.network import build_cluster
+
+SIZES = 2.0 ** np.arange(10, 34)           # 1 KiB .. 8 GiB
+NCCL_ALGORITHMS = ["ring", "tree", "nvls", "sharp"]
+
+
+def forceable(cluster, op):
+    out = []
+    for name in valid_algorithms(cluster, cluster.devices, op, NCCL_ALGORITHMS):
+        out += [f"{name}/simple"] if name in ("nvls", "sharp") else \
+            [f"{name}/{p}" for p in PROTOCOLS]
+    return out
+
+
+@pytest.mark.parametrize("topology", ["dgx-h100", "dgx-a100"])
+@pytest.mark.parametrize("devices", [8, 16, 64, 256, 1024])
+def test_auto_regret_at_most_10_percent(topology, devices):
+    c = build_cluster(topology, devices)
+    for op in ("all_reduce", "all_gather", "reduce_scatter"):
+        auto, _ = price(c, c.devices, op, SIZES)
+        best = np.min([price(c, c.devices, op, SIZES, name)[0] for name in forceable(c, op)],
+                      axis=0)
+        assert np.all(auto <= 1.10 * best), (op, float(np.max(auto / best)))
+
+
+@pytest.mark.parametrize("topology", ["dgx-h100", "dgx-a100"])
+def test_protocol_follows_latency_then_bandwidth(topology):
+    c = build_cluster(topology, 64)
+    _, algos = price(c, c.devices, "all_reduce", [1024.0, 2.0**33])
+    assert algos[0].split("/")[1] in ("ll", "ll128")     # 1 KiB: latency-bound
+    assert algos[1].split("/")[1] == "simple"            # 8 GiB: bandwidth-bound
