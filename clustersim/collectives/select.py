@@ -40,6 +40,7 @@ from clustersim.collectives.group_structure import group_info
 from clustersim.collectives.kernels import price_points_kernel
 from clustersim.collectives.op_types import check_op
 from clustersim.errors import InputError
+from clustersim.topology.graph import DirectFabric
 
 __all__ = ["auto_candidates", "candidates", "price", "select_algorithm", "collective_time_s"]
 
@@ -51,6 +52,10 @@ def auto_candidates(cluster, group, op: str) -> list[str]:
         wanted = ["direct"]
     elif info.torus is not None:
         wanted = ["ring", "multidim"]
+    elif info.flat and isinstance(info.fabric, DirectFabric):
+        # a full mesh (MI300X): RCCL's multi-ring over every link, and direct transfers to
+        # every peer at once for all_gather / reduce_scatter (one step over all 7 links)
+        wanted = ["ring", "tree", "direct"] if op != "all_reduce" else ["ring", "tree"]
     else:
         wanted = ["ring", "tree", "nvls", "sharp"]
     found = valid_algorithms(cluster, group, op, wanted)
