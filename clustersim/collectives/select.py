@@ -42,7 +42,8 @@ from clustersim.collectives.op_types import check_op
 from clustersim.errors import InputError
 from clustersim.topology.graph import DirectFabric
 
-__all__ = ["auto_candidates", "candidates", "price", "select_algorithm", "collective_time_s"]
+__all__ = ["auto_candidates", "candidates", "candidate_times", "price", "select_algorithm",
+           "collective_time_s"]
 
 
 def auto_candidates(cluster, group, op: str) -> list[str]:
@@ -119,6 +120,24 @@ def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
                                 point_profile, point_size).reshape(len(profs), n)
     best = np.argmin(times, axis=0)
     return times[best, np.arange(n)], np.array(names, dtype=object)[best]
+
+
+def candidate_times(cluster, group, op: str, sizes, algorithm: str = "auto",
+                    calibration: Calibration | None = None) -> tuple[list[str], np.ndarray]:
+    """``(candidates, times_s [candidate, size])``: every ``name/protocol`` that ``algorithm``
+    (``auto`` or a name) weighs, priced at every size, for explaining a choice.
+
+    >>> from clustersim.network import build_cluster
+    >>> c = build_cluster("dgx-h100", 8)
+    >>> names, times = candidate_times(c, c.devices, "all_reduce", [2.0**30])
+    >>> names[int(times[:, 0].argmin())]
+    'nvls/simple'
+    """
+    _check_forced(cluster, group, op, algorithm)
+    names = candidates(cluster, group, op, algorithm)
+    rows = [price(cluster, group, op, sizes, name, calibration=calibration)[0]
+            for name in names]
+    return names, np.array(rows).reshape(len(names), -1)
 
 
 def select_algorithm(cluster, group, op: str, size_bytes: float, groups=None,
