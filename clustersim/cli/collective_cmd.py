@@ -42,7 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sizes", required=True,
                         help="FIRST:LAST doubling (e.g. 1KiB:8GiB) or a comma list")
     parser.add_argument("--algorithm", default="auto",
-                        help="auto (default), ring, tree, rhd, direct, hierarchical, multidim, "
+                        help="auto (default: the fastest), nccl (as NCCL's tuner would choose), ring, tree, "
+                             "rhd, direct, hierarchical, multidim, "
                              "nvls, sharp; optionally /ll or /simple")
     parser.add_argument("--skew", type=float, default=1.0,
                         help="all_to_all imbalance: hottest / coldest destination (1 = uniform)")

@@ -10,6 +10,11 @@ model:
   send_recv are direct point-to-point, as in NCCL;
 - tori (TPU ICI): bidirectional rings and, on sub-grids, multi-dimensional rings.
 
+``nccl`` chooses among the same candidates as NCCL's tuner would, by its beliefs
+(:mod:`.nccl_tuner`: e.g. a tree is never credited with moving fewer bytes over the NICs),
+and charges the chosen one at this model's price: what a job running NCCL's default gets.
+``auto`` is the fastest candidate by this model's prices.
+
 Every protocol (Simple, LL128, LL) is priced for rings and trees, on one node and across
 nodes alike, each at its own per-hop latency and wire efficiency (``calibration.yaml``), so the
 choice follows from the same prices a forced algorithm gets.
@@ -38,6 +43,7 @@ from clustersim.collectives.calibration import Calibration, default_calibration
 from clustersim.collectives.cost import profile
 from clustersim.collectives.group_structure import group_info
 from clustersim.collectives.kernels import price_points_kernel
+from clustersim.collectives.nccl_tuner import nccl_estimates
 from clustersim.collectives.op_types import check_op
 from clustersim.errors import InputError
 from clustersim.topology.graph import DirectFabric
@@ -87,7 +93,7 @@ def candidates(cluster, group, op: str, algorithm: str = "auto") -> list[str]:
 
 
 def _check_forced(cluster, group, op, algorithm):
-    if algorithm == "auto":
+    if algorithm in ("auto", "nccl"):
         return
     name, _ = split_algorithm(algorithm)
     if name not in valid_algorithms(cluster, group, op, [name]):
@@ -103,7 +109,7 @@ def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
     if np.any(sizes < 0) or not np.all(np.isfinite(sizes)):
         raise InputError("collective sizes must be finite numbers of bytes >= 0")
     family = [list(group)] + [list(g) for g in (groups or []) if list(g) != list(group)]
-    names = candidates(cluster, group, op, algorithm)
+    names = candidates(cluster, group, op, "auto" if algorithm == "nccl" else algorithm)
     profs = [profile(cluster, family, op, name, cal, root=root, skew=skew) for name in names]
     ptr = np.zeros(len(profs) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(pr.steps) for pr in profs])
@@ -118,7 +124,11 @@ def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
     times = price_points_kernel(ptr, cat("steps", np.int64), cat("alpha_s"), cat("coef"),
                                 cat("rate_Bps"), cat("reduce_coef"), cat("reduce_Bps"),
                                 point_profile, point_size).reshape(len(profs), n)
-    best = np.argmin(times, axis=0)
+    if algorithm == "nccl":  # chosen by NCCL's beliefs, charged at this model's price
+        best = np.argmin(nccl_estimates(cluster, group, op, sizes, names, times, profs, cal),
+                         axis=0)
+    else:
+        best = np.argmin(times, axis=0)
     return times[best, np.arange(n)], np.array(names, dtype=object)[best]
 
 

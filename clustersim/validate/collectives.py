@@ -6,7 +6,8 @@ How a row becomes a prediction:
 - the system: A100 rows on ``dgx-a100``, H100 rows on ``dgx-h100``, sized to the row's
   accelerator count; rows whose nodes had 4 NICs per 8 GPUs get
   ``scale_out.nics_per_node: 4``;
-- the algorithm: ``auto`` (what NCCL would pick) for "NCCL default" rows, ``nvls`` where a
+- the algorithm: ``nccl`` (what NCCL's tuner would pick, charged at this model's price;
+  :mod:`clustersim.collectives.nccl_tuner`) for "NCCL default" rows, ``nvls`` where a
   row names NVLS/SHARP on H100, ``ring`` where it names NCCL_ALGO=RING or "no SHARP";
 - the size: the row's ``msg_bytes``; rows reporting a peak without a size are priced at
   ``PEAK_SIZE_B`` (4 GiB, past every bandwidth knee) unless the row states one (``up to 1 GB``
@@ -38,11 +39,11 @@ PEAK_SIZE_B = 4 * 2**30
 
 # Rows whose text needs reading by a human: (size, algorithm, overrides, busbw divisor, note)
 _SPECIAL = {
-    "NVTEST175-2N": (2**30, "auto", {"scale_out.nics_per_node": 4}, 1,
+    "NVTEST175-2N": (2**30, "nccl", {"scale_out.nics_per_node": 4}, 1,
                      "size not given: 1 GiB assumed; 4 HDR NICs per node"),
-    "NVTEST119-3N": (2**27, "auto", {"scale_out.nics_per_node": 4}, 1,
+    "NVTEST119-3N": (2**27, "nccl", {"scale_out.nics_per_node": 4}, 1,
                      "peak over sizes up to 128 MB: 128 MiB; 4 HDR NICs per node"),
-    "NVTEST149-1N": (2**30, "auto", {}, 1, "peak over sizes up to 1 GB: 1 GiB"),
+    "NVTEST149-1N": (2**30, "nccl", {}, 1, "peak over sizes up to 1 GB: 1 GiB"),
     "NVTEST290-NDR": (PEAK_SIZE_B, "ring", {}, 8, "busbw per NIC: ring busbw / 8 NICs"),
     "SCALEBOOK-H100-AR": (2**30, "ring", {}, 1, "ring/tree without SHARP at ~1 GB"),
 }
@@ -61,9 +62,9 @@ def row_spec(row) -> dict:
     op = "send_recv" if op == "sendrecv" else "all_reduce" if "allreduce" in op.replace(
         "_", "") or op.startswith("non-allreduce") else op
     mode = f"{row['algo_or_mode']} {row['collective']}"
-    algorithm = "auto"
+    algorithm = "nccl"
     if "NCCL default" in mode:
-        algorithm = "auto"
+        algorithm = "nccl"
     elif "NVLS" in mode and "H100" in accel:
         algorithm = "nvls"
     elif "RING" in mode.upper().replace("RING/TREE", "") or "no SHARP" in mode:

@@ -43,3 +43,22 @@ def test_protocol_follows_latency_then_bandwidth(topology):
     _, algos = price(c, c.devices, "all_reduce", [1024.0, 2.0**33])
     assert algos[0].split("/")[1] in ("ll", "ll128")     # 1 KiB: latency-bound
     assert algos[1].split("/")[1] == "simple"            # 8 GiB: bandwidth-bound
+
+
+def test_nccl_mode_chooses_by_nccls_beliefs():
+    # 2 nodes x 8 A100, 4 HDR NICs each (nccl-tests#175): NCCL's tuner credits the tree with
+    # 2S per rank, so it runs the NIC-bound ring, which cannot beat the 4 x 25 GB/s of a node
+    c = build_cluster("dgx-a100", 16, {"scale_out.nics_per_node": 4})
+    (t,), (algo,) = price(c, c.devices, "all_reduce", [2.0**30], "nccl")
+    assert algo == "ring/simple"
+    assert 2 * 15 / 16 * 2.0**30 / t <= 4 * 25e9
+    # auto, the fastest by this model, may take the tree that NCCL leaves unused
+    (t_auto,), _ = price(c, c.devices, "all_reduce", [2.0**30], "auto")
+    assert t_auto <= t
+
+
+def test_nccl_mode_equals_auto_inside_one_node():
+    c = build_cluster("dgx-h100", 8)
+    a = price(c, c.devices, "all_reduce", SIZES, "auto")
+    n = price(c, c.devices, "all_reduce", SIZES, "nccl")
+    assert list(a[1]) == list(n[1]) and np.allclose(a[0], n[0])
