@@ -10,7 +10,8 @@ over its fitted rows. Every value is mapped through a logistic onto its range in
 PCIe (``host``) figure of the same protocol, which is itself below the NET one, so no fit can
 invert the transports. The host-side launch overhead of the system (``host_launch``) is
 fitted with them. One row in five of each sweep (every fifth by size, starting at the
-third) is held out of the fit and reported apart (:func:`held_out_ids`). The launch latencies
+third) is held out of the fit and reported apart
+(:func:`clustersim.validate.collectives.held_out_ids`). The launch latencies
 are NCCL's base latencies and are not fitted.
 
 The collectives layer only reads the values; fitting them needs the measurements and the
@@ -23,7 +24,8 @@ import numpy as np
 
 from clustersim.calibrate.nelder_mead import nelder_mead
 from clustersim.collectives.calibration import BOUNDS, Calibration, default_calibration
-from clustersim.validate.collectives import load_measurements, predict_rows
+from clustersim.validate.collectives import (HOLD_OUT_EVERY, held_out_ids, load_measurements,
+                                             predict_rows)
 
 __all__ = ["FIT_PLAN", "HOLD_OUT_EVERY", "held_out_ids", "fit_calibration",
            "calibration_report"]
@@ -32,7 +34,6 @@ __all__ = ["FIT_PLAN", "HOLD_OUT_EVERY", "held_out_ids", "fit_calibration",
 # What each technology is fitted on: (tech, in-network kind or None, row id prefixes/ids).
 FIT_PLAN = (("nvlink3", None, ("AZ-A100-AR-",)),
             ("nvlink4", "nvls", ("AZ-H100-AR-", "NVTEST212-RING")))
-HOLD_OUT_EVERY = 5
 _PROTOS = ("simple", "ll128", "ll")
 
 
@@ -43,22 +44,6 @@ def _rows_for(frame, patterns):
         mask |= ids.str.startswith(pat).to_numpy() if pat.endswith("-") else \
             (ids == pat).to_numpy()
     return frame[mask]
-
-
-def held_out_ids(frame=None) -> list[str]:
-    """Ids of the rows kept out of the fit: in each sweep of :data:`FIT_PLAN` ordered by size,
-    every :data:`HOLD_OUT_EVERY`-th row starting at the third (so both ends of a sweep, which
-    pin the latency and the bandwidth, stay fitted)."""
-    frame = load_measurements() if frame is None else frame
-    out = []
-    for _, _, patterns in FIT_PLAN:
-        for pat in patterns:
-            rows = _rows_for(frame, (pat,))
-            if len(rows) < HOLD_OUT_EVERY:
-                continue
-            ordered = rows.sort_values("msg_bytes", kind="stable")["id"].tolist()
-            out += ordered[2::HOLD_OUT_EVERY]
-    return out
 
 
 def _squash(z, lo, hi):
@@ -130,5 +115,4 @@ def calibration_report(cal: Calibration | None = None):
     cal = cal or default_calibration()
     frame = load_measurements()
     rows = _rows_for(frame, [p for _, _, pats in FIT_PLAN for p in pats])
-    report = predict_rows(rows, cal)
-    return report.assign(held_out=report["id"].isin(set(held_out_ids(frame))))
+    return predict_rows(rows, cal)

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clustersim.collectives.calibration import default_calibration
 from clustersim.collectives.op_types import bus_factor
 from clustersim.collectives.select import price
 from clustersim.network.cluster import build_cluster
 
-__all__ = ["DATA_FILE", "PEAK_SIZE_B", "load_measurements", "row_spec", "predict_rows",
-           "collective_validation", "summarize"]
+__all__ = ["DATA_FILE", "PEAK_SIZE_B", "HOLD_OUT_EVERY", "load_measurements", "held_out_ids",
+           "row_spec", "predict_rows", "collective_validation", "summarize"]
 
 DATA_FILE = Path(__file__).parent / "data" / "collectives.csv"
 PEAK_SIZE_B = 4 * 2**30
@@ -52,6 +53,28 @@ _SPECIAL = {
 def load_measurements(path: str | Path = DATA_FILE) -> pd.DataFrame:
     """The bundled measurement table, as published (source columns kept)."""
     return pd.read_csv(path)
+
+
+HOLD_OUT_EVERY = 5
+
+
+def held_out_ids(frame: pd.DataFrame | None = None) -> list[str]:
+    """Ids of the rows no calibration is fitted on: in every sweep (rows sharing an id prefix)
+    of at least :data:`HOLD_OUT_EVERY` rows, ordered by size, every fifth row starting at the
+    third, so both ends of a sweep (which pin latency and bandwidth) stay fitted.
+
+    >>> ids = held_out_ids()
+    >>> len(ids), ids[:2]
+    (10, ['AZ-A100-AR-4K', 'AZ-A100-AR-132K'])
+    """
+    frame = load_measurements() if frame is None else frame
+    sweep = frame["id"].astype(str).str.rsplit("-", n=1).str[0]
+    out = []
+    for _, rows in frame.groupby(sweep, sort=False):
+        if len(rows) >= HOLD_OUT_EVERY:
+            ordered = rows.sort_values("msg_bytes", kind="stable")["id"].tolist()
+            out += ordered[2::HOLD_OUT_EVERY]
+    return out
 
 
 def row_spec(row) -> dict:
@@ -111,7 +134,14 @@ def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
             "measured_time_us": float(row["time_us"]) if pd.notna(row["time_us"]) else np.nan,
             "predicted_time_us": t * 1e6, "assumption": spec["note"],
         })
-    return pd.DataFrame.from_records(records)
+    out = pd.DataFrame.from_records(records)
+    if not len(out):
+        return out.assign(held_out=[], role=[])
+    cal = calibration or default_calibration()
+    fitted = {i for t in cal.techs.values() for i in t.fitted_on}
+    held = out["id"].isin(set(held_out_ids()))
+    role = np.where(held, "held out", np.where(out["id"].isin(fitted), "fitted", "never fitted"))
+    return out.assign(held_out=held, role=role)
 
 
 def collective_validation(calibration=None) -> pd.DataFrame:
@@ -120,9 +150,13 @@ def collective_validation(calibration=None) -> pd.DataFrame:
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Max and median |error| per sweep (row id prefix) and size band."""
+    """Max and median |error| per sweep (row id prefix) and size band, and over the rows
+    fitted, held out of the fit (:func:`held_out_ids`) and never fitted, apart."""
     key = frame["id"].str.extract(r"^([A-Z]+-[A-Za-z0-9]+)")[0]
     band = np.where(frame["size_bytes"] <= 2**16, "<=64KiB",
                     np.where(frame["size_bytes"] >= 2**26, ">=64MiB", "mid"))
     out = frame.assign(sweep=key, band=band, abs_error=frame["error"].abs())
-    return out.groupby(["sweep", "band"])["abs_error"].agg(["count", "max", "median"])
+    table = out.groupby(["sweep", "band"])["abs_error"].agg(["count", "max", "median"])
+    overall = out.groupby("role")["abs_error"].agg(["count", "max", "median"])
+    overall.index = pd.MultiIndex.from_tuples([("all rows", k) for k in overall.index])
+    return pd.concat([table, overall])
