@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from clustersim.collectives.routes import transfer_routes
 from clustersim.errors import InputError
 from clustersim.hardware.catalog import get_link
 from clustersim.units import parse
@@ -245,14 +246,17 @@ def wire_factors(cluster, members, phase, name: str, protocol: str,
     n = len(phase.src)
     if protocol == "simple" and name not in ("nvls", "sharp"):
         return np.ones(n)
+    if n == 0:
+        return np.ones(0)
     table = tech_table(cluster, cal)
-    col = protocol_columns(protocol)[1]
-    out = np.empty(n)
-    for k in range(n):
-        links, _, _ = cluster.route(members[phase.src[k]], members[phase.dst[k]])
-        techs = cluster.links.tech_id[links]
-        if name in ("nvls", "sharp"):
-            out[k] = table[techs, 0].min() / cal.in_network[name]
-        else:
-            out[k] = 1.0 / table[techs, col].min()
+    ptr, link, _, _ = transfer_routes(cluster, members, phase.src, phase.dst)
+    out = np.ones(n)
+    routed = np.diff(ptr) > 0
+    if not routed.any():
+        return out
+    techs = cluster.links.tech_id[link]
+    col = 0 if name in ("nvls", "sharp") else protocol_columns(protocol)[1]
+    # the smallest efficiency along each routed transfer's path, all at once
+    worst = np.minimum.reduceat(table[techs, col], ptr[:-1][routed])
+    out[routed] = worst / cal.in_network[name] if name in ("nvls", "sharp") else 1.0 / worst
     return out

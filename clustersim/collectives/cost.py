@@ -45,6 +45,7 @@ from clustersim.collectives.calibration import (Calibration, default_calibration
                                                 protocol_columns, tech_table)
 from clustersim.collectives.group_structure import shape_key
 from clustersim.collectives.phase import Phase
+from clustersim.collectives.routes import routes_of_pairs, transfer_routes
 from clustersim.hardware.catalog import get_device
 from clustersim.network.maxmin import max_min_rates
 
@@ -64,29 +65,16 @@ def effective_capacity_Bps(cluster, calibration: Calibration | None = None) -> n
     return cluster.links.capacity_Bps * table[cluster.links.tech_id, 0]
 
 
-def _routes(cluster, pairs):
-    ptr, links, weights, lat = [0], [], [], []
-    for a, b in pairs:
-        lk, w, latency = cluster.route(a, b)
-        links.append(lk)
-        weights.append(w)
-        lat.append(latency)
-        ptr.append(ptr[-1] + len(lk))
-    link = np.concatenate(links) if links else np.zeros(0, np.int64)
-    weight = np.concatenate(weights) if weights else np.zeros(0)
-    return np.array(ptr, np.int64), link, weight, np.array(lat)
-
-
 def _step_latency(cluster, pairs, protocol: str, cal: Calibration, steps: int,
                   routes=None, in_switch: bool = False) -> float:
     """Per-step latency of a phase: mean (several steps) or max (one step) over its transfers
     of the path's protocol cost (the largest per-hop cost of its links' technologies; none
     for an in-switch reduction, whose latency is its launch) plus the path's physical latency
     (every link and switch it crosses, from the catalog). ``routes`` are the CSR arrays of
-    ``_routes(cluster, pairs)`` when the caller has them already."""
+    ``routes_of_pairs(cluster, pairs)`` when the caller has them already."""
     table = tech_table(cluster, cal)
     col = protocol_columns(protocol)[0]
-    ptr, link, _, lat = routes if routes is not None else _routes(cluster, pairs)
+    ptr, link, _, lat = routes if routes is not None else routes_of_pairs(cluster, pairs)
     lengths = np.diff(ptr)
     routed = lengths > 0
     if not routed.any():
@@ -161,9 +149,34 @@ def phase_rates(cluster, parts, capacity: np.ndarray) -> tuple[np.ndarray, np.nd
     nbytes = np.concatenate([ph.bytes for ph, _ in parts]) if parts else np.zeros(0)
     if not pairs:
         return nbytes, np.zeros(0), pairs
-    routes = _routes(cluster, pairs)
+    routes = _concat([transfer_routes(cluster, m, ph.src, ph.dst) for ph, m in parts])
     ptr, link, weight, _ = routes
-    return nbytes, max_min_rates(ptr, link, weight, capacity), (pairs, routes)
+    return nbytes, _rates(ptr, link, weight, capacity), (pairs, routes)
+
+
+_RATES: dict = {}
+
+
+def _rates(ptr, link, weight, capacity):
+    """Max-min rates, cached: a ring's Simple, LL128 and LL variants share routes and
+    capacities (only their bytes differ), so they share one solve."""
+    key = (ptr.tobytes(), link.tobytes(), weight.tobytes(), capacity.tobytes())
+    hit = _RATES.get(key)
+    if hit is None:
+        if len(_RATES) > 256:
+            _RATES.clear()
+        hit = _RATES[key] = max_min_rates(ptr, link, weight, capacity)
+    return hit
+
+
+def _concat(parts) -> tuple:
+    """One CSR route set from several (the family's groups run at once)."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [int(p[0][-1]) for p in parts[:-1]])
+    ptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets)])
+    return (ptr.astype(np.int64), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
 
 
 @dataclass(frozen=True)
