@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clustersim.collectives.calibration import default_calibration
+from clustersim.collectives.calibration import as_timed_by_host, default_calibration
 from clustersim.collectives.op_types import bus_factor
 from clustersim.collectives.select import price
 from clustersim.network.cluster import build_cluster
@@ -105,7 +105,9 @@ def row_spec(row) -> dict:
 
 def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
     """One row per measurement: predicted and measured busbw (GB/s), time and the error
-    (``predicted / measured - 1``)."""
+    (``predicted / measured - 1``). Timed as nccl-tests times a call: the host-side launch
+    counted (:func:`clustersim.collectives.calibration.as_timed_by_host`)."""
+    calibration = as_timed_by_host(calibration or default_calibration())
     records = []
     specs = [row_spec(row) for _, row in frame.iterrows()]
     # one price() call per (cluster, op, algorithm) so each sweep is one kernel call
