@@ -102,24 +102,28 @@ def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
 
 
 def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
-    """Per size: every candidate's time (us), the winner and why (its margin over the
-    runner-up), as a DataFrame."""
+    """Per size: every candidate's time (us), the one chosen and why (``auto``: its margin
+    over the runner-up; ``nccl``: chosen by NCCL's beliefs, and how it compares with the
+    fastest), as a DataFrame."""
     import pandas as pd
 
-    from clustersim.collectives.select import candidate_times
+    from clustersim.collectives.select import candidate_times, price
 
     names, times = candidate_times(cluster, group, op, sizes, algorithm)
+    _, chosen = price(cluster, group, op, sizes, algorithm)
     rows = []
     for k, s in enumerate(sizes):
-        order = np.argsort(times[:, k])
-        best = int(order[0])
-        if len(order) > 1:
-            second = int(order[1])
-            why = (f"{(times[second, k] / times[best, k] - 1) * 100:.1f}% faster than "
-                   f"{names[second]}")
-        else:
+        order = [int(i) for i in np.argsort(times[:, k])]
+        pick = names.index(str(chosen[k])) if str(chosen[k]) in names else order[0]
+        if len(order) == 1:
             why = "the only candidate"
-        rows.append([int(s)] + [t * 1e6 for t in times[:, k]] + [names[best], why])
+        elif pick == order[0]:
+            why = (f"{(times[order[1], k] / times[pick, k] - 1) * 100:.1f}% faster than "
+                   f"{names[order[1]]}")
+        else:
+            why = (f"NCCL's tuner believes it fastest; {names[order[0]]} is "
+                   f"{(times[pick, k] / times[order[0], k] - 1) * 100:.1f}% faster here")
+        rows.append([int(s)] + [t * 1e6 for t in times[:, k]] + [names[pick], why])
     return pd.DataFrame(rows, columns=["size_bytes"] + [f"{n}_us" for n in names]
                         + ["chosen", "why"])
 
@@ -145,8 +149,9 @@ def run(args) -> int:
     print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     if getattr(args, "explain", False):
         why = explain_table(cluster, group, args.op, sizes, args.algorithm)
-        print(f"\n# why: every candidate's time (us); the fastest wins, as NCCL's tuner "
-              f"picks by its own cost model")
+        rule = ("chosen as NCCL's tuner believes (tuning.cc), charged at this model's price"
+                if args.algorithm == "nccl" else "the fastest by this model's prices wins")
+        print(f"\n# why: every candidate's time (us); {rule}")
         print(why.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     if args.csv:
         table.to_csv(args.csv, index=False)

@@ -144,7 +144,7 @@ def candidate_times(cluster, group, op: str, sizes, algorithm: str = "auto",
     'nvls/simple'
     """
     _check_forced(cluster, group, op, algorithm)
-    names = candidates(cluster, group, op, algorithm)
+    names = candidates(cluster, group, op, "auto" if algorithm == "nccl" else algorithm)
     rows = [price(cluster, group, op, sizes, name, calibration=calibration)[0]
             for name in names]
     return names, np.array(rows).reshape(len(names), -1)

@@ -27,3 +27,11 @@ def test_explain_on_the_command_line(capsys):
                  "all_gather", "--sizes", "1MiB", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "why" in out and "ring/simple_us" in out
+
+
+def test_explain_nccl_says_when_nccl_leaves_time_on_the_table():
+    c = build_cluster("dgx-a100", 16, {"scale_out.nics_per_node": 4})
+    table = explain_table(c, c.devices, "all_reduce", [2.0**30], "nccl")
+    row = table.iloc[0]
+    assert row["chosen"] == "ring/simple"
+    assert "NCCL's tuner believes" in row["why"]
