@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustersim.collectives.algorithms import PROTOCOLS, expand, split_algorithm, valid_algorithms
+from clustersim.collectives.algorithms import (PROTOCOLS, SIMPLE_ONLY, expand, split_algorithm,
+                                               valid_algorithms)
 from clustersim.collectives.calibration import Calibration, default_calibration
 from clustersim.collectives.cost import profile
 from clustersim.collectives.group_structure import group_info
@@ -64,7 +65,7 @@ def auto_candidates(cluster, group, op: str) -> list[str]:
         # every peer at once for all_gather / reduce_scatter (one step over all 7 links)
         wanted = ["ring", "tree", "direct"] if op != "all_reduce" else ["ring", "tree"]
     else:
-        wanted = ["ring", "tree", "nvls", "sharp"]
+        wanted = ["ring", "tree", "nvls", "sharp", "pat"]
     found = valid_algorithms(cluster, group, op, wanted)
     return found or valid_algorithms(cluster, group, op)[:1]
 
@@ -72,7 +73,7 @@ def auto_candidates(cluster, group, op: str) -> list[str]:
 def _protocols(cluster, group, name: str) -> tuple:
     """The protocols a library runs ``name`` with on ``group``: in-switch reduction and TPU
     tori (one bulk DMA protocol) run Simple only; NCCL's rings and trees all three."""
-    if name in ("nvls", "sharp") or group_info(cluster, group).torus is not None:
+    if name in SIMPLE_ONLY or group_info(cluster, group).torus is not None:
         return ("simple",)
     return PROTOCOLS
 

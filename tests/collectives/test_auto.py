@@ -1,6 +1,7 @@
 """``auto`` chooses as NCCL's tuner does: among every algorithm and protocol NCCL can be forced
 to (NCCL_ALGO x NCCL_PROTO: ring and tree with Simple, LL128 and LL; NVLS where the switches
-reduce; CollNet/SHARP only where the fabric has it), by the same prices, so it is never
+reduce; CollNet/SHARP only where the fabric has it; PAT for all_gather/reduce_scatter with
+one rank per node), by the same prices, so it is never
 slower than any of them; and its protocol follows first principles: the low-latency protocols
 win where latency dominates, Simple (or in-switch reduction) where bandwidth does.
 """
@@ -15,13 +16,13 @@ from clustersim.collectives.calibration import PROTOCOLS
 from clustersim.network import build_cluster
 
 SIZES = 2.0 ** np.arange(10, 34)           # 1 KiB .. 8 GiB
-NCCL_ALGORITHMS = ["ring", "tree", "nvls", "sharp"]
+NCCL_ALGORITHMS = ["ring", "tree", "nvls", "sharp", "pat"]
 
 
 def forceable(cluster, op):
     out = []
     for name in valid_algorithms(cluster, cluster.devices, op, NCCL_ALGORITHMS):
-        out += [f"{name}/simple"] if name in ("nvls", "sharp") else \
+        out += [f"{name}/simple"] if name in ("nvls", "sharp", "pat") else \
             [f"{name}/{p}" for p in PROTOCOLS]
     return out
 
@@ -62,3 +63,14 @@ def test_nccl_mode_equals_auto_inside_one_node():
     a = price(c, c.devices, "all_reduce", SIZES, "auto")
     n = price(c, c.devices, "all_reduce", SIZES, "nccl")
     assert list(a[1]) == list(n[1]) and np.allclose(a[0], n[0])
+
+
+def test_pat_only_with_one_rank_per_node():
+    c = build_cluster("dgx-h100", 512)
+    assert "pat" in valid_algorithms(c, c.devices[::8], "all_gather")
+    assert "pat" not in valid_algorithms(c, c.devices, "all_gather")   # 8 ranks per node
+    assert "pat" not in valid_algorithms(c, c.devices[::8], "all_reduce")
+    # log2(64) = 6 network steps beat a ring's 63 when latency dominates
+    t_pat, _ = price(c, c.devices[::8], "all_gather", [1024.0], "pat")
+    t_ring, _ = price(c, c.devices[::8], "all_gather", [1024.0], "ring/simple")
+    assert t_pat[0] < t_ring[0]
