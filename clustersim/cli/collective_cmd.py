@@ -1,6 +1,9 @@
 """``clustersim collective --topology NAME --devices N --op OP --sizes 1KiB:8GiB``: an
 nccl-tests-style table of one collective on a built topology.
 
+``--explain`` adds, per size, every candidate algorithm/protocol's time and why the chosen
+one won (its margin over the runner-up).
+
 Sizes are ``FIRST:LAST`` (doubling from FIRST while not past LAST, as nccl-tests' ``-f 2``) or a
 comma list. busbw is nccl-tests' (algbw x 2(p-1)/p for all_reduce, (p-1)/p for all_gather,
 reduce_scatter and all_to_all, 1 otherwise).
@@ -13,13 +16,16 @@ reduce_scatter and all_to_all, 1 otherwise).
 
 from __future__ import annotations
 
+import numpy as np
+
 from clustersim.cli.overrides import add_set_argument, parse_sets
 from clustersim.errors import InputError
 from clustersim.units import UnitError, parse
 
 HELP = "nccl-tests-style table of one collective (time, algbw, busbw per size) on a topology"
 
-__all__ = ["HELP", "add_arguments", "run", "parse_sizes", "collective_table", "COLUMNS"]
+__all__ = ["HELP", "add_arguments", "run", "parse_sizes", "collective_table", "explain_table",
+           "COLUMNS"]
 
 COLUMNS = ("size_bytes", "time_us", "algbw_GBps", "busbw_GBps", "algorithm")
 _MAX_SIZES = 4096
@@ -36,10 +42,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sizes", required=True,
                         help="FIRST:LAST doubling (e.g. 1KiB:8GiB) or a comma list")
     parser.add_argument("--algorithm", default="auto",
-                        help="auto (default), ring, tree, rhd, direct, hierarchical, multidim, "
+                        help="auto (default: the fastest), nccl (as NCCL's tuner would choose), ring, tree, "
+                             "rhd, direct, hierarchical, multidim, "
                              "nvls, sharp; optionally /ll or /simple")
     parser.add_argument("--skew", type=float, default=1.0,
                         help="all_to_all imbalance: hottest / coldest destination (1 = uniform)")
+    parser.add_argument("--explain", action="store_true",
+                        help="after the table, each candidate's time per size and why the "
+                             "chosen one won")
     add_set_argument(parser)
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write the table")
 
@@ -91,6 +101,33 @@ def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
+    """Per size: every candidate's time (us), the one chosen and why (``auto``: its margin
+    over the runner-up; ``nccl``: chosen by NCCL's beliefs, and how it compares with the
+    fastest), as a DataFrame."""
+    import pandas as pd
+
+    from clustersim.collectives.select import candidate_times, price
+
+    names, times = candidate_times(cluster, group, op, sizes, algorithm)
+    _, chosen = price(cluster, group, op, sizes, algorithm)
+    rows = []
+    for k, s in enumerate(sizes):
+        order = [int(i) for i in np.argsort(times[:, k])]
+        pick = names.index(str(chosen[k])) if str(chosen[k]) in names else order[0]
+        if len(order) == 1:
+            why = "the only candidate"
+        elif pick == order[0]:
+            why = (f"{(times[order[1], k] / times[pick, k] - 1) * 100:.1f}% faster than "
+                   f"{names[order[1]]}")
+        else:
+            why = (f"NCCL's tuner believes it fastest; {names[order[0]]} is "
+                   f"{(times[pick, k] / times[order[0], k] - 1) * 100:.1f}% faster here")
+        rows.append([int(s)] + [t * 1e6 for t in times[:, k]] + [names[pick], why])
+    return pd.DataFrame(rows, columns=["size_bytes"] + [f"{n}_us" for n in names]
+                        + ["chosen", "why"])
+
+
 def run(args) -> int:
     # imported on use (numba, networkx): `clustersim --help` loads every subcommand module
     from clustersim.collectives.op_types import check_op
@@ -110,6 +147,12 @@ def run(args) -> int:
     print(f"# {args.op} on {ranks} of {len(cluster.devices)} x {cluster.device.name} "
           f"({cluster.name})")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    if getattr(args, "explain", False):
+        why = explain_table(cluster, group, args.op, sizes, args.algorithm)
+        rule = ("chosen as NCCL's tuner believes (tuning.cc), charged at this model's price"
+                if args.algorithm == "nccl" else "the fastest by this model's prices wins")
+        print(f"\n# why: every candidate's time (us); {rule}")
+        print(why.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")

@@ -3,12 +3,14 @@ one entry point :func:`expand` that turns a collective into its phases
 (:class:`~clustersim.collectives.phase.Phase`).
 
 Algorithm names are ``NAME`` or ``NAME/PROTOCOL``: ``ring``, ``tree``, ``rhd``, ``direct``,
-``hierarchical``, ``multidim``, ``nvls``, ``sharp``; protocols ``simple`` (bulk, the default)
-and ``ll`` (NCCL's low-latency protocol: lower per-step latency, fewer payload bytes per wire
-byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
+``hierarchical``, ``multidim``, ``nvls``, ``sharp``, ``pat``; protocols ``simple`` (bulk, the default),
+``ll128`` and ``ll`` (NCCL's low-latency protocols: lower per-step latency, fewer payload bytes
+per wire byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
 ``calibration.yaml``), so the flow engine needs no protocol knowledge. Each phase records its
 ``algorithm`` and ``protocol`` as fields, and ``cost.phase_latency_s`` reads the protocol to
-pick its per-step latency; the ``label`` (``"ALGORITHM/PROTOCOL: what"``) is for people.
+pick its per-step latency; the first phase carries the collective's ``launch_s`` (NCCL's base
+latency of the protocol, or the switch's reduction latency for ``nvls``/``sharp``); the
+``label`` (``"ALGORITHM/PROTOCOL: what"``) is for people.
 
 >>> from clustersim.network import build_cluster
 >>> c = build_cluster("dgx-a100", 8)
@@ -25,27 +27,28 @@ from dataclasses import replace
 
 import numpy as np
 
-from clustersim.collectives.calibration import default_calibration, wire_factors
+from clustersim.collectives.calibration import (PROTOCOLS, default_calibration, host_launch_s,
+                                                wire_factors)
 from clustersim.collectives.direct import expand_direct
 from clustersim.collectives.group_structure import group_info
 from clustersim.collectives.hierarchical import expand_hierarchical, expand_multidim
 from clustersim.collectives.innetwork import expand_nvls, expand_sharp
 from clustersim.collectives.op_types import all_to_all_matrix, check_op
 from clustersim.collectives.phase import Phase
-from clustersim.collectives.rhd import expand_rhd
+from clustersim.collectives.rhd import expand_pat, expand_rhd
 from clustersim.collectives.ring import expand_ring
 from clustersim.collectives.tree import expand_tree
 from clustersim.errors import InputError, closest
 
 __all__ = ["ALGORITHMS", "PROTOCOLS", "expand", "split_algorithm", "valid_algorithms"]
 
-PROTOCOLS = ("simple", "ll")
-
 # name -> the function laying out its payload phases; the order is the order of ALGORITHMS
 _EXPANDERS = {"ring": expand_ring, "tree": expand_tree, "rhd": expand_rhd,
               "direct": expand_direct, "hierarchical": expand_hierarchical,
-              "multidim": expand_multidim, "nvls": expand_nvls, "sharp": expand_sharp}
+              "multidim": expand_multidim, "nvls": expand_nvls, "sharp": expand_sharp,
+              "pat": expand_pat}
 ALGORITHMS = tuple(_EXPANDERS)
+SIMPLE_ONLY = ("nvls", "sharp", "pat")   # NCCL runs these with the Simple protocol only
 
 
 def split_algorithm(algorithm: str) -> tuple[str, str]:
@@ -56,13 +59,13 @@ def split_algorithm(algorithm: str) -> tuple[str, str]:
         near = closest(name, ALGORITHMS)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise InputError(f"unknown collective algorithm {algorithm!r}; {hint}(allowed: "
-                         f"{', '.join(ALGORITHMS)}, optionally /ll or /simple, or auto)")
+                         f"{', '.join(ALGORITHMS)}, optionally /simple, /ll128 or /ll, or auto)")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r} in {algorithm!r}; allowed: "
                          f"{', '.join(PROTOCOLS)}")
-    if name in ("nvls", "sharp") and protocol != "simple":
+    if name in SIMPLE_ONLY and protocol != "simple":
         raise InputError(f"{name} runs the bulk protocol only (NCCL has no LL variant of "
-                         f"in-switch reduction); use {name!r}")
+                         f"it); use {name!r}")
     return name, protocol
 
 
@@ -121,9 +124,26 @@ def expand(cluster, group, op: str, size_bytes: float, algorithm: str, *, root: 
         raise InputError(f"{exc.message}; valid for {op} on this {info.p}-rank group: "
                          f"{', '.join(valid) or 'none'}") from None
     cal = calibration or default_calibration()
+    launch = launch_latency_s(cal, name, protocol, info.p) + host_launch_s(cluster, cal)
     out = []
-    for ph in phases:
+    for k, ph in enumerate(phases):
         factor = wire_factors(cluster, info.members, ph, name, protocol, cal)
         out.append(replace(ph, bytes=ph.bytes * factor, label=f"{name}/{protocol}: {ph.label}",
-                           algorithm=name, protocol=protocol))
+                           algorithm=name, protocol=protocol,
+                           launch_s=launch if k == 0 else 0.0))
     return out
+
+
+# NCCL tuning.cc: PAT's latency "still [has] a linear part": 2.8 us per rank
+PAT_PER_RANK_S = 2.8e-6
+
+
+def launch_latency_s(cal, name: str, protocol: str, p: int = 1) -> float:
+    """The fixed latency of one collective by ``name/protocol`` on ``p`` ranks: NCCL's base
+    latency of the protocol, or for in-switch reduction the switch's reduction latency
+    (NCCL's NVLS ``hwLat``; its base latency is 0); PAT adds its per-rank part."""
+    if name in ("nvls", "sharp"):
+        return cal.in_network_latency_s[name]
+    if name == "pat":
+        return cal.launch(protocol) + p * PAT_PER_RANK_S
+    return cal.launch(protocol)

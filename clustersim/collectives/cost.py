@@ -6,12 +6,15 @@ A phase costs ``steps * alpha_phase + max(max_f bytes_f / rate_f, reduce_bytes /
   phase's own transfers, of every group of the family launched together (``groups``), on the
   effective link capacities (:func:`effective_capacity_Bps`: raw capacity x calibrated
   efficiency of the link's technology);
-- ``alpha_phase`` (:func:`phase_latency_s` / steps) comes from each transfer's hop latency:
-  the route's per-step protocol latency (the largest of its links' technologies) plus its
-  propagation latency. A pipelined phase of several steps moves data hop after hop through
-  its transfers' routes, so it pays steps x the *mean* hop latency (NCCL's ring model sums
-  intra- and inter-node hop latencies the same way); a one-step phase waits for its slowest
-  transfer: steps x the *max*;
+- ``alpha_phase`` (:func:`phase_latency_s` / steps) is built from the path each transfer
+  takes: the protocol's per-hop cost over that transport (the largest of its links'
+  technologies: NVLink, PCI or NET as in NCCL's tuner) plus the physical latency of every
+  link and switch on the route (hardware catalog). A pipelined phase of several steps moves
+  data hop after hop through its transfers' routes, so it pays steps x the *mean* hop latency:
+  a rail-aligned ring of N nodes x L GPUs pays ``2(N-1)`` NET steps and ``2(p-N)`` NVLink
+  steps (NCCL's ring model counts them the same way), not ``2(p-1)`` of one constant; a
+  one-step phase waits for its slowest transfer: steps x the *max*. The collective's first
+  phase also pays its launch (NCCL's base latency), once;
 - NCCL pipelines reduction with transfer, so a phase takes the longer of the two; a reduction
   streams two operands in and one out of memory, so ``reduce_bw = memory bandwidth x
   memory efficiency / 3`` (the slowest member).
@@ -28,7 +31,7 @@ re-priced for any size by one kernel call (:func:`clustersim.collectives.select.
 >>> c = build_cluster("dgx-h100", 8)
 >>> t = profile(c, [c.devices], "all_reduce", "ring/simple").time_s(2**30)
 >>> round(1.75 * 2**30 / t / 1e9)   # busbw, GB/s: NVLink4 450 GB/s x efficiency, - latency
-355
+316
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from clustersim.collectives.algorithms import expand
-from clustersim.collectives.calibration import Calibration, default_calibration, tech_table
+from clustersim.collectives.calibration import (Calibration, default_calibration,
+                                                protocol_columns, tech_table)
 from clustersim.collectives.group_structure import shape_key
 from clustersim.collectives.phase import Phase
+from clustersim.collectives.routes import routes_of_pairs, transfer_routes
 from clustersim.hardware.catalog import get_device
 from clustersim.network.maxmin import max_min_rates
 
@@ -60,53 +65,47 @@ def effective_capacity_Bps(cluster, calibration: Calibration | None = None) -> n
     return cluster.links.capacity_Bps * table[cluster.links.tech_id, 0]
 
 
-def _routes(cluster, pairs):
-    ptr, links, weights, lat = [0], [], [], []
-    for a, b in pairs:
-        lk, w, latency = cluster.route(a, b)
-        links.append(lk)
-        weights.append(w)
-        lat.append(latency)
-        ptr.append(ptr[-1] + len(lk))
-    link = np.concatenate(links) if links else np.zeros(0, np.int64)
-    weight = np.concatenate(weights) if weights else np.zeros(0)
-    return np.array(ptr, np.int64), link, weight, np.array(lat)
-
-
 def _step_latency(cluster, pairs, protocol: str, cal: Calibration, steps: int,
-                  routes=None) -> float:
+                  routes=None, in_switch: bool = False) -> float:
     """Per-step latency of a phase: mean (several steps) or max (one step) over its transfers
-    of the route's protocol alpha + propagation latency. ``routes`` are the CSR arrays of
-    ``_routes(cluster, pairs)`` when the caller has them already."""
+    of the path's protocol cost (the largest per-hop cost of its links' technologies; none
+    for an in-switch reduction, whose latency is its launch) plus the path's physical latency
+    (every link and switch it crosses, from the catalog). ``routes`` are the CSR arrays of
+    ``routes_of_pairs(cluster, pairs)`` when the caller has them already."""
     table = tech_table(cluster, cal)
-    col = 2 if protocol == "ll" else 1
-    ptr, link, _, lat = routes if routes is not None else _routes(cluster, pairs)
+    col = protocol_columns(protocol)[0]
+    ptr, link, _, lat = routes if routes is not None else routes_of_pairs(cluster, pairs)
     lengths = np.diff(ptr)
     routed = lengths > 0
     if not routed.any():
         return 0.0
-    alpha = table[cluster.links.tech_id[link], col]
-    # the largest technology alpha along each routed transfer's path, all at once
-    hops = np.maximum.reduceat(alpha, ptr[:-1][routed]) + lat[routed]
+    hops = lat[routed]
+    if not in_switch:
+        cost = table[cluster.links.tech_id[link], col]
+        # the largest protocol cost along each routed transfer's path, all at once
+        hops = hops + np.maximum.reduceat(cost, ptr[:-1][routed])
     return float(hops.max()) if steps <= 1 else float(hops.mean())
 
 
 def phase_latency_s(cluster, group, phase: Phase, calibration: Calibration | None = None
                     ) -> float:
-    """``steps`` x the phase's per-step latency (see the module docstring for the rule).
+    """The phase's launch latency + ``steps`` x its per-step latency (see the module
+    docstring for the rule).
 
     >>> from clustersim.network import build_cluster
     >>> c = build_cluster("dgx-a100", 8)
     >>> [ph] = expand(c, c.devices, "all_gather", 1e6, "ring/ll")
-    >>> from clustersim.collectives.calibration import default_calibration
-    >>> alpha = default_calibration().tech("nvlink3").alpha_ll_s + 300e-9  # + NVLink route
-    >>> abs(phase_latency_s(c, c.devices, ph) - 7 * alpha) < 1e-12
+    >>> cal = default_calibration()
+    >>> hop = cal.tech("nvlink3").hop_ll_s + 300e-9  # + NVLink route: 2 links, 1 switch
+    >>> launch = cal.launch("ll")   # the host-side launch is not counted by default
+    >>> abs(phase_latency_s(c, c.devices, ph) - (launch + 7 * hop)) < 1e-12
     True
     """
     members = list(group)
     pairs = [(members[s], members[d]) for s, d in zip(phase.src, phase.dst)]
-    return phase.steps * _step_latency(cluster, pairs, phase.protocol,
-                                       calibration or default_calibration(), phase.steps)
+    step = _step_latency(cluster, pairs, phase.protocol, calibration or default_calibration(),
+                         phase.steps, in_switch=phase.algorithm in ("nvls", "sharp"))
+    return phase.launch_s + phase.steps * step
 
 
 def reduce_bw_Bps(cluster, members, calibration: Calibration | None = None) -> float:
@@ -150,9 +149,34 @@ def phase_rates(cluster, parts, capacity: np.ndarray) -> tuple[np.ndarray, np.nd
     nbytes = np.concatenate([ph.bytes for ph, _ in parts]) if parts else np.zeros(0)
     if not pairs:
         return nbytes, np.zeros(0), pairs
-    routes = _routes(cluster, pairs)
+    routes = _concat([transfer_routes(cluster, m, ph.src, ph.dst) for ph, m in parts])
     ptr, link, weight, _ = routes
-    return nbytes, max_min_rates(ptr, link, weight, capacity), (pairs, routes)
+    return nbytes, _rates(ptr, link, weight, capacity), (pairs, routes)
+
+
+_RATES: dict = {}
+
+
+def _rates(ptr, link, weight, capacity):
+    """Max-min rates, cached: a ring's Simple, LL128 and LL variants share routes and
+    capacities (only their bytes differ), so they share one solve."""
+    key = (ptr.tobytes(), link.tobytes(), weight.tobytes(), capacity.tobytes())
+    hit = _RATES.get(key)
+    if hit is None:
+        if len(_RATES) > 256:
+            _RATES.clear()
+        hit = _RATES[key] = max_min_rates(ptr, link, weight, capacity)
+    return hit
+
+
+def _concat(parts) -> tuple:
+    """One CSR route set from several (the family's groups run at once)."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [int(p[0][-1]) for p in parts[:-1]])
+    ptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets)])
+    return (ptr.astype(np.int64), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -160,7 +184,7 @@ class Profile:
     """Per phase of one (cluster, groups, op, algorithm): what pricing a size needs."""
 
     steps: np.ndarray        # int64
-    alpha_s: np.ndarray      # per-step latency
+    alpha_s: np.ndarray      # latency per step (the launch spread over the phase's steps)
     coef: np.ndarray         # wire bytes per byte of S of the slowest transfer
     rate_Bps: np.ndarray     # its max-min rate
     reduce_coef: np.ndarray  # bytes reduced per byte of S
@@ -180,10 +204,14 @@ def _build_profile(cluster, groups, op, algorithm, cal, **kwargs) -> Profile:
     rows = []
     for parts in family_phases(cluster, groups, op, 1.0, algorithm, cal, **kwargs):
         nbytes, rates, routed = phase_rates(cluster, parts, capacity)
+        first = parts[0][0]
         steps = max(ph.steps for ph, _ in parts)
         pairs, routes = routed if routed else ([], None)
-        alpha = _step_latency(cluster, pairs, parts[0][0].protocol, cal, steps,
-                              routes) if pairs else 0.0
+        step = _step_latency(cluster, pairs, first.protocol, cal, steps, routes,
+                             first.algorithm in ("nvls", "sharp")) if pairs else 0.0
+        # steps x alpha is the phase's whole latency (launch included), as the kernel reads it
+        alpha = (first.launch_s + steps * step) / max(steps, 1)
+        steps = max(steps, 1)
         if len(nbytes):
             per = np.where(np.isfinite(rates), nbytes / rates, 0.0)
             k = int(np.argmax(per))

@@ -6,18 +6,21 @@ Horovod's hierarchical all-reduce; ASTRA-sim's 2-D): reduce-scatter inside every
 (all nodes at once), then L concurrent all-reduces across nodes, the j-th joining local rank
 j of every node on ``S/L`` each (one rail each), then all-gather inside every node.
 
-``multidim`` on a group that is a full sub-grid of a torus (ASTRA-sim's multi-dimensional
-all-reduce, the TPU's per-axis reductions): reduce-scatter along the first varying
-dimension by bidirectional rings on every line at once, then along the next on the
-``1/n`` that is left, ...; then all-gather in the reverse order. Reduce-scatter and all-gather
-alone run the first or the second half.
+``multidim`` on a group that is a full sub-grid of a torus (the TPU's all-reduce over every
+torus dimension at once): the buffer is split into ``n`` parts for ``n`` varying dimensions;
+part k reduce-scatters along dimension k by bidirectional rings on every line at once, then
+along k+1 on the ``1/X_k`` that is left, ..., then all-gathers back in the reverse order. At
+every phase each dimension carries exactly one part, so all ``2n`` links of a chip are busy:
+``T ~ alpha * 2 sum_d (X_d - 1) + 2 (p-1)/p S / (n * W_bidi)`` rather than one ring's
+bandwidth (ASTRA-sim's multi-dimensional all-reduce runs the dimensions one after another
+instead). Reduce-scatter and all-gather alone run the first or the second half.
 
 >>> from clustersim.network import Cluster
 >>> from clustersim.topology import torus
 >>> from clustersim.collectives.group_structure import group_info
 >>> c = Cluster.from_graph(torus((4, 4)))
 >>> [(ph.steps, len(ph.src)) for ph in expand_multidim(c, group_info(c, c.devices), "all_reduce", 1.0)]
-[(3, 32), (3, 32), (3, 32), (3, 32)]
+[(3, 64), (3, 64), (3, 64), (3, 64)]
 """
 
 from __future__ import annotations
@@ -68,6 +71,31 @@ def expand_hierarchical(cluster, info, op: str, size_bytes: float, root: int = 0
             _ring_on(nodes, "all_gather", S, False, "all_gather in node")]
 
 
+def _stream_phases(line_sets, op: str, size_bytes: float, label: str) -> list[Phase]:
+    """One stream of ``multidim``: reduce-scatter along ``line_sets`` in order, then
+    all-gather back in the reverse order (or only one half for reduce_scatter/all_gather)."""
+    rs, sizes, S = [], [], size_bytes
+    for d, lines in line_sets:
+        sizes.append(S)
+        rs.append(_ring_on(lines, "reduce_scatter", S, True, f"{label} reduce_scatter dim {d}"))
+        S /= len(lines[0])
+    ag = [_ring_on(lines, "all_gather", s, True, f"{label} all_gather dim {d}")
+          for (d, lines), s in reversed(list(zip(line_sets, sizes)))]
+    return rs if op == "reduce_scatter" else ag if op == "all_gather" else rs + ag
+
+
+def _merge_streams(streams: list[list[Phase]]) -> list[Phase]:
+    """Phase j of every stream at once (the streams use different dimensions at each j)."""
+    out = []
+    for parts in zip(*streams):
+        out.append(Phase(np.concatenate([ph.src for ph in parts]),
+                         np.concatenate([ph.dst for ph in parts]),
+                         np.concatenate([ph.bytes for ph in parts]),
+                         max(ph.steps for ph in parts), max(ph.reduce_bytes for ph in parts),
+                         " | ".join(ph.label for ph in parts)))
+    return out
+
+
 def expand_multidim(cluster, info, op: str, size_bytes: float, root: int = 0,
                     matrix=None) -> list[Phase]:
     if op not in ("all_reduce", "reduce_scatter", "all_gather"):
@@ -86,15 +114,9 @@ def expand_multidim(cluster, info, op: str, size_bytes: float, root: int = 0,
             key = tuple(x for k, x in enumerate(coords[pos]) if k != d)
             lines.setdefault(key, []).append(pos)
         line_sets.append((d, list(lines.values())))
-    rs, sizes, S = [], [], size_bytes
-    for d, lines in line_sets:
-        sizes.append(S)
-        rs.append(_ring_on(lines, "reduce_scatter", S, True, f"reduce_scatter dim {d}"))
-        S /= len(lines[0])
-    ag = [_ring_on(lines, "all_gather", s, True, f"all_gather dim {d}")
-          for (d, lines), s in reversed(list(zip(line_sets, sizes)))]
-    if op == "reduce_scatter":
-        return rs
-    if op == "all_gather":
-        return ag
-    return rs + ag
+    # n streams of S/n, stream k taking the dimensions in the order k, k+1, ...: at every
+    # phase each dimension's links carry exactly one stream, so all run at once
+    n = len(line_sets)
+    streams = [_stream_phases(line_sets[k:] + line_sets[:k], op, size_bytes / n, f"part {k}")
+               for k in range(n)]
+    return _merge_streams(streams)

@@ -1,6 +1,7 @@
 """In-switch reduction: NVLink SHARP (``nvls``, NVSwitch gen 3+) and InfiniBand SHARP
 (``sharp``, Quantum switches), valid when the fabric joining a flat group says so
-(``in_network_reduction``).
+(``in_network_reduction``); SHARP moreover only where the cluster sets ``network.sharp: true``
+(:func:`sharp_enabled`).
 
 Model: for all_reduce each rank sends its buffer ``S`` into the switch, which reduces the
 contributions and multicasts the result: each rank receives ``S`` (NVIDIA: NVLS all-reduce
@@ -29,7 +30,7 @@ from __future__ import annotations
 from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
-__all__ = ["expand_nvls", "expand_sharp", "IN_NETWORK_OPS"]
+__all__ = ["expand_nvls", "expand_sharp", "sharp_enabled", "IN_NETWORK_OPS"]
 
 IN_NETWORK_OPS = ("all_reduce", "reduce_scatter", "all_gather")
 
@@ -56,6 +57,17 @@ def expand_nvls(cluster, info, op: str, size_bytes: float, root: int = 0, matrix
     return _in_switch("nvls", info, op, size_bytes)
 
 
+def sharp_enabled(cluster) -> bool:
+    """Whether the job may use the InfiniBand switches' SHARP aggregation: only where
+    ``network.sharp: true`` says so (it needs the SHARP daemon, NCCL's CollNet plug-in and
+    switch resources most clusters do not hand to every job)."""
+    return bool(cluster.params.get("network", {}).get("sharp", False))
+
+
 def expand_sharp(cluster, info, op: str, size_bytes: float, root: int = 0, matrix=None
                  ) -> list[Phase]:
+    if not sharp_enabled(cluster):
+        raise InputError("sharp needs network.sharp: true (the fabric's SHARP aggregation is "
+                         "off unless the cluster says it is offered; e.g. --set "
+                         "network.sharp=true)")
     return _in_switch("sharp", info, op, size_bytes)

@@ -35,6 +35,8 @@ class Phase:
     label: str = ""             # human-readable: "ring/simple: all_reduce"
     algorithm: str = ""         # the algorithm that laid it out ("" for a payload phase)
     protocol: str = "simple"    # the protocol it runs with: its per-step latency and wire bytes
+    launch_s: float = 0.0       # fixed latency paid once before the steps (kernel launch and
+                                # protocol set-up, on a collective's first phase only)
 
 
 def make_phase(pairs, steps: int, reduce_bytes: float = 0.0, label: str = "") -> Phase:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 
-__all__ = ["expand_rhd", "halving_phases", "doubling_phases"]
+__all__ = ["expand_rhd", "expand_pat", "halving_phases", "doubling_phases"]
 
 RHD_OPS = ("all_reduce", "reduce_scatter", "all_gather")
 
@@ -77,3 +77,19 @@ def expand_rhd(cluster, info, op: str, size_bytes: float, root: int = 0, matrix=
         phases.append(make_phase([(2 * i, 2 * i + 1, size_bytes) for i in range(extra)], 1,
                                  0.0, "unfold extra ranks"))
     return phases
+
+
+def expand_pat(cluster, info, op: str, size_bytes: float, root: int = 0, matrix=None
+               ) -> list[Phase]:
+    """NCCL's PAT (NCCL 2.23+) all_gather / reduce_scatter: log-depth like recursive
+    halving/doubling, run by NCCL only with one rank per node (tuning.cc enables it for
+    ``nRanks / nNodes == 1``), with the bulk protocol. Its per-rank set-up is in its launch
+    (:func:`clustersim.collectives.algorithms.launch_latency_s`)."""
+    if op not in ("all_gather", "reduce_scatter"):
+        raise InputError(f"pat is defined for all_gather and reduce_scatter, not {op}")
+    scaleout = info.fabric is not None and info.fabric.level != "scaleup" and \
+        info.torus is None
+    if not (info.flat and scaleout and len(info.nodes) == info.p):
+        raise InputError("pat needs a group of one rank per node across the network (NCCL "
+                         "runs PAT only with one rank per node)")
+    return expand_rhd(cluster, info, op, size_bytes, root, matrix)

@@ -5,10 +5,18 @@ orders chosen so that they load different links:
 
 - inside one switched fabric every order loads each rank's port the same: one channel;
 - on a torus, bidirectional rings: the group order and its reverse (2 channels);
-- across nodes (two-level groups), one channel per local rank: channel ``k`` visits each
-  node's ranks rotated by ``k``, so it leaves every node from local rank ``k-1`` and enters
-  the next at local rank ``k``; the channels' inter-node hops therefore start and end on
-  different NICs (rails), which is how NCCL reaches a node's aggregate NIC bandwidth.
+- on a full mesh (MI300X: 7 Infinity Fabric links per GPU), ``p-1`` rings that share no
+  directed link (a Hamiltonian decomposition of the complete digraph, :func:`mesh_rings`;
+  it exists for every p but 4 and 6, where the rings of strides coprime to p are used), so
+  every link carries one ring, as RCCL's multi-ring does over xGMI;
+- across nodes (two-level groups), one channel per local rank, kept on rails as NCCL keeps
+  its rings (local rank i's NIC talks to local rank i's NIC on the next node, so a
+  rail-optimised fabric carries every inter-node hop inside one rail): channel ``k`` enters
+  even nodes at local rank ``k`` and walks up to ``k-1``, and odd nodes at ``k-1`` walking
+  down to ``k``, so each hop between nodes joins equal local ranks (with an odd number of
+  nodes the one hop that closes the ring changes rail). The channels start on different
+  local ranks, so together they use every NIC of a node in both directions, which is how
+  NCCL reaches a node's aggregate NIC bandwidth.
 
 Per channel, all_reduce sends ``2(p-1)/p * S/c`` from each rank to its successor in
 ``2(p-1)`` steps; reduce_scatter and all_gather ``(p-1)/p * S/c`` in ``p-1`` steps;
@@ -18,18 +26,78 @@ broadcast/reduce pipeline ``S/c`` along the ring from/to the root in ``p-1`` ste
 >>> from clustersim.collectives.group_structure import group_info
 >>> c = build_cluster("dgx-h100", 16)
 >>> orders = ring_orders(group_info(c, c.devices))
->>> len(orders), orders[1][:8], orders[1][7:9]
-(8, [1, 2, 3, 4, 5, 6, 7, 0], [0, 9])
+>>> len(orders), orders[1][:8], orders[1][7:10]
+(8, [1, 2, 3, 4, 5, 6, 7, 0], [0, 8, 15])
 """
 
 from __future__ import annotations
 
+import functools
+
 from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
+from clustersim.topology.graph import DirectFabric
 
-__all__ = ["ring_orders", "expand_ring", "ring_phase"]
+__all__ = ["ring_orders", "expand_ring", "ring_phase", "mesh_rings"]
+
+_SEARCH_BUDGET = 200_000  # ring extensions tried before falling back to coprime strides
 
 RING_OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")
+
+
+@functools.lru_cache(maxsize=64)
+def mesh_rings(p: int) -> tuple[tuple[int, ...], ...]:
+    """Rings over ``p`` fully connected ranks that share no directed link: ``p-1`` of them
+    when a depth-first search finds a Hamiltonian decomposition within its budget, else the
+    rings of every stride coprime to ``p``.
+
+    >>> rings = mesh_rings(8)
+    >>> len(rings), len({(r[i], r[(i + 1) % 8]) for r in rings for i in range(8)})
+    (7, 56)
+    """
+    used: set = set()
+    found: list = []
+    budget = [_SEARCH_BUDGET]
+
+    def cycles(path, seen):
+        if len(path) == p:
+            if (path[-1], path[0]) not in used:
+                yield list(path)
+            return
+        for v in range(p):
+            budget[0] -= 1
+            if budget[0] < 0:
+                return
+            if v not in seen and (path[-1], v) not in used:
+                seen.add(v)
+                path.append(v)
+                yield from cycles(path, seen)
+                path.pop()
+                seen.discard(v)
+
+    def solve(k):
+        if k == p - 1:
+            return True
+        for cyc in cycles([0], {0}):
+            edges = [(cyc[i], cyc[(i + 1) % p]) for i in range(p)]
+            used.update(edges)
+            found.append(tuple(cyc))
+            if solve(k + 1):
+                return True
+            used.difference_update(edges)
+            found.pop()
+        return False
+
+    if p > 2 and solve(0):
+        return tuple(found)
+    strides = [s for s in range(1, p) if _gcd(s, p) == 1]
+    return tuple(tuple((i * s) % p for i in range(p)) for s in strides)
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def ring_orders(info) -> list[list[int]]:
@@ -37,12 +105,19 @@ def ring_orders(info) -> list[list[int]]:
     p = info.p
     if info.flat:
         order = list(range(p))
+        if isinstance(info.fabric, DirectFabric) and p > 2:
+            return [list(r) for r in mesh_rings(p)]
         return [order, order[::-1]] if info.torus is not None and p > 2 else [order]
     if not info.uniform:
         # uneven nodes: one channel in group order, node by node
         return [[i for node in info.nodes for i in node]]
     L = info.local_size
-    return [[node[(j + k) % L] for node in info.nodes for j in range(L)] for k in range(L)]
+
+    def visit(i, node, k):  # even nodes walk up from k, odd nodes down from k-1
+        return [node[(k + j) % L] if i % 2 == 0 else node[(k - 1 - j) % L] for j in range(L)]
+
+    return [[r for i, node in enumerate(info.nodes) for r in visit(i, node, k)]
+            for k in range(L)]
 
 
 def ring_phase(p: int, op: str, size_bytes: float, orders: list[list[int]]) -> Phase:

@@ -109,8 +109,8 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
     >>> from clustersim.network import build_cluster
     >>> cluster = build_cluster("dgx-h100", devices=16)
     >>> wire_B, latency_s = p2p_cost(cluster, cluster.devices[0], cluster.devices[8], 2**20)
-    >>> wire_B, round(latency_s * 1e6, 2)   # node 0 to node 1, over the NDR fabric
-    (1048576.0, 14.83)
+    >>> wire_B, round(latency_s * 1e6, 2)   # node 0 to node 1, over the NDR fabric (LL128)
+    (1139756.5217391304, 18.83)
     """
     G = cluster.graph
     if src not in G or dst not in G:

@@ -26,6 +26,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from clustersim.errors import InputError
 from clustersim.network.links import LinkTable
 from clustersim.network.routing import Router
 from clustersim.topology.graph import FatTreeFabric
@@ -177,17 +178,38 @@ class Cluster:
         return None
 
 
+# Keys of the ``network`` section: what the fabric offers beyond its graph, read by the
+# collectives (``network.sharp``: the InfiniBand switches run SHARP aggregation for this job;
+# off unless said, as on most clusters, where it needs the SHARP daemon and NCCL's CollNet
+# plug-in).
+NETWORK_KEYS = {"network.sharp": False}
+
+
 @functools.lru_cache(maxsize=32)
 def _cached_cluster(topology: str, devices: int | None, overrides_json: str) -> Cluster:
     overrides = json.loads(overrides_json)
+    network = {k.split(".", 1)[1]: _flag(k, overrides.pop(k, default))
+               for k, default in NETWORK_KEYS.items()}
     G, params = build_graph(topology, devices, overrides)
-    return Cluster.from_graph(G, params=params.model_dump())
+    return Cluster.from_graph(G, params={**params.model_dump(), "network": network})
+
+
+def _flag(key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise InputError(f"{key}: expected true or false, got {value!r}")
 
 
 def build_cluster(topology: str, devices: int | None = None,
                   overrides: dict[str, Any] | None = None) -> Cluster:
     """A ready-to-simulate Cluster of a topology preset (or file) sized to ``devices``, with
-    dotted ``overrides`` of its parameters; cached by (topology, devices, overrides) so a
-    sweep builds each distinct cluster once per process."""
+    dotted ``overrides`` of its parameters (and of :data:`NETWORK_KEYS`, e.g.
+    ``network.sharp: true``); cached by (topology, devices, overrides) so a sweep builds each
+    distinct cluster once per process."""
     key = json.dumps(overrides or {}, sort_keys=True, default=str)
     return _cached_cluster(topology, devices, key)

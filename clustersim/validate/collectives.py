@@ -6,7 +6,8 @@ How a row becomes a prediction:
 - the system: A100 rows on ``dgx-a100``, H100 rows on ``dgx-h100``, sized to the row's
   accelerator count; rows whose nodes had 4 NICs per 8 GPUs get
   ``scale_out.nics_per_node: 4``;
-- the algorithm: ``auto`` (what NCCL would pick) for "NCCL default" rows, ``nvls`` where a
+- the algorithm: ``nccl`` (what NCCL's tuner would pick, charged at this model's price;
+  :mod:`clustersim.collectives.nccl_tuner`) for "NCCL default" rows, ``nvls`` where a
   row names NVLS/SHARP on H100, ``ring`` where it names NCCL_ALGO=RING or "no SHARP";
 - the size: the row's ``msg_bytes``; rows reporting a peak without a size are priced at
   ``PEAK_SIZE_B`` (4 GiB, past every bandwidth knee) unless the row states one (``up to 1 GB``
@@ -26,23 +27,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clustersim.collectives.calibration import as_timed_by_host, default_calibration
 from clustersim.collectives.op_types import bus_factor
 from clustersim.collectives.select import price
 from clustersim.network.cluster import build_cluster
 
-__all__ = ["DATA_FILE", "PEAK_SIZE_B", "load_measurements", "row_spec", "predict_rows",
-           "collective_validation", "summarize"]
+__all__ = ["DATA_FILE", "PEAK_SIZE_B", "HOLD_OUT_EVERY", "load_measurements", "held_out_ids",
+           "row_spec", "predict_rows", "collective_validation", "summarize"]
 
 DATA_FILE = Path(__file__).parent / "data" / "collectives.csv"
 PEAK_SIZE_B = 4 * 2**30
 
 # Rows whose text needs reading by a human: (size, algorithm, overrides, busbw divisor, note)
 _SPECIAL = {
-    "NVTEST175-2N": (2**30, "auto", {"scale_out.nics_per_node": 4}, 1,
+    "NVTEST175-2N": (2**30, "nccl", {"scale_out.nics_per_node": 4}, 1,
                      "size not given: 1 GiB assumed; 4 HDR NICs per node"),
-    "NVTEST119-3N": (2**27, "auto", {"scale_out.nics_per_node": 4}, 1,
+    "NVTEST119-3N": (2**27, "nccl", {"scale_out.nics_per_node": 4}, 1,
                      "peak over sizes up to 128 MB: 128 MiB; 4 HDR NICs per node"),
-    "NVTEST149-1N": (2**30, "auto", {}, 1, "peak over sizes up to 1 GB: 1 GiB"),
+    "NVTEST149-1N": (2**30, "nccl", {}, 1, "peak over sizes up to 1 GB: 1 GiB"),
     "NVTEST290-NDR": (PEAK_SIZE_B, "ring", {}, 8, "busbw per NIC: ring busbw / 8 NICs"),
     "SCALEBOOK-H100-AR": (2**30, "ring", {}, 1, "ring/tree without SHARP at ~1 GB"),
 }
@@ -53,6 +55,28 @@ def load_measurements(path: str | Path = DATA_FILE) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+HOLD_OUT_EVERY = 5
+
+
+def held_out_ids(frame: pd.DataFrame | None = None) -> list[str]:
+    """Ids of the rows no calibration is fitted on: in every sweep (rows sharing an id prefix)
+    of at least :data:`HOLD_OUT_EVERY` rows, ordered by size, every fifth row starting at the
+    third, so both ends of a sweep (which pin latency and bandwidth) stay fitted.
+
+    >>> ids = held_out_ids()
+    >>> len(ids), ids[:2]
+    (10, ['AZ-A100-AR-4K', 'AZ-A100-AR-132K'])
+    """
+    frame = load_measurements() if frame is None else frame
+    sweep = frame["id"].astype(str).str.rsplit("-", n=1).str[0]
+    out = []
+    for _, rows in frame.groupby(sweep, sort=False):
+        if len(rows) >= HOLD_OUT_EVERY:
+            ordered = rows.sort_values("msg_bytes", kind="stable")["id"].tolist()
+            out += ordered[2::HOLD_OUT_EVERY]
+    return out
+
+
 def row_spec(row) -> dict:
     """How to predict one row: topology, devices, overrides, op, size, algorithm, divisor."""
     accel = str(row["accel"])
@@ -61,9 +85,9 @@ def row_spec(row) -> dict:
     op = "send_recv" if op == "sendrecv" else "all_reduce" if "allreduce" in op.replace(
         "_", "") or op.startswith("non-allreduce") else op
     mode = f"{row['algo_or_mode']} {row['collective']}"
-    algorithm = "auto"
+    algorithm = "nccl"
     if "NCCL default" in mode:
-        algorithm = "auto"
+        algorithm = "nccl"
     elif "NVLS" in mode and "H100" in accel:
         algorithm = "nvls"
     elif "RING" in mode.upper().replace("RING/TREE", "") or "no SHARP" in mode:
@@ -81,7 +105,9 @@ def row_spec(row) -> dict:
 
 def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
     """One row per measurement: predicted and measured busbw (GB/s), time and the error
-    (``predicted / measured - 1``)."""
+    (``predicted / measured - 1``). Timed as nccl-tests times a call: the host-side launch
+    counted (:func:`clustersim.collectives.calibration.as_timed_by_host`)."""
+    calibration = as_timed_by_host(calibration or default_calibration())
     records = []
     specs = [row_spec(row) for _, row in frame.iterrows()]
     # one price() call per (cluster, op, algorithm) so each sweep is one kernel call
@@ -110,7 +136,14 @@ def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
             "measured_time_us": float(row["time_us"]) if pd.notna(row["time_us"]) else np.nan,
             "predicted_time_us": t * 1e6, "assumption": spec["note"],
         })
-    return pd.DataFrame.from_records(records)
+    out = pd.DataFrame.from_records(records)
+    if not len(out):
+        return out.assign(held_out=[], role=[])
+    cal = calibration or default_calibration()
+    fitted = {i for t in cal.techs.values() for i in t.fitted_on}
+    held = out["id"].isin(set(held_out_ids()))
+    role = np.where(held, "held out", np.where(out["id"].isin(fitted), "fitted", "never fitted"))
+    return out.assign(held_out=held, role=role)
 
 
 def collective_validation(calibration=None) -> pd.DataFrame:
@@ -119,9 +152,13 @@ def collective_validation(calibration=None) -> pd.DataFrame:
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Max and median |error| per sweep (row id prefix) and size band."""
+    """Max and median |error| per sweep (row id prefix) and size band, and over the rows
+    fitted, held out of the fit (:func:`held_out_ids`) and never fitted, apart."""
     key = frame["id"].str.extract(r"^([A-Z]+-[A-Za-z0-9]+)")[0]
     band = np.where(frame["size_bytes"] <= 2**16, "<=64KiB",
                     np.where(frame["size_bytes"] >= 2**26, ">=64MiB", "mid"))
     out = frame.assign(sweep=key, band=band, abs_error=frame["error"].abs())
-    return out.groupby(["sweep", "band"])["abs_error"].agg(["count", "max", "median"])
+    table = out.groupby(["sweep", "band"])["abs_error"].agg(["count", "max", "median"])
+    overall = out.groupby("role")["abs_error"].agg(["count", "max", "median"])
+    overall.index = pd.MultiIndex.from_tuples([("all rows", k) for k in overall.index])
+    return pd.concat([table, overall])

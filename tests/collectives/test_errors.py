@@ -38,7 +38,7 @@ def test_unknown_algorithm_and_protocol(a100):
     with pytest.raises(InputError, match="unknown collective algorithm"):
         expand(a100, a100.devices, "all_reduce", 1e6, "rings")
     with pytest.raises(InputError, match="unknown protocol"):
-        expand(a100, a100.devices, "all_reduce", 1e6, "ring/ll128")
+        expand(a100, a100.devices, "all_reduce", 1e6, "ring/ll64")
 
 
 def test_foreign_or_repeated_members(a100):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from clustersim.collectives.calibration import CALIBRATION_FILE
+from clustersim.calibrate.collectives import held_out_ids
+from clustersim.collectives.calibration import (CALIBRATION_FILE, check_bounds,
+                                                default_calibration)
 from clustersim.validate.collectives import collective_validation, load_measurements
 
 
@@ -36,6 +38,12 @@ def test_every_row_is_predicted(table):
 def test_calibration_records_the_rows_it_was_fitted_on():
     data = yaml.safe_load(CALIBRATION_FILE.read_text())
     ids = set(load_measurements()["id"])
+    held = set(held_out_ids())
     for tech in ("nvlink3", "nvlink4"):
         fitted = data["technologies"][tech]["fitted_on"]
-        assert len(fitted) >= 20 and set(fitted) <= ids
+        assert len(fitted) >= 15 and set(fitted) <= ids
+        assert not set(fitted) & held   # the held-out fifth never enters the fit
+
+
+def test_calibration_is_physical():
+    assert check_bounds(default_calibration()) == []
