@@ -105,6 +105,7 @@ def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
     """Per size: every candidate's time (us), the one chosen and why (``auto``: its margin
     over the runner-up; ``nccl``: chosen by NCCL's beliefs, and how it compares with the
     fastest), as a DataFrame."""
+    # imported on use: `clustersim --help` loads every subcommand module
     import pandas as pd
 
     from clustersim.collectives.select import candidate_times, price

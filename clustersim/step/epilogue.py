@@ -1,7 +1,8 @@
 """What a stage does after its last slot: the data-parallel tails, the tied embeddings, and
 the optimizer step, on the device or offloaded.
 
-In order: hybrid-sharded ZeRO 3 sums its gradient shards across blocks once every other
+In order: without ``overlap.grad_reduce`` the gradients are reduced once the pipeline has
+drained; hybrid-sharded ZeRO 3 sums its gradient shards across blocks once every other
 data-parallel call is done; the first and last stage sum their tied-embedding gradients
 (Megatron and DeepSpeed after the gradient sync, blocking); the optimizer waits for every
 gradient (``drain``). With ``training.offload.optimizer``, ``host``
@@ -19,8 +20,10 @@ after the step, blocking.
 >>> plan = ParallelPlan(dp=8, zero=1, stage_layers=(32,), seq_len=8192)
 >>> ctx = StageContext.of(get_model("llama3-8b"), plan, TrainingConfig(global_batch=8),
 ...                       get_device("h100-sxm-80gb"), 3.35e12)
->>> [str(x) for x in stage_epilogue(ctx, 0)]
-['compute optimizer step 9.253 ms (drain)', 'param_all_gather all_gather 15.0 GiB on dp (blocking)']
+>>> [str(x) for x in stage_epilogue(ctx, 0)]   # doctest: +NORMALIZE_WHITESPACE
+['grad_reduce_scatter reduce_scatter 29.9 GiB on dp (drain)',
+ 'compute optimizer step 9.253 ms (drain)',
+ 'param_all_gather all_gather 15.0 GiB on dp (blocking)']
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ def stage_epilogue(ctx, stage: int, host_dram_Bps: float | None = None) -> tuple
     DRAM bandwidth one device's CPU optimizer step gets, for ``offload.optimizer: host``)."""
     grads = ctx.gradients(stage)
     items: list = []
+    if not ctx.overlap.grad_reduce:   # after the pipeline drains (Megatron-LM's train_step,
+        # DeepSpeed's accumulation boundary): one reduce of the stage's whole gradient buffer
+        items += [replace(r, dep=Dep.DRAIN, stream="compute") for r in grads.reduces]
     if grads.zero3_across is not None:
         items.append(replace(grads.zero3_across, dep=Dep.QUEUED))
     if ctx.framework.tied_blocking:   # after the gradient sync, blocking (Megatron, DeepSpeed)

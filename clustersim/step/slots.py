@@ -186,12 +186,9 @@ def _prologue(ctx: StageContext, grads: StageGradients, works, buckets: list[int
 def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float, n: int
                       ) -> tuple[Call, ...]:
     """One piece's gradient buckets of a chunk's last backward (``share`` of the stage's
-    gradients in ``n`` buckets): on the data-parallel stream, or blocking without
-    ``overlap.grad_reduce``."""
-    overlap = ctx.overlap.grad_reduce
-    return tuple(replace(r, bytes=r.bytes * share / n,
-                         dep=Dep.BUCKETED if overlap else Dep.BLOCKING,
-                         stream="dp" if overlap else "compute") for r in grads.reduces)
+    gradients in ``n`` buckets), on the data-parallel stream (``overlap.grad_reduce``)."""
+    return tuple(replace(r, bytes=r.bytes * share / n, dep=Dep.BUCKETED, stream="dp")
+                 for r in grads.reduces)
 
 
 @lru_cache(maxsize=4096)
@@ -226,7 +223,9 @@ def stage_slots(ctx: StageContext, stage: int):
     order = []
     for kind, c, m in actions:
         first = kind == "F" and m == first_f[c] and c in waits
-        last = kind == "B" and m == last_b[c]
+        # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
+        # overlap the reduce waits for the whole pipeline (stage_epilogue)
+        last = kind == "B" and m == last_b[c] and ctx.overlap.grad_reduce
         key = (kind, c, first, last)
         if key not in index:
             index[key] = len(slots)
