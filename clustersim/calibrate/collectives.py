@@ -28,7 +28,7 @@ from clustersim.validate.collectives import (HOLD_OUT_EVERY, held_out_ids, load_
                                              predict_rows)
 
 __all__ = ["FIT_PLAN", "HOLD_OUT_EVERY", "held_out_ids", "fit_calibration",
-           "calibration_report"]
+           "calibration_report", "fit_loss"]
 
 
 # What each technology is fitted on: (tech, in-network kind or None, row id prefixes/ids).
@@ -69,6 +69,13 @@ def _ranges(cal: Calibration, kind):
     return out
 
 
+def fit_loss(pred) -> float:
+    """What the fit minimises over predicted rows: the sum of (log error)^8, so the worst
+    rows, not the many mid-size ones, set the values."""
+    return float(np.sum(np.log(pred["predicted_busbw_GBps"] /
+                               pred["measured_busbw_GBps"]) ** 8))
+
+
 def _fit_one(cal, tech, kind, rows):
     ranges = _ranges(cal, kind)
     t = cal.tech(tech)
@@ -84,9 +91,7 @@ def _fit_one(cal, tech, kind, rows):
         return new.with_in_network(kind, eff) if kind else new
 
     def loss(z):
-        pred = predict_rows(rows, make(z))
-        return float(np.sum(np.log(pred["predicted_busbw_GBps"] /
-                                   pred["measured_busbw_GBps"]) ** 8))
+        return fit_loss(predict_rows(rows, make(z)))
 
     z, best = nelder_mead(loss, np.array(z0), step=0.5, iters=400)
     for _ in range(2):  # restarts: a simplex can collapse early on these ridges

@@ -30,14 +30,13 @@ def run(args) -> int:
 
     from clustersim.calibrate.refit import refit, summary, write_refits
 
-    values, extra, reports = refit(args.only)
+    values, extra, reports, problems = refit(args.only)
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
         for name, report in reports.items():
             print(f"\n{name}: predicted vs measured on every row (role: fitted / held-out)")
             print(report.to_string(index=False))
             print(summary(report).to_string())
     print("\nvalues: committed -> refit")
-    problems = []
     for v in values:
         print(f"  {v.name:60s} {v.committed:10.4g} -> {v.refit:10.4g}   "
               f"bounds [{v.bounds[0]:g}, {v.bounds[1]:g}]")
