@@ -22,7 +22,8 @@ import numpy as np
 
 from clustersim.network.cluster import Cluster
 from clustersim.network.maxmin import max_min_rates
-from clustersim.topology.graph import DirectFabric, FatTreeFabric, SwitchFabric, TorusFabric
+from clustersim.topology.graph import (DirectFabric, FatTreeFabric, RailOnlyFabric, SwitchFabric,
+                                      TorusFabric)
 
 __all__ = ["links_by_technology", "nodes_by_kind", "injection_bandwidth",
            "bisection_bandwidth", "diameter", "flow_rates"]
@@ -92,9 +93,15 @@ def _entry_tech(G, fabric, entry) -> str:
     for (node, _, _), hop in getattr(fabric, "hops", {}).items():
         if node == entry:
             return G.edges[hop[0], hop[1]]["tech"]
-    for n in G.successors(entry):
-        return G.edges[entry, n]["tech"]
-    return "-"
+    if isinstance(fabric, RailOnlyFabric):   # the device's NIC port onto its rail switch
+        nic = fabric.nic_of[entry]
+        ports = [n for n in G.successors(nic) if G.nodes[n]["kind"] == "switch"]
+        return G.edges[nic, ports[0]]["tech"] if ports else "-"
+    # a mesh or a drawn graph: the entry's link into the fabric, not to its own memory or host
+    members = getattr(fabric, "members", None) or ()
+    inside = [n for n in G.successors(entry) if n in members] or \
+        [n for n in G.successors(entry) if G.nodes[n]["kind"] not in ("memory", "host")]
+    return G.edges[entry, inside[0]]["tech"] if inside else "-"
 
 
 def flow_rates(cluster: Cluster, pairs: list[tuple[Any, Any]]) -> np.ndarray:

@@ -116,3 +116,16 @@ def test_structured_routes_equal_ecmp_over_the_same_links(preset, overrides):
             assert want.keys() == got.keys(), (a, b)
             for e, w in want.items():
                 assert got[e] == pytest.approx(w, rel=1e-9, abs=1e-12), (a, b, e)
+
+
+def test_injection_names_each_level_by_the_link_that_enters_it():
+    """`topology show`: a rail-only device enters scale-out over its NIC port, a Slingshot
+    node's A100 its NVLink3 mesh and its Slingshot-11 port (not its memory or host link)."""
+    from clustersim.network.metrics import injection_bandwidth  # noqa: only this test
+
+    rails = {r["level"]: r["technology"] for r in
+             injection_bandwidth(build_cluster("rail-only-h100", devices=64))}
+    assert rails["scaleout"] == "ib-ndr" and rails["scaleup"] == "nvlink4"
+    dragonfly = {r["level"]: r["technology"] for r in
+                 injection_bandwidth(build_cluster("slingshot-dragonfly", devices=1024))}
+    assert dragonfly == {"scaleup": "nvlink3", "host": "pcie4", "scaleout": "slingshot-11"}
