@@ -51,6 +51,9 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("compute_s", "float", "compute time per step on the critical rank"),
     Column("comm_s", "float", "communication time per step, overlapped or not"),
     Column("exposed_comm_s", "float", "communication not hidden behind compute"),
+    Column("hidden_comm_s", "float", "communication hidden behind compute"),
+    Column("overlap_cost_s", "float", "compute slowed by the SM-borne communication beside it "
+           "(in compute_s and step_time_s)"),
     Column("bubble_s", "float", "pipeline bubble (idle) time per step"),
     Column("peak_memory_gib", "float", "peak memory of the fullest device"),
     Column("memory_capacity_gib", "float", "memory capacity of that device"),

@@ -30,8 +30,10 @@ from clustersim.engine.core import simulate
 from clustersim.engine.program import Program
 from clustersim.fidelity.lowering import Request, lower_stage
 from clustersim.fidelity.placement import offload_pairs, stage_ranks
-from clustersim.result.breakdown import critical_breakdown
+from clustersim.result.breakdown import critical_breakdown, critical_rank, hidden_time
 from clustersim.result.outcome import StepOutcome
+from clustersim.result.overlap import slows_compute
+from clustersim.step.frameworks import FRAMEWORKS
 from clustersim.workload.groups import block_size, collective_families
 from clustersim.workload.mesh import mesh_for_plan
 
@@ -167,7 +169,8 @@ def simulate_flow(step, cluster, simulation, trace: bool = False) -> StepOutcome
     """Run ``step`` through the engine; the :class:`StepOutcome` of the critical rank."""
     program = build_program(step, cluster, simulation.ranks == "representative")
     result = simulate(program, cluster, record_links=trace)
-    compute, comm = {}, {}
+    framework = FRAMEWORKS[step.training.framework]
+    compute, comm, on_sms = {}, {}, {}
     for op in program.ops:
         start, end = float(result.op_start_s[op.id]), float(result.op_end_s[op.id])
         if op.kind == "compute":
@@ -176,9 +179,13 @@ def simulate_flow(step, cluster, simulation, trace: bool = False) -> StepOutcome
             continue
         began = max(start, result.call_start_s.get(op.call, start))
         comm.setdefault(op.rank, []).append((began, end))
+        if slows_compute(op.stream, framework):
+            on_sms.setdefault(op.rank, []).append((began, end))
     ends = np.full(len(program.ranks), 0.0)
     np.maximum.at(ends, [op.rank for op in program.ops], result.op_end_s)
     parts = critical_breakdown(ends, compute, comm)
+    critical = critical_rank(ends)
+    parts["hidden_sm_comm_s"] = hidden_time(compute.get(critical, ()), on_sms.get(critical, ()))
     weight = np.array([program.ranks[op.rank].stands_for for op in program.ops])
     events = None
     if trace:

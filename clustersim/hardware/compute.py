@@ -81,6 +81,9 @@ class ComputeParams(StrictModel):
     training_efficiency_fitted_on: list[str] = Field(default_factory=list)
     training_efficiency_basis: str = ""
     training_efficiency_from: str | None = None
+    # Compute runs this much slower while a communication kernel shares the device's SMs or
+    # CUs (NCCL/RCCL) -- clustersim.result.overlap; 1 where collectives run on DMA engines.
+    overlap_slowdown: float = Field(ge=1.0, le=2.0)
     kernel_overhead_s: NonNegativeTime = Field(alias="kernel_overhead")
     source: str = Field(min_length=1)
     estimated: list[str] = Field(default_factory=list)
@@ -214,8 +217,8 @@ def gemm_efficiency(m: int, n: int, k: int, device, dtype: str, batch: int = 1) 
     >>> h100 = get_device("h100-sxm-80gb")
     >>> [round(gemm_efficiency(s, s, s, h100, "fp8"), 2) for s in (1024, 4096, 32768)]
     [0.24, 0.64, 0.7]
-    >>> [round(gemm_efficiency(1024, 1024, 64, h100, "bf16", batch=b), 2) for b in (1, 96)]
-    [0.02, 0.03]
+    >>> [round(gemm_efficiency(1024, 1024, 64, h100, "fp8", batch=b), 2) for b in (1, 96)]
+    [0.16, 0.34]
     """
     return _gemm_eff(int(m), int(n), int(k), compute_params(device).name, dtype, int(batch))
 

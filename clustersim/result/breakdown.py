@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["union_length", "rank_breakdown", "critical_breakdown"]
+__all__ = ["union_length", "rank_breakdown", "critical_rank", "critical_breakdown",
+           "hidden_time"]
 
 Intervals = Sequence[tuple[float, float]]
 
@@ -75,6 +76,20 @@ def critical_breakdown(rank_end_s: Sequence[float], compute: Mapping[int, Interv
     0.0
     """
     step = max(rank_end_s) if len(rank_end_s) else 0.0
-    rank = max(range(len(rank_end_s)), key=lambda r: (rank_end_s[r], -r)) if len(
-        rank_end_s) else 0
+    rank = critical_rank(rank_end_s)
     return rank_breakdown(compute.get(rank, ()), comm.get(rank, ()), float(step))
+
+
+def critical_rank(rank_end_s: Sequence[float]) -> int:
+    """The rank whose last op ends last (the first of equals)."""
+    return max(range(len(rank_end_s)), key=lambda r: (rank_end_s[r], -r)) if len(
+        rank_end_s) else 0
+
+
+def hidden_time(compute: Intervals, comm: Intervals) -> float:
+    """How long ``comm`` ran while ``compute`` did.
+
+    >>> hidden_time([(0.0, 2.0)], [(1.0, 3.0)])
+    1.0
+    """
+    return _overlap(_merge(compute), _merge(comm))

@@ -31,6 +31,8 @@ class StepOutcome:
     flops: float
     mem_bytes: float
     link_bytes: np.ndarray = field(repr=False)
+    hidden_sm_comm_s: float = 0.0   # hidden communication that ran on SMs (result.overlap)
+    overlap_cost_s: float = 0.0     # the compute time it took (added by result.overlap)
     link_busy_s: np.ndarray | None = field(default=None, repr=False)
     link_peak_util: np.ndarray | None = field(default=None, repr=False)
     trace: list | None = field(default=None, repr=False)

@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from clustersim.hardware.compute import compute_params
 from clustersim.result.energy import step_energy
 from clustersim.result.outcome import StepOutcome
+from clustersim.result.overlap import with_overlap_cost
 from clustersim.workload.flops import hardware_flops_per_token, model_flops_per_token
 
 __all__ = ["result_row", "link_columns"]
@@ -84,6 +86,7 @@ def link_columns(cluster, outcome: StepOutcome) -> dict[str, Any]:
 def result_row(step, outcome: StepOutcome, cluster, config) -> dict[str, Any]:
     """The metric columns of a scenario's row (see :mod:`clustersim.experiment.columns`)."""
     plan, model, training = step.plan, step.model, step.training
+    outcome = with_overlap_cost(outcome, compute_params(cluster.device).overlap_slowdown)
     devices = len(cluster.devices)
     peak = cluster.device.flops_for(training.precision)
     tokens = plan.global_batch * plan.seq_len
@@ -101,6 +104,8 @@ def result_row(step, outcome: StepOutcome, cluster, config) -> dict[str, Any]:
         "model_tflops_per_device": model_flops / devices / 1e12,
         "compute_s": outcome.compute_s, "comm_s": outcome.comm_s,
         "exposed_comm_s": outcome.exposed_comm_s, "bubble_s": outcome.bubble_s,
+        "hidden_comm_s": max(0.0, outcome.comm_s - outcome.exposed_comm_s),
+        "overlap_cost_s": outcome.overlap_cost_s,
         "peak_memory_gib": device_B / _GiB, "offloaded_memory_gib": stage.offloaded_B / _GiB,
         "memory_capacity_gib": capacity / _GiB,
         "devices": devices, "dp": plan.dp, "num_microbatches": plan.num_microbatches,

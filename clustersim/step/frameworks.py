@@ -48,6 +48,8 @@ class Framework:
       gathers the parameters again when pipelining;
     - ``tied_blocking``: the tied-embedding all-reduce runs after the gradient sync, blocking;
     - ``tp_backward_overlap``: TP collectives of the backward run beside its GEMMs;
+    - ``tp_overlap_on_copy_engines``: overlapped TP collectives move data with the GPU's
+      copy engines, not its SMs, so they do not slow the compute they hide behind;
     - ``defaults``: the overlap flags when the experiment gives none (``p2p``: receives
       posted a slot ahead, Megatron-Core with interleaved schedules only)."""
 
@@ -63,6 +65,7 @@ class Framework:
     zero3_regather_with_pp: bool
     tied_blocking: bool
     tp_backward_overlap: bool
+    tp_overlap_on_copy_engines: bool
     defaults: dict = field(compare=False)
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -94,7 +97,7 @@ FRAMEWORKS = {
         zero12_reduce="reduce_scatter", bucket_elements=(float("inf"), 0.0),
         bucket_first_chunk_only=True, param_gather_overlappable=False,
         zero2_every_microbatch=True, zero3_linear_gathers=False, zero3_regather_with_pp=True,
-        tied_blocking=True, tp_backward_overlap=False,
+        tied_blocking=True, tp_backward_overlap=False, tp_overlap_on_copy_engines=False,
         defaults={"grad_reduce": False, "param_gather": False, "tp_comm": False, "p2p": False},
         sources={
             "bucket_elements": "Megatron-LM v2.x megatron/model/distributed.py: the local DDP "
@@ -108,7 +111,7 @@ FRAMEWORKS = {
         zero12_reduce="reduce_scatter", bucket_elements=(40e6, 1e6),
         bucket_first_chunk_only=True, param_gather_overlappable=True,
         zero2_every_microbatch=True, zero3_linear_gathers=False, zero3_regather_with_pp=True,
-        tied_blocking=True, tp_backward_overlap=True,
+        tied_blocking=True, tp_backward_overlap=True, tp_overlap_on_copy_engines=True,
         defaults={"grad_reduce": False, "param_gather": False, "tp_comm": False, "p2p": True},
         sources={
             "grad_reduce_fp32": "megatron/training/arguments.py: --main-grads-dtype defaults "
@@ -121,6 +124,10 @@ FRAMEWORKS = {
                         "--no-overlap-p2p-communication (on, interleaved schedule only)",
             "tied_blocking": "megatron/core/distributed/finalize_model_grads.py: the "
                              "embedding-group all-reduce runs after finish_grad_sync",
+            "tp_overlap_on_copy_engines": "--tp-comm-overlap runs Transformer Engine's "
+                                          "userbuffers: ring-exchange all-gathers over the "
+                                          "copy engines (use_ce), the reduce-scatter on a "
+                                          "few SMs (num_sm); counted as copy engines",
             "tp_backward_overlap": "megatron/core/tensor_parallel/layers.py: the backward "
                                    "all-gather overlaps dgrad, the reduce-scatter wgrad",
             "p2p": "megatron/core/pipeline_parallel/schedules.py: with overlap_p2p_comm "
@@ -131,7 +138,7 @@ FRAMEWORKS = {
         bucket_elements=(5e8, 0.0), bucket_first_chunk_only=False,
         param_gather_overlappable=False, zero2_every_microbatch=True,
         zero3_linear_gathers=True, zero3_regather_with_pp=True, tied_blocking=True,
-        tp_backward_overlap=False,
+        tp_backward_overlap=False, tp_overlap_on_copy_engines=False,
         defaults={"grad_reduce": False, "param_gather": False, "tp_comm": False, "p2p": False},
         sources={
             "grad_reduce_fp32": "deepspeed/runtime/engine.py: communication_data_type "
@@ -151,7 +158,7 @@ FRAMEWORKS = {
         zero12_reduce="reduce_scatter", bucket_elements=None, bucket_first_chunk_only=False,
         param_gather_overlappable=True, zero2_every_microbatch=True,
         zero3_linear_gathers=False, zero3_regather_with_pp=False, tied_blocking=False,
-        tp_backward_overlap=False,
+        tp_backward_overlap=False, tp_overlap_on_copy_engines=False,
         defaults={"grad_reduce": True, "param_gather": True, "tp_comm": False, "p2p": True},
         sources={
             "grad_reduce_fp32": "torchtitan/config/configs.py: mixed_precision_reduce = "
@@ -167,6 +174,7 @@ FRAMEWORKS = {
         bucket_elements=None, bucket_first_chunk_only=False, param_gather_overlappable=True,
         zero2_every_microbatch=True, zero3_linear_gathers=False, zero3_regather_with_pp=True,
         tied_blocking=False, tp_backward_overlap=False,
+        tp_overlap_on_copy_engines=False,
         defaults={"grad_reduce": True, "param_gather": True, "tp_comm": False, "p2p": True},
         sources={
             "grad_reduce_fp32": "MaxText configs/base.yml: grad_dtype float32",

@@ -34,6 +34,8 @@ from clustersim.fidelity.analytic.kernel import breakdown_kernel, timeline_kerne
 from clustersim.fidelity.analytic.prices import prices_for
 
 from clustersim.result.outcome import StepOutcome
+from clustersim.result.overlap import slows_compute
+from clustersim.step.frameworks import FRAMEWORKS
 
 __all__ = ["estimate_step"]
 
@@ -43,7 +45,7 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
     ``trace`` are the flow fidelity's options; the analytic fidelity has no trace)."""
     prices = prices_for(cluster)
     arrays = encode(step, prices)
-    ends, start, end, stage, compute, ok = timeline_kernel(*arrays.kernel_args())
+    ends, start, end, stage, op, compute, ok = timeline_kernel(*arrays.kernel_args())
     if not ok:
         raise Deadlock("deadlock: the step plan cannot finish (a receive whose send never "
                        "comes, or a call one of its stages never posts)")
@@ -51,6 +53,11 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
     critical = int(np.argmax(ends))   # the first of equals
     mine = stage == critical
     compute_s, comm_s, exposed = breakdown_kernel(start[mine], end[mine], compute[mine])
+    framework = FRAMEWORKS[step.training.framework]
+    on_sms = np.array([slows_compute(name, framework)
+                       for name in arrays.reg_names])[arrays.op_reg[op]]
+    both = mine & (compute | on_sms)
+    _, sm_s, sm_exposed = breakdown_kernel(start[both], end[both], compute[both])
     link_bytes = np.zeros(len(cluster.links))
     for key, scale in arrays.link_terms.items():
         (links, unit), _ = prices.units[key]
@@ -58,6 +65,6 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
     ranks = [s.ranks for s in step.stages]
     return StepOutcome(
         step_time_s=step_s, compute_s=compute_s, comm_s=comm_s, exposed_comm_s=exposed,
-        bubble_s=max(0.0, step_s - compute_s - exposed),
+        bubble_s=max(0.0, step_s - compute_s - exposed), hidden_sm_comm_s=sm_s - sm_exposed,
         flops=float(np.dot(ranks, arrays.flops)),
         mem_bytes=float(np.dot(ranks, arrays.mem_bytes)), link_bytes=link_bytes)

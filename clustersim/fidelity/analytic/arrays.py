@@ -61,6 +61,7 @@ class TimelineArrays:
     flops: list = field(repr=False)
     mem_bytes: list = field(repr=False)
     link_terms: dict = field(repr=False)
+    reg_names: tuple = field(default=(), repr=False)   # register index -> stream name
 
     def kernel_args(self) -> tuple:
         return (self.seq_ptr, self.seq_inst, self.seq_mb, self.inst_ptr, self.inst_exit,
@@ -177,7 +178,7 @@ class _Encoder:
             2 * self.vstages * self.m + 1, len(self.meets),
             int(sizes.max()) if len(sizes) else 1,
             max(len(sp.prologue) for sp in self.step.stages), list(flops), list(mem),
-            self.terms)
+            self.terms, tuple(sorted(self.regs, key=self.regs.get)))
 
 
 def encode(step, prices) -> TimelineArrays:

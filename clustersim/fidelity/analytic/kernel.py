@@ -44,7 +44,7 @@ def _interval_arrays(seq_ptr, seq_inst, inst_ptr):
     for k in range(seq_ptr[-1]):
         total += inst_ptr[seq_inst[k] + 1] - inst_ptr[seq_inst[k]]
     return (np.zeros(2 * total), np.zeros(2 * total), np.zeros(2 * total, dtype=np.int64),
-            np.zeros(2 * total, dtype=np.bool_))
+            np.zeros(2 * total, dtype=np.bool_), np.zeros(2 * total, dtype=np.int64))
 
 
 @njit
@@ -96,7 +96,7 @@ def _meet(call, s, start, duration):
 def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_reg, op_dur,
                     op_key, op_main, dep_ptr, dep_kind, dep_val, n_regs, n_keys, n_meets,
                     max_ops, n_prologue):
-    """Per stage, when its last op ends; and every op's interval (start, end, stage,
+    """Per stage, when its last op ends; and every op's interval (start, end, stage, op,
     compute on the main stream or communication), ``ok`` False on a deadlock.
 
     ``seq_ptr``: stage s runs instances ``seq_inst[seq_ptr[s]:seq_ptr[s+1]]`` for the
@@ -108,14 +108,13 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
     entry = np.zeros((n_stages, n_regs))
     local = np.zeros((n_stages, max_ops))
     pro = np.zeros((n_stages, n_prologue + 1))
-    pos = seq_ptr[:-1].copy()
+    pos, n_iv = seq_ptr[:-1].copy(), 0
     opi = np.zeros(n_stages, dtype=np.int64)
     stage_end = np.zeros(n_stages)
     send = np.full((n_keys, 3), -1.0)          # per key: ready time, stage, register
     last_send = np.zeros((n_stages, n_regs))
     meet = np.full((n_meets + 1, 4), -1.0)     # per call: post time, stage, start, end
-    iv_start, iv_end, iv_stage, iv_compute = _interval_arrays(seq_ptr, seq_inst, inst_ptr)
-    n_iv = 0
+    iv_start, iv_end, iv_stage, iv_compute, iv_op = _interval_arrays(seq_ptr, seq_inst, inst_ptr)
     remaining = np.sum(seq_ptr[1:] > seq_ptr[:-1])   # stages with work (entry = reg = 0)
     while remaining > 0:
         progress = False
@@ -153,6 +152,7 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                     start, end, sender = _receive(send[key], start, op_dur[j], last_send,
                                                   stage_end)
                     iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, sender
+                    iv_op[n_iv] = j
                     n_iv += 1
                 elif code == MEET:
                     start, end = _meet(meet[op_key[j]], s, start, op_dur[j])
@@ -165,14 +165,14 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                 if end > stage_end[s]:
                     stage_end[s] = end
                 iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, s
-                iv_compute[n_iv] = op_main[j]
+                iv_compute[n_iv], iv_op[n_iv] = op_main[j], j
                 n_iv += 1
                 opi[s] += 1
                 progress = True
-        if not progress:
-            return stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], \
-                iv_compute[:n_iv], False
-    return stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], iv_compute[:n_iv], True
+        if not progress:   # a deadlock: ok is False
+            break
+    return (stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], iv_op[:n_iv],
+            iv_compute[:n_iv], remaining == 0)
 
 
 @njit
