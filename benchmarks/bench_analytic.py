@@ -3,13 +3,13 @@
 Speed: scenarios per second on one core over a plan search for GPT-3 175B and Llama 3 70B on
 1,024 H100s (DGX H100 nodes on an NDR fat-tree): tp x pp x micro-batch x schedule x ZeRO x
 sequence parallelism x three scale-out bandwidths, each scenario ``resolve_plan`` +
-``estimate_step`` + ``peak_memory_footprint`` + network energy (target >= 1,000/s after
-warm-up). Three figures: the first pass (it builds the collective profiles of every group
-family of the sweep: the collectives layer's cost, paid once per cluster and family), the
-steady state (the same families, new plans: another global batch), and the steady state with
-the stage-work caches emptied before the pass.
+``plan_step`` (the step plan, its memory included) + ``estimate_step`` (target >= 1,000/s
+after warm-up). Three figures: the first pass (it builds the collective profiles of every
+group family of the sweep: the collectives layer's cost, paid once per cluster and family),
+the steady state (the same families, new plans: another global batch), and the steady state
+with the chunk-work and slot-template caches emptied before the pass.
 
-Agreement: step time and breakdown of the analytic and flow fidelities on small scenarios.
+Agreement: step time and breakdown of the analytic and flow fidelities (one StepPlan each).
 
 Run: ``python benchmarks/bench_analytic.py [--quick]``
 """
@@ -24,12 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent  # run from a source checkout
 sys.path.insert(0, str(ROOT))
 
-from clustersim.config.experiment import TrainingConfig  # noqa: E402
+from clustersim.config.experiment import SimulationConfig, TrainingConfig  # noqa: E402
+from clustersim.fidelity import estimate_step, simulate_flow  # noqa: E402
+from clustersim.fidelity.analytic import templates  # noqa: E402
 from clustersim.network import build_cluster  # noqa: E402
+from clustersim.step import plan_step  # noqa: E402
 from clustersim.workload import Infeasible, get_model, resolve_plan  # noqa: E402
-from clustersim.workload.analytic import estimate_step  # noqa: E402
-from clustersim.workload.analytic.pricer import PRICERS  # noqa: E402
-from clustersim.workload.memory import peak_memory_footprint  # noqa: E402
+from clustersim.workload import chunks  # noqa: E402
 
 BANDWIDTHS = ("25 GB/s", "50 GB/s", "100 GB/s")
 GRID = dict(tp=(2, 4, 8), pp=(1, 2, 4, 8, 16), micro_batch=(1, 2),
@@ -60,20 +61,15 @@ def sweep(clusters, global_batch: int) -> tuple[int, int, float, float]:
             plan = resolve_plan(training, model, len(cluster.devices))
         except Infeasible:
             continue
-        est = estimate_step(model, plan, cluster, training)
-        _, mem = peak_memory_footprint(model, plan, training.precision, training.recompute)
-        checksum += est.step_time_s + est.network_energy_J + mem.total_B * 1e-12
+        step = plan_step(model, plan, cluster, training)
+        est = estimate_step(step, cluster)
+        checksum += est.step_time_s + step.peak_stage.memory.total_B * 1e-12
         feasible += 1
     return total, feasible, time.process_time() - start, checksum
 
 
 def clear_stage_caches() -> None:
-    from clustersim.workload import stagework
-
-    for pricer in PRICERS.values():
-        for cache in (pricer.chunks, pricer.stages, pricer.templates, pricer.stage_prices):
-            cache.clear()
-    for fn in (stagework.chunk_work, stagework.optimizer_work, stagework.dp_comms):
+    for fn in (chunks.chunk_work, chunks.optimizer_work, templates.slot_template):
         fn.cache_clear()
 
 
@@ -114,10 +110,6 @@ AGREEMENT = [
 
 
 def agreement() -> None:
-    from clustersim.engine import simulate
-    from clustersim.engine.breakdown import critical_rank, rank_breakdown
-    from clustersim.workload.program import build_program
-
     print(f"\n{'scenario':58s} {'flow s':>8s} {'analytic':>8s} {'error':>7s}  "
           f"{'exposed flow/ana':>17s} {'bubble flow/ana':>16s}")
     for devices, name, par, overrides in AGREEMENT:
@@ -125,10 +117,10 @@ def agreement() -> None:
         model = get_model(name)
         seq = 2048 if name == "gpt3-175b" else None
         training = TrainingConfig(global_batch=2 * devices, seq_len=seq, parallelism=par)
-        plan = resolve_plan(training, model, devices)
-        est = estimate_step(model, plan, cluster, training)
-        flow = simulate(build_program(model, plan, cluster, training), cluster)
-        parts = rank_breakdown(flow, critical_rank(flow))
+        step = plan_step(model, resolve_plan(training, model, devices), cluster, training)
+        est = estimate_step(step, cluster)
+        flow = simulate_flow(step, cluster, SimulationConfig())
+        parts = {"exposed_comm_s": flow.exposed_comm_s, "bubble_s": flow.bubble_s}
         label = f"{devices} {name} {par}" + (" 5GB/s" if overrides else "")
         print(f"{label[:58]:58s} {flow.step_time_s:8.4f} {est.step_time_s:8.4f} "
               f"{est.step_time_s / flow.step_time_s - 1:+7.2%}  "

@@ -15,8 +15,8 @@ Figures:
 - where the end-to-end time goes outside the workers: expanding the sweep, and storing every
   row in a ``ResultStore``.
 
-If the analytic fidelity (``clustersim.workload.analytic.estimate_step``) cannot be imported
-the script says "analytic fidelity not available" and exits 0.
+If the analytic fidelity (``clustersim.fidelity.estimate_step``) cannot be imported the
+script says "analytic fidelity not available" and exits 0.
 
 Run: ``python benchmarks/bench_sweep.py``
 """
@@ -53,7 +53,7 @@ def experiment(seq_len: int | None = None) -> dict:
 
 def analytic_available() -> bool:
     try:
-        from clustersim.workload.analytic import estimate_step  # noqa: F401
+        from clustersim.fidelity import estimate_step  # noqa: F401
     except ImportError:
         return False
     return True
