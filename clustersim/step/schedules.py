@@ -6,12 +6,22 @@
 - ``1f1b-interleaved`` (Megatron-LM, Narayanan et al. SC'21): each stage holds ``v`` model
   chunks; micro-batches go through the chunks in groups of ``p``, with ``(p - s - 1) * 2 +
   (v - 1) * p`` warm-up forwards; the bubble shrinks by ``v``.
+- ``zb-h1`` and ``zb-h2`` (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024,
+  Sec. 2): the backward is split into ``B`` (the input gradient, which the previous stage
+  waits for) and ``W`` (the weight gradient, which nobody waits for). ZB-H1 keeps 1F1B's
+  warm-up and delays each ``W`` on stage ``s`` by ``s`` backwards, so every stage holds
+  ``p`` micro-batches (1F1B's peak) and the deferred ``W`` s fill the drain: bubble
+  ``(p - 1)(T_F + T_B - T_W)``. ZB-H2 runs ``2 (p - s - 1)`` warm-up forwards and delays
+  ``W`` by ``2 s``: every stage holds ``2p - 1`` micro-batches and the bubble is
+  ``(p - 1)(T_F + T_B - 2 T_W)``, zero when the three are equal.
 
 The warm-up count (:func:`warmup_forwards`) is the one place these formulas live: the orders
 of :func:`schedule`, and through them the activations a stage holds
 (:func:`in_flight_microbatches`), follow from it.
 
-An action is ``(kind, chunk, microbatch)`` with kind ``"F"`` or ``"B"``. The virtual stage of
+An action is ``(kind, chunk, microbatch)`` with kind ``"F"``, ``"B"`` (the whole backward,
+or its input-gradient part where the schedule splits it: :func:`splits_backward`) or ``"W"``
+(the weight-gradient part). The virtual stage of
 chunk ``c`` on stage ``s`` is ``c * p + s``: data flows from virtual stage ``k`` to ``k + 1``.
 
 >>> schedule("1f1b", stages=2, microbatches=3, chunks=1)[0]
@@ -26,7 +36,8 @@ from functools import lru_cache
 
 from clustersim.workload.plan import SCHEDULES
 
-__all__ = ["SCHEDULES", "Action", "warmup_forwards", "schedule", "previous_virtual_stage",
+__all__ = ["SCHEDULES", "Action", "warmup_forwards", "deferred_weight_gradients",
+           "splits_backward", "schedule", "previous_virtual_stage",
            "next_virtual_stage", "in_flight_microbatches", "held_microbatches"]
 
 Action = tuple[str, int, int]
@@ -43,9 +54,46 @@ def warmup_forwards(name: str, stage: int, stages: int, microbatches: int,
     """
     if name == "gpipe":
         return microbatches * chunks
-    if name == "1f1b":
+    if name in ("1f1b", "zb-h1"):
         return min(stages - stage - 1, microbatches)
+    if name == "zb-h2":
+        return min(2 * (stages - stage - 1), microbatches)
     return min(2 * (stages - stage - 1) + (chunks - 1) * stages, microbatches * chunks)
+
+
+def splits_backward(name: str) -> bool:
+    """Whether ``name`` runs the weight gradient (``W``) apart from the backward (``B``)."""
+    return name in ("zb-h1", "zb-h2")
+
+
+def deferred_weight_gradients(name: str, stage: int, stages: int) -> int:
+    """Backwards ``stage`` runs between a micro-batch's ``B`` and its ``W`` (Qi et al.: the
+    ``W`` s start late by what the warm-up is short of the first stage's, so every stage
+    keeps as many micro-batches in flight as the first).
+
+    >>> [deferred_weight_gradients("zb-h1", s, 4) for s in range(4)]
+    [0, 1, 2, 3]
+    >>> deferred_weight_gradients("zb-h2", 3, 4), deferred_weight_gradients("1f1b", 3, 4)
+    (6, 0)
+    """
+    if name == "zb-h1":
+        return stage
+    if name == "zb-h2":
+        return 2 * stage
+    return 0
+
+
+def _with_weight_gradients(order: list[Action], delay: int) -> list[Action]:
+    """``order`` with each backward's ``W`` placed after the ``delay``-th backward that
+    follows it (the ones left at the end, after the last backward)."""
+    out, pending = [], []
+    for action in order:
+        out.append(action)
+        if action[0] == "B":
+            pending.append(("W", action[1], action[2]))
+            if len(pending) > delay:
+                out.append(pending.pop(0))
+    return out + pending
 
 
 def _interleaved_order(kind: str, stages: int, microbatches: int, chunks: int) -> list[Action]:
@@ -82,6 +130,8 @@ def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
         for f, b in zip(forwards[warmup:], backwards):
             order += [f, b]
         order += backwards[len(forwards) - warmup:]
+        if splits_backward(name):
+            order = _with_weight_gradients(order, deferred_weight_gradients(name, s, stages))
         out.append(tuple(order))
     return tuple(out)
 
@@ -123,8 +173,9 @@ def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
     ((4,), (8,))
     """
     held, most = [0] * chunks, [0] * chunks
+    frees = "W" if splits_backward(name) else "B"
     for kind, chunk, _ in schedule(name, stages, microbatches, chunks)[stage]:
-        held[chunk] += 1 if kind == "F" else -1
+        held[chunk] += 1 if kind == "F" else -1 if kind == frees else 0
         most[chunk] = max(most[chunk], held[chunk])
     return tuple(most)
 
@@ -142,7 +193,8 @@ def in_flight_microbatches(name: str, stage: int, stages: int, microbatches: int
     (4.0, 5.5)
     """
     held, most = 0, 0
+    frees = "W" if splits_backward(name) else "B"
     for kind, _, _ in schedule(name, stages, microbatches, chunks)[stage]:
-        held += 1 if kind == "F" else -1
+        held += 1 if kind == "F" else -1 if kind == frees else 0
         most = max(most, held)
     return most / chunks

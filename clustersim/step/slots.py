@@ -33,7 +33,8 @@ from functools import lru_cache
 from clustersim.step.dataparallel import (MAX_PIECES, StageGradients, across_blocks,
                                           chunk_buckets, split_count, stage_gradients)
 from clustersim.step.frameworks import FRAMEWORKS, Framework, Overlap, effective_overlap
-from clustersim.step.schedules import next_virtual_stage, previous_virtual_stage, schedule
+from clustersim.step.schedules import (next_virtual_stage, previous_virtual_stage, schedule,
+                                       splits_backward)
 from clustersim.step.stepplan import Call, Compute, Dep, Family, Piece, Slot, Transfer
 from clustersim.workload.chunks import ChunkWork, activation_bytes, chunk_work, p2p_gather_bytes
 from clustersim.workload.groups import axis_of, group_size
@@ -69,6 +70,12 @@ class StageContext:
         return chunk_work(self.model, self.plan, chunk * self.plan.pp + stage, self.device,
                           t.precision, t.recompute, self.mem_bw_Bps, attention=t.attention)
 
+    @property
+    def gradient_kind(self) -> str:
+        """The slot kind that produces the weight gradients: ``W`` where the schedule splits
+        the backward, else ``B``."""
+        return "W" if splits_backward(self.plan.schedule) else "B"
+
     def gradients(self, stage: int) -> StageGradients:
         return stage_gradients(self.model, self.plan, stage, self.training.precision,
                                self.framework)
@@ -94,8 +101,8 @@ def _intrinsic(ctx: StageContext, kind: str, comms) -> tuple[Call, ...]:
 def _zero3_calls(ctx: StageContext, kind: str, work, grads: StageGradients, last: bool):
     """ZeRO 3's gathers and reduce-scatters of one slot, ``count`` over its layers."""
     plan, fw = ctx.plan, ctx.framework
-    gather = kind == "F" or plan.pp == 1 or fw.zero3_regather_with_pp
-    reduce = kind == "B" and (plan.pp == 1 or fw.bucket_elements is not None
+    gather = kind == "F" or (kind == "B" and (plan.pp == 1 or fw.zero3_regather_with_pp))
+    reduce = kind == ctx.gradient_kind and (plan.pp == 1 or fw.bucket_elements is not None
                               or fw.zero3_regather_with_pp or last)
     gathers = [replace(c, dep=Dep.PREFETCHED, count=c.count * work.layers)
                for c in grads.layer_gathers] if gather else []
@@ -110,7 +117,8 @@ def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradient
     """The slot's compute in pieces: ZeRO 3 units, the parameter buckets a first forward
     waits for (``waits[i]``: prologue indices), the ``n_buckets`` gradient buckets a last
     backward launches (``buckets``: one piece's share each), else one piece."""
-    body = work.fwd if kind == "F" else work.bwd
+    body = {"F": work.fwd, "W": work.wgrad,
+            "B": work.dgrad if ctx.gradient_kind == "W" else work.bwd}[kind]
     gathers, reduces = _zero3_calls(ctx, kind, work, grads, last) if grads.sharded_layers \
         else ([], [])
     if gathers or reduces:
@@ -193,12 +201,14 @@ def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float, n:
 
 @lru_cache(maxsize=4096)
 def _first_and_last(name: str, p: int, m: int, v: int, stage: int) -> tuple[dict, dict]:
-    """Per chunk, the micro-batch of ``stage``'s first forward and of its last backward."""
+    """Per chunk, the micro-batch of ``stage``'s first forward and of its last backward (its
+    last weight gradient, where the schedule splits the backward)."""
     first_f, last_b = {}, {}
+    last_kind = "W" if splits_backward(name) else "B"
     for kind, c, mb in schedule(name, p, m, v)[stage]:
         if kind == "F":
             first_f.setdefault(c, mb)
-        else:
+        elif kind == last_kind:
             last_b[c] = mb
     return first_f, last_b
 
@@ -225,7 +235,7 @@ def stage_slots(ctx: StageContext, stage: int):
         first = kind == "F" and m == first_f[c] and c in waits
         # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
         # overlap the reduce waits for the whole pipeline (stage_epilogue)
-        last = kind == "B" and m == last_b[c] and ctx.overlap.grad_reduce
+        last = kind == ctx.gradient_kind and m == last_b[c] and ctx.overlap.grad_reduce
         key = (kind, c, first, last)
         if key not in index:
             index[key] = len(slots)
@@ -239,9 +249,12 @@ def stage_slots(ctx: StageContext, stage: int):
 
 
 def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share) -> Slot:
-    receive, receive_calls, send = _transfers(ctx, kind, stage, c)
-    calls = _intrinsic(ctx, kind, work.fwd_comms if kind == "F" else work.bwd_comms)
-    if kind == "B":   # ZeRO 2: this micro-batch's gradients, reduced
+    # a weight gradient receives and sends nothing, and its GEMMs need no TP collective
+    # (the input gradient's all-reduce belongs to ``B``)
+    receive, receive_calls, send = _transfers(ctx, kind, stage, c) if kind != "W" \
+        else (None, (), None)
+    calls = _intrinsic(ctx, kind, {"F": work.fwd_comms, "B": work.bwd_comms}.get(kind, ()))
+    if kind == ctx.gradient_kind:   # ZeRO 2: this micro-batch's gradients, reduced
         dep = Dep.SIDE if ctx.overlap.grad_reduce else Dep.BLOCKING
         calls += tuple(replace(r, bytes=r.bytes * share, dep=dep,
                                stream="dp" if dep == Dep.SIDE else "compute")

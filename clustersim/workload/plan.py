@@ -27,7 +27,7 @@ __all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDU
 
 # The pipeline schedules a plan may name; their orders are the step plan's
 # (:mod:`clustersim.step.schedules`).
-SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved")
+SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2")
 
 
 class Infeasible(Exception):
