@@ -9,7 +9,7 @@ import pytest
 
 from clustersim.step.schedules import (SCHEDULES, held_microbatches, in_flight_microbatches,
                                        next_virtual_stage, previous_virtual_stage, schedule,
-                                       warmup_forwards)
+                                       splits_backward, warmup_forwards)
 from clustersim.workload.plan import SCHEDULES as PLAN_SCHEDULES
 
 SHAPES = [(name, p, m, 2 if name == "1f1b-interleaved" else 1)
@@ -23,13 +23,16 @@ def test_every_schedule_a_plan_may_name_has_an_order():
 
 @pytest.mark.parametrize("name,p,m,v", SHAPES)
 def test_each_microbatch_runs_forward_then_backward_once_per_chunk(name, p, m, v):
+    kinds = "FBW" if splits_backward(name) else "FB"
     for stage, actions in enumerate(schedule(name, p, m, v)):
-        assert sorted(actions) == sorted((k, c, mb) for k in "FB" for c in range(v)
+        assert sorted(actions) == sorted((k, c, mb) for k in kinds for c in range(v)
                                          for mb in range(m))
         seen = set()
         for kind, c, mb in actions:
             if kind == "B":
                 assert ("F", c, mb) in seen   # a backward needs its forward's activations
+            if kind == "W":
+                assert ("B", c, mb) in seen   # the weight gradient needs the output gradient
             seen.add((kind, c, mb))
 
 
@@ -43,7 +46,7 @@ def test_the_schedule_runs_on_a_pipeline_without_deadlock(name, p, m, v):
             while pos[s] < len(acts[s]):
                 kind, c, mb = acts[s][pos[s]]
                 src = (previous_virtual_stage(s, c, p) if kind == "F"
-                       else next_virtual_stage(s, c, p, v))
+                       else next_virtual_stage(s, c, p, v) if kind == "B" else None)
                 if src is not None and (kind, *src, mb) not in done:
                     break
                 done.add((kind, s, c, mb))
@@ -79,3 +82,26 @@ def test_in_flight_activations():
         p * (1 + (p - 1) / (p * v)))
     assert held_microbatches("1f1b", 0, 4, 16) == (4,)
     assert held_microbatches("1f1b", 3, 4, 16) == (1,)
+
+
+@pytest.mark.parametrize("p,m", [(2, 8), (4, 8), (4, 16), (8, 32)])
+def test_zero_bubble_in_flight_microbatches(p, m):
+    """Qi et al. 2024, Sec. 2.1-2.2: ZB-H1 holds at most 1F1B's peak, p micro-batches, on
+    every stage (its W passes start later by what a stage's warm-up is short of the first
+    stage's); ZB-H2 holds 2p - 1 on every stage. A micro-batch is held until its W."""
+    assert [in_flight_microbatches("zb-h1", s, p, m) for s in range(p)] == [p] * p
+    assert [in_flight_microbatches("zb-h2", s, p, m) for s in range(p)] == [2 * p - 1] * p
+    assert max(in_flight_microbatches("1f1b", s, p, m) for s in range(p)) == p
+    assert held_microbatches("zb-h1", p - 1, p, m) == (p,)
+
+
+def test_zb_h1_is_1f1b_with_the_backward_split():
+    """Dropping the W passes leaves 1F1B's order; each W of stage s comes s backwards late."""
+    p, m = 4, 8
+    for s, (zb, plain) in enumerate(zip(schedule("zb-h1", p, m), schedule("1f1b", p, m))):
+        assert tuple(a for a in zb if a[0] != "W") == plain
+        backwards = [a for a in zb if a[0] == "B"]
+        for mb in range(m - s):
+            w = zb.index(("W", 0, mb))
+            assert zb[:w].count(("B", 0, mb)) == 1
+            assert sum(1 for a in zb[:w] if a[0] == "B") == min(mb + 1 + s, len(backwards))
