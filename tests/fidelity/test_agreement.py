@@ -100,6 +100,8 @@ CASES = [   # devices, parallelism, cluster overrides, other training keys
     (16, {"tp": 4, "pp": 2, "schedule": "zb-h2"}, {}, {}),
     (32, {"tp": 4, "pp": 2, "zero": 1, "schedule": "zb-h1"}, SLOW, {}),
     (32, {"tp": 2, "pp": 2, "zero": 3, "schedule": "zb-h1"}, SLOW, {}),
+    (16, {"tp": 2, "pp": 4, "schedule": "dualpipe"}, {}, {}),                # bidirectional
+    (32, {"tp": 4, "pp": 2, "zero": 1, "schedule": "dualpipe"}, SLOW, {}),
 ]
 IDS = [f"{d}-{p}-{'slow' if o else 'ndr'}-{t}" for d, p, o, t in CASES]
 
@@ -140,8 +142,8 @@ TINY = ModelSpec("tiny", layers=8, hidden=1024, heads=8, vocab=4096, seq_len=512
 @st.composite
 def plans(draw):
     pp = draw(st.sampled_from((1, 2, 4)))
-    schedule = draw(st.sampled_from(("1f1b", "gpipe", "1f1b-interleaved", "zb-h1", "zb-h2")
-                                    if pp > 1 else ("1f1b",)))
+    schedule = draw(st.sampled_from(("1f1b", "gpipe", "1f1b-interleaved", "zb-h1", "zb-h2",
+                                     "dualpipe") if pp > 1 else ("1f1b",)))
     parallelism = {"tp": draw(st.sampled_from((1, 2, 4))), "pp": pp, "schedule": schedule,
                    "zero": draw(st.integers(0, 3)), "sp": draw(st.booleans())}
     if schedule == "1f1b-interleaved":

@@ -131,3 +131,23 @@ def test_zero_bubble_bubbles_are_the_published_formulas(schedule, m):
 def test_zb_h1_is_faster_than_1f1b_and_zb_h2_than_zb_h1():
     steps = [_free(8, s)[1].step_time_s for s in ("1f1b", "zb-h1", "zb-h2")]
     assert steps[0] > steps[1] > steps[2]
+
+
+def test_dualpipe_bubble_is_the_reports_formula_plus_the_fill():
+    """DeepSeek-V3 report, Table 2: DualPipe's bubble is (p/2 - 1)(T_F&B + T_B - 3 T_W),
+    with T_F&B = T_F + T_B here (no communication to hide). Like ZB-H2's, that count leaves
+    out the (p/2 - 1) T_F the middle stages wait for their first forward, which a step ending
+    at a synchronous optimizer step keeps. Its activations: p + 1 micro-batches of a model
+    stage; its parameters: two model stages a device."""
+    p, m = 4, 16
+    step, est, t = _free(m, "dualpipe")
+    f, b, w = t["F"], t["B"], t["W"]
+    bubble = (p / 2 - 1) * ((f + b) + b - 3 * w) + (p / 2 - 1) * f
+    pipeline = est.step_time_s - step.stages[0].epilogue[0].work.seconds
+    # the idle time of a middle stage: the critical path runs through an end stage, which
+    # starts at once, while the fill is the middle stages'
+    idle = pipeline - m * (f + b + w)
+    assert idle / pipeline == pytest.approx(bubble / (bubble + m * (f + b + w)), rel=0.05)
+    assert [step.plan.layers_on_stage(s) for s in range(p)] == [2 * EVEN.layers // p] * p
+    _, zb, _ = _free(m, "zb-h1")
+    assert est.step_time_s < zb.step_time_s
