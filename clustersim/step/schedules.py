@@ -23,7 +23,12 @@
   forward of one direction paired with a backward of the other (:func:`paired_actions`:
   the pair's compute hides the other's communication), some backwards split into B and a
   deferred W to fill the drain. Table 2 of the report: bubble
-  ``(p/2 - 1)(T_F&B + T_B - 3 T_W)``, ``p + 1`` micro-batches of activations.
+  ``(p/2 - 1)(T_F&B + T_B - 3 T_W)``, ``p + 1`` micro-batches of activations. What the step
+  plan leaves out: the gradient all-reduce between stages ``s`` and ``p - 1 - s`` (which
+  both hold model stages ``s`` and ``p - 1 - s``) and, in the memory, the second copy of the
+  embedding and output layer on the end stages; a pair runs its forward and backward one
+  after the other on the compute stream (only their all-to-alls overlap), not as DeepSeek's
+  interleaved kernels.
 
 The warm-up count (:func:`warmup_forwards`) is the one place these formulas live: the orders
 of :func:`schedule`, and through them the activations a stage holds
@@ -295,7 +300,9 @@ def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int, name: s
 def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
                       chunks: int = 1) -> tuple[int, ...]:
     """Per chunk, the most micro-batches whose forward ``stage`` has run and whose backward
-    it has not (the activations of that chunk it holds at once), read off the schedule.
+    it has not (its weight gradient, where the schedule splits the backward: a ``W`` still
+    needs the layer inputs), the activations of that chunk it holds at once, read off the
+    schedule.
 
     >>> held_microbatches("1f1b", 0, 4, 8), held_microbatches("gpipe", 3, 4, 8)
     ((4,), (8,))
@@ -313,8 +320,8 @@ def in_flight_microbatches(name: str, stage: int, stages: int, microbatches: int
                            chunks: int = 1) -> float:
     """Most micro-batches whose activations a stage holds at once, in units of a whole
     stage's activations (a chunk holds ``1 / chunks`` of them), read off the schedule:
-    one more than the warm-up forwards (at most all of them). For the first stage of the
-    interleaved schedule this is Korthikanti et al.'s ``p (1 + (p - 1) / (p v))``.
+    for 1F1B one more than the warm-up forwards (at most all of them). For the first stage
+    of the interleaved schedule this is Korthikanti et al.'s ``p (1 + (p - 1) / (p v))``.
 
     >>> in_flight_microbatches("1f1b", 0, 4, 8), in_flight_microbatches("1f1b-interleaved",
     ...                                                                 0, 4, 8, 2)

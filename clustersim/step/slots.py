@@ -89,14 +89,16 @@ def _intrinsic(ctx: StageContext, kind: str, comms, paired: bool = False
                ) -> tuple[Call, ...]:
     """A chunk's TP/CP/EP collectives after its compute: blocking, or TP beside the compute
     (``overlap.tp_comm``; the backward of a framework that overlaps it with its GEMMs), or
-    all of them beside it in a DualPipe forward-backward pair (``paired``)."""
+    the expert-parallel all-to-alls beside it in a DualPipe forward-backward pair
+    (``paired``: DeepSeek-V3 hides dispatch and combine under the other chunk's compute;
+    TP, which DeepSeek-V3 does not use, stays as ``overlap.tp_comm`` says)."""
     out = []
     beside = ctx.overlap.tp_comm or (kind == "B" and ctx.framework.tp_backward_overlap)
     for comm in comms:
         axis = axis_of(comm)
         if group_size(ctx.plan, axis) < 2:
             continue
-        overlapped = paired or (beside and comm.axis == "tp")
+        overlapped = (paired and comm.axis == "ep") or (beside and comm.axis == "tp")
         out.append(Call(comm.name, comm.op, Family(axis), comm.bytes,
                         Dep.OVERLAPPED if overlapped else Dep.BLOCKING,
                         stream=comm.axis if overlapped else "compute", count=comm.count,

@@ -7,10 +7,12 @@ import itertools
 
 import pytest
 
+from clustersim.config.experiment import TrainingConfig
 from clustersim.step.schedules import (SCHEDULES, held_microbatches, in_flight_microbatches,
                                        model_stage, next_virtual_stage, paired_actions,
                                        previous_virtual_stage, schedule, splits_backward,
                                        warmup_forwards)
+from clustersim.workload import Infeasible, get_model, resolve_plan
 from clustersim.workload.plan import SCHEDULES as PLAN_SCHEDULES
 
 CHUNKS = {"1f1b-interleaved": 2, "dualpipe": 2}
@@ -143,3 +145,22 @@ def test_dualpipe_pairs_a_forward_with_a_backward_of_the_other_direction():
         for i in sorted(pairs)[::2]:
             (k1, c1, _), (k2, c2, _) = order[i], order[i + 1]
             assert (k1, k2) == ("F", "B") and c1 != c2
+
+
+@pytest.mark.parametrize("parallelism,global_batch,says", [
+    ({"pp": 3, "schedule": "dualpipe"}, 24, "even pp"),
+    ({"pp": 4, "schedule": "dualpipe"}, 6, "at least 2 x pp = 8"),
+    ({"pp": 4, "schedule": "dualpipe", "virtual_stages": 3}, 8, "leave virtual_stages out"),
+    ({"pp": 4, "schedule": "zb-h1", "virtual_stages": 2}, 8, "1f1b-interleaved"),
+])
+def test_impossible_schedules_are_refused_with_the_fix(parallelism, global_batch, says):
+    t = TrainingConfig(global_batch=global_batch, parallelism=parallelism)
+    with pytest.raises(Infeasible, match=says.replace("(", r"\(")):
+        resolve_plan(t, get_model("llama3-8b"), parallelism["pp"])
+
+
+def test_a_dualpipe_plan_holds_two_model_stages_a_device():
+    t = TrainingConfig(global_batch=8, parallelism={"pp": 4, "schedule": "dualpipe"})
+    plan = resolve_plan(t, get_model("llama3-8b"), 4)
+    assert plan.virtual_stages == 2 and plan.stage_layers == (8, 8, 8, 8) * 2
+    assert [plan.layers_on_stage(s) for s in range(4)] == [16] * 4
