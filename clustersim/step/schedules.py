@@ -6,13 +6,40 @@
 - ``1f1b-interleaved`` (Megatron-LM, Narayanan et al. SC'21): each stage holds ``v`` model
   chunks; micro-batches go through the chunks in groups of ``p``, with ``(p - s - 1) * 2 +
   (v - 1) * p`` warm-up forwards; the bubble shrinks by ``v``.
+- ``zb-h1`` and ``zb-h2`` (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024,
+  Sec. 2): the backward is split into ``B`` (the input gradient, which the previous stage
+  waits for) and ``W`` (the weight gradient, which nobody waits for). ZB-H1 keeps 1F1B's
+  warm-up and delays each ``W`` on stage ``s`` by ``s`` backwards, so every stage holds
+  ``p`` micro-batches (1F1B's peak) and the deferred ``W`` s fill the drain: bubble
+  ``(p - 1)(T_F + T_B - T_W)``. ZB-H2 runs ``2 (p - s - 1)`` warm-up forwards and delays
+  ``W`` by ``2 s``: every stage holds ``2p - 1`` micro-batches and the bubble is
+  ``(p - 1)(T_F + T_B - 2 T_W)``, zero when the three are equal.
+- ``dualpipe`` (DeepSeek-V3 technical report, Sec. 3.2.1, Fig. 5): a bidirectional pipeline.
+  Half the micro-batches enter at stage 0 and run model stages ``0 .. p-1`` on stages
+  ``0 .. p-1`` (chunk 0), the other half enter at stage ``p - 1`` and run them on stages
+  ``p-1 .. 0`` (chunk 1), so stage ``s`` holds model stages ``s`` and ``p - 1 - s`` (twice
+  1F1B's parameters). Each stage runs eight phases (below, :func:`_dualpipe_stage`): the
+  forwards of the direction that enters nearby, then both, then in the steady state a
+  forward of one direction paired with a backward of the other (:func:`paired_actions`:
+  the pair's compute hides the other's communication), some backwards split into B and a
+  deferred W to fill the drain. Table 2 of the report: bubble
+  ``(p/2 - 1)(T_F&B + T_B - 3 T_W)``, ``p + 1`` micro-batches of activations. What the step
+  plan leaves out: the gradient all-reduce between stages ``s`` and ``p - 1 - s`` (which
+  both hold model stages ``s`` and ``p - 1 - s``) and, in the memory, the second copy of the
+  embedding and output layer on the end stages; a pair runs its forward and backward one
+  after the other on the compute stream (only their all-to-alls overlap), not as DeepSeek's
+  interleaved kernels.
 
 The warm-up count (:func:`warmup_forwards`) is the one place these formulas live: the orders
 of :func:`schedule`, and through them the activations a stage holds
 (:func:`in_flight_microbatches`), follow from it.
 
-An action is ``(kind, chunk, microbatch)`` with kind ``"F"`` or ``"B"``. The virtual stage of
-chunk ``c`` on stage ``s`` is ``c * p + s``: data flows from virtual stage ``k`` to ``k + 1``.
+An action is ``(kind, chunk, microbatch)`` with kind ``"F"``, ``"B"`` (the whole backward,
+or its input-gradient part where the schedule splits it: :func:`splits_backward`) or ``"W"``
+(the weight-gradient part). The virtual stage of
+chunk ``c`` on stage ``s`` is ``c * p + s``: data flows from virtual stage ``k`` to ``k + 1``
+(DualPipe's chunk 1 flows from stage ``s`` to ``s - 1``; :func:`model_stage` says which
+model stage a chunk runs).
 
 >>> schedule("1f1b", stages=2, microbatches=3, chunks=1)[0]
 (('F', 0, 0), ('F', 0, 1), ('B', 0, 0), ('F', 0, 2), ('B', 0, 1), ('B', 0, 2))
@@ -26,7 +53,8 @@ from functools import lru_cache
 
 from clustersim.workload.plan import SCHEDULES
 
-__all__ = ["SCHEDULES", "Action", "warmup_forwards", "schedule", "previous_virtual_stage",
+__all__ = ["SCHEDULES", "Action", "warmup_forwards", "deferred_weight_gradients",
+           "splits_backward", "schedule", "paired_actions", "model_stage", "previous_virtual_stage",
            "next_virtual_stage", "in_flight_microbatches", "held_microbatches"]
 
 Action = tuple[str, int, int]
@@ -43,9 +71,60 @@ def warmup_forwards(name: str, stage: int, stages: int, microbatches: int,
     """
     if name == "gpipe":
         return microbatches * chunks
-    if name == "1f1b":
+    if name == "dualpipe":   # every forward before its first backward (phases 1, 2, 4)
+        order = schedule(name, stages, microbatches, chunks)[stage]
+        return next(i for i, action in enumerate(order) if action[0] == "B")
+    if name in ("1f1b", "zb-h1"):
         return min(stages - stage - 1, microbatches)
+    if name == "zb-h2":
+        return min(2 * (stages - stage - 1), microbatches)
     return min(2 * (stages - stage - 1) + (chunks - 1) * stages, microbatches * chunks)
+
+
+def splits_backward(name: str) -> bool:
+    """Whether ``name`` runs the weight gradient (``W``) apart from the backward (``B``)."""
+    return name in ("zb-h1", "zb-h2", "dualpipe")
+
+
+def model_stage(name: str, stage: int, chunk: int, stages: int) -> int:
+    """The model stage (pipeline order) ``chunk`` of ``stage`` runs.
+
+    >>> model_stage("1f1b-interleaved", 1, 1, 4), model_stage("dualpipe", 1, 1, 4)
+    (5, 2)
+    """
+    if name == "dualpipe":
+        return stage if chunk == 0 else stages - 1 - stage
+    return chunk * stages + stage
+
+
+def deferred_weight_gradients(name: str, stage: int, stages: int) -> int:
+    """Backwards ``stage`` runs between a micro-batch's ``B`` and its ``W`` (Qi et al.: the
+    ``W`` s start late by what the warm-up is short of the first stage's, so every stage
+    keeps as many micro-batches in flight as the first).
+
+    >>> [deferred_weight_gradients("zb-h1", s, 4) for s in range(4)]
+    [0, 1, 2, 3]
+    >>> deferred_weight_gradients("zb-h2", 3, 4), deferred_weight_gradients("1f1b", 3, 4)
+    (6, 0)
+    """
+    if name == "zb-h1":
+        return stage
+    if name == "zb-h2":
+        return 2 * stage
+    return 0
+
+
+def _with_weight_gradients(order: list[Action], delay: int) -> list[Action]:
+    """``order`` with each backward's ``W`` placed after the ``delay``-th backward that
+    follows it (the ones left at the end, after the last backward)."""
+    out, pending = [], []
+    for action in order:
+        out.append(action)
+        if action[0] == "B":
+            pending.append(("W", action[1], action[2]))
+            if len(pending) > delay:
+                out.append(pending.pop(0))
+    return out + pending
 
 
 def _interleaved_order(kind: str, stages: int, microbatches: int, chunks: int) -> list[Action]:
@@ -60,6 +139,91 @@ def _interleaved_order(kind: str, stages: int, microbatches: int, chunks: int) -
     return out
 
 
+class _DualPipeStage:
+    """One stage's DualPipe order as it is built: per chunk the next forward and backward
+    micro-batch, the weight gradients deferred (oldest first), and which positions are a
+    forward and a backward run as one overlapped pair."""
+
+    def __init__(self, stage: int, stages: int, microbatches: int):
+        half = microbatches // 2
+        self.near = 0 if stage < stages // 2 else 1   # the direction entering on this side
+        self.far = 1 - self.near
+        self.next_f = {0: 0, 1: half}   # chunk 1 runs micro-batches half .. m - 1
+        self.next_b = dict(self.next_f)
+        self.pending: list[Action] = []
+        self.order: list[Action] = []
+        self.paired: list[int] = []
+
+    def forward(self, chunk: int) -> None:
+        self.order.append(("F", chunk, self.next_f[chunk]))
+        self.next_f[chunk] += 1
+
+    def backward(self, chunk: int, defer: bool = False) -> None:
+        """B, and its W now or (``defer``) when :meth:`weight` runs it."""
+        mb = self.next_b[chunk]
+        self.next_b[chunk] += 1
+        self.order.append(("B", chunk, mb))
+        (self.pending.append if defer else self.order.append)(("W", chunk, mb))
+
+    def weight(self) -> None:
+        if self.pending:
+            self.order.append(self.pending.pop(0))
+
+    def pair(self, forward: int, backward: int) -> None:
+        start = len(self.order)
+        self.forward(forward)
+        self.backward(backward)
+        self.paired += [start, start + 1]
+
+
+def _dualpipe_stage(stage: int, stages: int, microbatches: int) -> _DualPipeStage:
+    """The eight phases of DualPipe on ``stage`` (DeepSeek-V3 report, Fig. 5; the order of
+    deepseek-ai/DualPipe's schedule, restated): ``k`` is the stage's distance from the
+    nearer end, ``n = p / 2``, ``half = m / 2``; ``near`` is the direction entering on its
+    side."""
+    n, half = stages // 2, microbatches // 2
+    k = min(stage, stages - 1 - stage)
+    st = _DualPipeStage(stage, stages, microbatches)
+    near, far = st.near, st.far
+    for _ in range(2 * (n - k - 1)):                 # 1: forwards of the near direction
+        st.forward(near)
+    for _ in range(k + 1):                           # 2: both directions' forwards
+        st.forward(near)
+        st.forward(far)
+    for _ in range(n - k - 1):                       # 3: B W F of the far direction
+        st.backward(far)
+        st.forward(far)
+    for _ in range(half - 2 * n + k + 1):            # 4: steady state, F and B paired
+        st.pair(near, far)
+        st.pair(far, near)
+    for _ in range(n - k - 1):                       # 5: B of far, then F far with B near
+        st.backward(far)
+        st.pair(far, near)
+    for i in range(2 * (k + 1)):                     # 6: backwards; the last k + 1 defer W
+        st.backward(far if i % 2 == 0 else near, defer=i >= k + 1)
+    for _ in range(n - k - 1):                       # 7: a deferred W, then B near
+        st.weight()
+        st.backward(near, defer=True)
+    while st.pending:                                # 8: the remaining W
+        st.weight()
+    return st
+
+
+@lru_cache(maxsize=256)
+def paired_actions(name: str, stages: int, microbatches: int, chunks: int = 1
+                   ) -> tuple[frozenset[int], ...]:
+    """Per stage, the positions in its order of the forwards and backwards DualPipe runs as
+    overlapped pairs (none for the other schedules).
+
+    >>> paired_actions("dualpipe", 2, 4, 2)[0]
+    frozenset({2, 3, 5, 6})
+    """
+    if name != "dualpipe":
+        return (frozenset(),) * stages
+    return tuple(frozenset(_dualpipe_stage(s, stages, microbatches).paired)
+                 for s in range(stages))
+
+
 @lru_cache(maxsize=256)
 def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
              ) -> tuple[tuple[Action, ...], ...]:
@@ -67,6 +231,13 @@ def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
     alternating forward and backward, then the remaining backwards (cached; tuples)."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown pipeline schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
+    if name == "dualpipe":
+        if chunks != 2 or stages % 2 or microbatches % 2 or microbatches < 2 * stages:
+            raise ValueError(f"dualpipe runs 2 chunks on an even number of stages and an even "
+                             f"number of micro-batches >= 2 x stages; got chunks={chunks}, "
+                             f"stages={stages}, micro-batches={microbatches}")
+        return tuple(tuple(_dualpipe_stage(s, stages, microbatches).order)
+                     for s in range(stages))
     if name != "1f1b-interleaved" and chunks != 1:
         raise ValueError(f"schedule {name!r} runs one model chunk per stage, got {chunks}")
     if name == "1f1b-interleaved":
@@ -82,16 +253,23 @@ def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
         for f, b in zip(forwards[warmup:], backwards):
             order += [f, b]
         order += backwards[len(forwards) - warmup:]
+        if splits_backward(name):
+            order = _with_weight_gradients(order, deferred_weight_gradients(name, s, stages))
         out.append(tuple(order))
     return tuple(out)
 
 
-def previous_virtual_stage(stage: int, chunk: int, stages: int) -> tuple[int, int] | None:
+def previous_virtual_stage(stage: int, chunk: int, stages: int, name: str = ""
+                           ) -> tuple[int, int] | None:
     """Where a forward's input comes from: ``(stage, chunk)``, or None for the first.
 
     >>> previous_virtual_stage(0, 1, 4), previous_virtual_stage(0, 0, 4)
     ((3, 0), None)
+    >>> previous_virtual_stage(0, 1, 4, "dualpipe"), previous_virtual_stage(3, 1, 4, "dualpipe")
+    ((1, 1), None)
     """
+    if name == "dualpipe" and chunk == 1:   # the second direction flows down the stages
+        return (stage + 1, 1) if stage < stages - 1 else None
     if stage > 0:
         return stage - 1, chunk
     if chunk > 0:
@@ -99,13 +277,18 @@ def previous_virtual_stage(stage: int, chunk: int, stages: int) -> tuple[int, in
     return None
 
 
-def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int
+def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int, name: str = ""
                        ) -> tuple[int, int] | None:
     """Where a forward's output goes: ``(stage, chunk)``, or None after the last.
 
     >>> next_virtual_stage(3, 0, 4, 2), next_virtual_stage(3, 1, 4, 2)
     ((0, 1), None)
+    >>> next_virtual_stage(3, 0, 4, 2, "dualpipe"), next_virtual_stage(3, 1, 4, 2, "dualpipe")
+    (None, (2, 1))
     """
+    if name == "dualpipe":
+        step = 1 if chunk == 0 else -1
+        return (stage + step, chunk) if 0 <= stage + step < stages else None
     if stage < stages - 1:
         return stage + 1, chunk
     if chunk < chunks - 1:
@@ -117,14 +300,17 @@ def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int
 def held_microbatches(name: str, stage: int, stages: int, microbatches: int,
                       chunks: int = 1) -> tuple[int, ...]:
     """Per chunk, the most micro-batches whose forward ``stage`` has run and whose backward
-    it has not (the activations of that chunk it holds at once), read off the schedule.
+    it has not (its weight gradient, where the schedule splits the backward: a ``W`` still
+    needs the layer inputs), the activations of that chunk it holds at once, read off the
+    schedule.
 
     >>> held_microbatches("1f1b", 0, 4, 8), held_microbatches("gpipe", 3, 4, 8)
     ((4,), (8,))
     """
     held, most = [0] * chunks, [0] * chunks
+    frees = "W" if splits_backward(name) else "B"
     for kind, chunk, _ in schedule(name, stages, microbatches, chunks)[stage]:
-        held[chunk] += 1 if kind == "F" else -1
+        held[chunk] += 1 if kind == "F" else -1 if kind == frees else 0
         most[chunk] = max(most[chunk], held[chunk])
     return tuple(most)
 
@@ -134,15 +320,16 @@ def in_flight_microbatches(name: str, stage: int, stages: int, microbatches: int
                            chunks: int = 1) -> float:
     """Most micro-batches whose activations a stage holds at once, in units of a whole
     stage's activations (a chunk holds ``1 / chunks`` of them), read off the schedule:
-    one more than the warm-up forwards (at most all of them). For the first stage of the
-    interleaved schedule this is Korthikanti et al.'s ``p (1 + (p - 1) / (p v))``.
+    for 1F1B one more than the warm-up forwards (at most all of them). For the first stage
+    of the interleaved schedule this is Korthikanti et al.'s ``p (1 + (p - 1) / (p v))``.
 
     >>> in_flight_microbatches("1f1b", 0, 4, 8), in_flight_microbatches("1f1b-interleaved",
     ...                                                                 0, 4, 8, 2)
     (4.0, 5.5)
     """
     held, most = 0, 0
+    frees = "W" if splits_backward(name) else "B"
     for kind, _, _ in schedule(name, stages, microbatches, chunks)[stage]:
-        held += 1 if kind == "F" else -1
+        held += 1 if kind == "F" else -1 if kind == frees else 0
         most = max(most, held)
     return most / chunks

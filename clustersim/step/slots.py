@@ -33,7 +33,8 @@ from functools import lru_cache
 from clustersim.step.dataparallel import (MAX_PIECES, StageGradients, across_blocks,
                                           chunk_buckets, split_count, stage_gradients)
 from clustersim.step.frameworks import FRAMEWORKS, Framework, Overlap, effective_overlap
-from clustersim.step.schedules import next_virtual_stage, previous_virtual_stage, schedule
+from clustersim.step.schedules import (model_stage, next_virtual_stage, paired_actions,
+                                       previous_virtual_stage, schedule, splits_backward)
 from clustersim.step.stepplan import Call, Compute, Dep, Family, Piece, Slot, Transfer
 from clustersim.workload.chunks import ChunkWork, activation_bytes, chunk_work, p2p_gather_bytes
 from clustersim.workload.groups import axis_of, group_size
@@ -65,28 +66,42 @@ class StageContext:
 
     def chunk(self, stage: int, chunk: int) -> ChunkWork:
         """The work of ``chunk`` of ``stage`` for one micro-batch."""
-        t = self.training
-        return chunk_work(self.model, self.plan, chunk * self.plan.pp + stage, self.device,
-                          t.precision, t.recompute, self.mem_bw_Bps, attention=t.attention)
+        t, plan = self.training, self.plan
+        if plan.schedule == "dualpipe":   # two directions over the same p model stages
+            plan = replace(plan, virtual_stages=1, stage_layers=plan.stage_layers[:plan.pp])
+        return chunk_work(self.model, plan, model_stage(self.plan.schedule, stage, chunk,
+                                                        self.plan.pp),
+                          self.device, t.precision, t.recompute, self.mem_bw_Bps,
+                          attention=t.attention)
+
+    @property
+    def gradient_kind(self) -> str:
+        """The slot kind that produces the weight gradients: ``W`` where the schedule splits
+        the backward, else ``B``."""
+        return "W" if splits_backward(self.plan.schedule) else "B"
 
     def gradients(self, stage: int) -> StageGradients:
         return stage_gradients(self.model, self.plan, stage, self.training.precision,
                                self.framework)
 
 
-def _intrinsic(ctx: StageContext, kind: str, comms) -> tuple[Call, ...]:
+def _intrinsic(ctx: StageContext, kind: str, comms, paired: bool = False
+               ) -> tuple[Call, ...]:
     """A chunk's TP/CP/EP collectives after its compute: blocking, or TP beside the compute
-    (``overlap.tp_comm``; the backward of a framework that overlaps it with its GEMMs)."""
+    (``overlap.tp_comm``; the backward of a framework that overlaps it with its GEMMs), or
+    the expert-parallel all-to-alls beside it in a DualPipe forward-backward pair
+    (``paired``: DeepSeek-V3 hides dispatch and combine under the other chunk's compute;
+    TP, which DeepSeek-V3 does not use, stays as ``overlap.tp_comm`` says)."""
     out = []
     beside = ctx.overlap.tp_comm or (kind == "B" and ctx.framework.tp_backward_overlap)
     for comm in comms:
         axis = axis_of(comm)
         if group_size(ctx.plan, axis) < 2:
             continue
-        overlapped = beside and comm.axis == "tp"
+        overlapped = (paired and comm.axis == "ep") or (beside and comm.axis == "tp")
         out.append(Call(comm.name, comm.op, Family(axis), comm.bytes,
                         Dep.OVERLAPPED if overlapped else Dep.BLOCKING,
-                        stream="tp" if overlapped else "compute", count=comm.count,
+                        stream=comm.axis if overlapped else "compute", count=comm.count,
                         category=comm.axis))
     return tuple(out)
 
@@ -94,8 +109,8 @@ def _intrinsic(ctx: StageContext, kind: str, comms) -> tuple[Call, ...]:
 def _zero3_calls(ctx: StageContext, kind: str, work, grads: StageGradients, last: bool):
     """ZeRO 3's gathers and reduce-scatters of one slot, ``count`` over its layers."""
     plan, fw = ctx.plan, ctx.framework
-    gather = kind == "F" or plan.pp == 1 or fw.zero3_regather_with_pp
-    reduce = kind == "B" and (plan.pp == 1 or fw.bucket_elements is not None
+    gather = kind == "F" or (kind == "B" and (plan.pp == 1 or fw.zero3_regather_with_pp))
+    reduce = kind == ctx.gradient_kind and (plan.pp == 1 or fw.bucket_elements is not None
                               or fw.zero3_regather_with_pp or last)
     gathers = [replace(c, dep=Dep.PREFETCHED, count=c.count * work.layers)
                for c in grads.layer_gathers] if gather else []
@@ -110,7 +125,8 @@ def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradient
     """The slot's compute in pieces: ZeRO 3 units, the parameter buckets a first forward
     waits for (``waits[i]``: prologue indices), the ``n_buckets`` gradient buckets a last
     backward launches (``buckets``: one piece's share each), else one piece."""
-    body = work.fwd if kind == "F" else work.bwd
+    body = {"F": work.fwd, "W": work.wgrad,
+            "B": work.dgrad if ctx.gradient_kind == "W" else work.bwd}[kind]
     gathers, reduces = _zero3_calls(ctx, kind, work, grads, last) if grads.sharded_layers \
         else ([], [])
     if gathers or reduces:
@@ -141,25 +157,32 @@ def _transfers(ctx: StageContext, kind: str, stage: int, chunk: int):
     size = activation_bytes(ctx.model, plan, ctx.training.precision)
     here = chunk * plan.pp + stage
     forward = kind == "F"
-    before = previous_virtual_stage(stage, chunk, plan.pp)
-    after = next_virtual_stage(stage, chunk, plan.pp, plan.virtual_stages)
+    before = previous_virtual_stage(stage, chunk, plan.pp, plan.schedule)
+    after = next_virtual_stage(stage, chunk, plan.pp, plan.virtual_stages, plan.schedule)
     source, target = (before, after) if forward else (after, before)
     what = "act" if forward else "grad"
     ahead = ctx.overlap.p2p and (plan.virtual_stages > 1 or
                                  ctx.framework.name != "megatron-core")
     receive = send = None
     calls: tuple[Call, ...] = ()
+    # a stream carries one kind of tensor from (or to) one neighbour, in the order both ends
+    # post it; DualPipe sends activations and gradients both ways, so its streams also name
+    # the neighbour
+    bidirectional = plan.schedule == "dualpipe"
     if source is not None:
+        side = f"{what}-{'prev' if source[0] < stage else 'next'}" if bidirectional else what
         receive = Transfer("recv", source[0], what, here, size,
-                           stream=f"recv-{what}" if ahead else "compute",
+                           stream=f"recv-{side}" if ahead else "compute",
                            dep=Dep.PREFETCHED if ahead else Dep.BLOCKING)
         gather_B = p2p_gather_bytes(ctx.model, plan, ctx.training.precision)
         if gather_B and group_size(plan, "tp") > 1:
             calls = (Call("p2p_all_gather", "all_gather", Family("tp"), gather_B,
                           Dep.BLOCKING, category="tp"),)
     if target is not None:
+        towards = "next" if (target[0] > stage if bidirectional else forward) else "prev"
         send = Transfer("send", target[0], what, target[1] * plan.pp + target[0], size,
-                        stream="send-next" if forward else "send-prev", dep=Dep.SIDE)
+                        stream=f"send-{what}-{towards}" if bidirectional else f"send-{towards}",
+                        dep=Dep.SIDE)
     return receive, calls, send
 
 
@@ -193,12 +216,14 @@ def _gradient_buckets(ctx: StageContext, grads: StageGradients, share: float, n:
 
 @lru_cache(maxsize=4096)
 def _first_and_last(name: str, p: int, m: int, v: int, stage: int) -> tuple[dict, dict]:
-    """Per chunk, the micro-batch of ``stage``'s first forward and of its last backward."""
+    """Per chunk, the micro-batch of ``stage``'s first forward and of its last backward (its
+    last weight gradient, where the schedule splits the backward)."""
     first_f, last_b = {}, {}
+    last_kind = "W" if splits_backward(name) else "B"
     for kind, c, mb in schedule(name, p, m, v)[stage]:
         if kind == "F":
             first_f.setdefault(c, mb)
-        else:
+        elif kind == last_kind:
             last_b[c] = mb
     return first_f, last_b
 
@@ -218,30 +243,36 @@ def stage_slots(ctx: StageContext, stage: int):
     prologue, waits = _prologue(ctx, grads, works, buckets)
     actions = schedule(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
     first_f, last_b = _first_and_last(plan.schedule, plan.pp, plan.num_microbatches, v, stage)
+    pairs = paired_actions(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
     index: dict[tuple, int] = {}
     slots: list[Slot] = []
     order = []
-    for kind, c, m in actions:
+    for pos, (kind, c, m) in enumerate(actions):
         first = kind == "F" and m == first_f[c] and c in waits
         # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
         # overlap the reduce waits for the whole pipeline (stage_epilogue)
-        last = kind == "B" and m == last_b[c] and ctx.overlap.grad_reduce
-        key = (kind, c, first, last)
+        last = kind == ctx.gradient_kind and m == last_b[c] and ctx.overlap.grad_reduce
+        key = (kind, c, first, last, pos in pairs)
         if key not in index:
             index[key] = len(slots)
             share = works[c].layers / here
             slots.append(_slot(ctx, stage, kind, c, works[c], grads,
                                waits[c] if first else [],
                                _gradient_buckets(ctx, grads, share, buckets[c])
-                               if last else (), buckets[c], last, share))
+                               if last else (), buckets[c], last, share, pos in pairs))
         order.append((index[key], m))
     return tuple(slots), tuple(order), prologue
 
 
-def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share) -> Slot:
-    receive, receive_calls, send = _transfers(ctx, kind, stage, c)
-    calls = _intrinsic(ctx, kind, work.fwd_comms if kind == "F" else work.bwd_comms)
-    if kind == "B":   # ZeRO 2: this micro-batch's gradients, reduced
+def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share,
+          paired=False) -> Slot:
+    # a weight gradient receives and sends nothing, and its GEMMs need no TP collective
+    # (the input gradient's all-reduce belongs to ``B``)
+    receive, receive_calls, send = _transfers(ctx, kind, stage, c) if kind != "W" \
+        else (None, (), None)
+    calls = _intrinsic(ctx, kind, {"F": work.fwd_comms, "B": work.bwd_comms}.get(kind, ()),
+                       paired)
+    if kind == ctx.gradient_kind:   # ZeRO 2: this micro-batch's gradients, reduced
         dep = Dep.SIDE if ctx.overlap.grad_reduce else Dep.BLOCKING
         calls += tuple(replace(r, bytes=r.bytes * share, dep=dep,
                                stream="dp" if dep == Dep.SIDE else "compute")

@@ -54,6 +54,14 @@ class ChunkWork:
     bwd_comms: tuple[Comm, ...]
     layer_fwd: Work      # one transformer layer, for splitting into buckets
     layer_bwd: Work
+    wgrad: Work = Work()   # the weight-gradient GEMMs of ``bwd`` (a zero-bubble ``W``)
+
+    @property
+    def dgrad(self) -> Work:
+        """The rest of ``bwd``: activation-gradient GEMMs, attention and elementwise
+        backwards, recomputed forwards (a zero-bubble ``B``: what the previous stage waits
+        for)."""
+        return self.bwd + self.wgrad * -1.0
 
 
 def _time(ops, device, precision: str, mem_bw_Bps: float | None) -> Work:
@@ -62,6 +70,13 @@ def _time(ops, device, precision: str, mem_bw_Bps: float | None) -> Work:
         dtype = op.dtype or precision
         total = total + Work(op_time_s(op, device, dtype, mem_bw_Bps), op.flops, op.bytes)
     return total
+
+
+def _wgrad_time(ops, device, precision: str, mem_bw_Bps: float | None) -> Work:
+    """The weight-gradient GEMMs among backward ``ops`` (names ending ``_wgrad``; each as
+    many FLOPs as its ``_dgrad`` twin, Qi et al. 2024 Sec. 2)."""
+    return _time([op for op in ops if op.name.endswith("_wgrad")], device, precision,
+                 mem_bw_Bps)
 
 
 def _merge(comms, times: int = 1, merged: OrderedDict | None = None) -> OrderedDict:
@@ -92,6 +107,7 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
     layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
     layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
     fwd, bwd = layer_fwd * layers, layer_bwd * layers
+    wgrad = _wgrad_time(ops["bwd"], device, precision, mem_bw_Bps) * layers
     fwd_comms = _merge(comms["fwd"], layers)
     bwd_comms = _merge(comms["bwd"], layers)
     ends = []
@@ -104,10 +120,11 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
                                                                             precision)
         fwd = fwd + _time(extra["fwd"], device, precision, mem_bw_Bps)
         bwd = bwd + _time(extra["bwd"], device, precision, mem_bw_Bps)
+        wgrad = wgrad + _wgrad_time(extra["bwd"], device, precision, mem_bw_Bps)
         _merge(extra_comms["fwd"], merged=fwd_comms)
         _merge(extra_comms["bwd"], merged=bwd_comms)
     return ChunkWork(layers, fwd, bwd, tuple(fwd_comms.values()), tuple(bwd_comms.values()),
-                     layer_fwd, layer_bwd)
+                     layer_fwd, layer_bwd, wgrad)
 
 
 def _updated_params(model: ModelSpec, plan: ParallelPlan, stage: int) -> float:

@@ -27,7 +27,7 @@ __all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDU
 
 # The pipeline schedules a plan may name; their orders are the step plan's
 # (:mod:`clustersim.step.schedules`).
-SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved")
+SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "dualpipe")
 
 
 class Infeasible(Exception):
@@ -143,10 +143,43 @@ def _check_tensor_parallel(model: ModelSpec, tp: int) -> None:
                          f"{model.name!r} (allowed: {_divisors(model.ffn_hidden)})")
 
 
+def _check_dualpipe(model: ModelSpec, pp: int, vs: int, micro: int, stage_layers
+                    ) -> tuple[int, ...]:
+    """DualPipe's plan: pp even, an even number of micro-batches, at least two per stage
+    (half enter at each end, each direction needs pp in flight); every stage holds model
+    stages ``s`` and ``pp - 1 - s``, so its stage layers read ``split + reversed(split)``
+    (two chunks per stage, pipeline order of each direction)."""
+    if pp < 2 or pp % 2:
+        raise Infeasible(f"the dualpipe schedule needs an even pp >= 2 (each stage pairs "
+                         f"with the stage mirrored about the middle), got pp={pp}; use an "
+                         f"even pp or schedule: zb-h1")
+    if micro % 2 or micro < 2 * pp:
+        raise Infeasible(f"the dualpipe schedule needs an even number of micro-batches, at "
+                         f"least 2 x pp = {2 * pp} (half enter at each end), got {micro}; "
+                         "raise global_batch or lower micro_batch or dp")
+    if vs not in (1, 2):
+        raise Infeasible(f"the dualpipe schedule runs two chunks per stage, one per "
+                         f"direction; leave virtual_stages out (got {vs})")
+    if pp > model.layers:
+        raise Infeasible(f"pp={pp} pipeline stages exceed the {model.layers} layers of "
+                         f"{model.name!r}; every stage needs at least one layer")
+    if stage_layers is None:
+        split = split_layers(model.layers, pp)
+    else:
+        split = tuple(stage_layers)
+        if len(split) != pp or sum(split) != model.layers:
+            raise Infeasible(f"with dualpipe, stage_layers lists the {pp} model stages "
+                             f"(summing to the {model.layers} layers of {model.name!r}); "
+                             f"got {list(split)}")
+    return split + split[::-1]
+
+
 def _check_pipeline(model: ModelSpec, pp: int, vs: int, schedule: str, micro: int,
                     stage_layers) -> tuple[int, ...]:
     if schedule not in SCHEDULES:
         raise Infeasible(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    if schedule == "dualpipe":
+        return _check_dualpipe(model, pp, vs, micro, stage_layers)
     if schedule == "1f1b-interleaved":
         if pp == 1:
             raise Infeasible("the interleaved 1F1B schedule needs pp > 1; got pp=1 (use "
@@ -240,6 +273,8 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
                          f"try global_batch {hint}")
     micro = training.global_batch // per_step
     stage_layers = _check_pipeline(model, pp, vs, par.schedule, micro, par.stage_layers)
+    if par.schedule == "dualpipe":
+        vs = 2   # a chunk per direction
     shard_group = par.shard_group or dp
     if dp % shard_group:
         raise Infeasible(f"shard_group={shard_group} does not divide dp={dp}; hybrid "

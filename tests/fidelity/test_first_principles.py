@@ -85,3 +85,69 @@ def test_more_data_parallel_bandwidth_never_slows_a_step(parallelism):
         steps.append(run(cluster, LLAMA, 64, parallelism)[1].step_time_s)
     assert all(a >= b - 1e-12 for a, b in zip(steps, steps[1:]))
     assert steps[0] > steps[-1]
+
+
+# Zero-bubble schedules (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024, Table 2)
+# on the even model with communication priced out (1000 TB/s links): per stage times T_F,
+# T_B (input gradient) and T_W (weight gradient) read off a middle stage's slots.
+FREE = {"scale_up.bandwidth": "1000 TB/s", "scale_out.bandwidth": "1000 TB/s"}
+
+
+def _free(microbatches, schedule):
+    cluster = build_cluster("dgx-h100", devices=8, overrides=FREE)
+    step, est = run(cluster, EVEN, microbatches, {"pp": 4, "schedule": schedule}, devices=4)
+    times = {}
+    for slot in step.stages[1].slots:
+        times.setdefault(slot.kind, slot.work.seconds)
+    return step, est, times
+
+
+def test_the_weight_gradient_is_the_wgrad_gemms():
+    """W of a layer is one GEMM per weight matrix: 2 x tokens x its 12 h^2 weights (GELU MLP,
+    multi-head attention), as many FLOPs as the input-gradient GEMMs in B."""
+    step, _, _ = _free(8, "zb-h1")
+    w = next(s for s in step.stages[1].slots if s.kind == "W")
+    assert w.work.flops == pytest.approx(2 * 2 * 4096 * 12 * EVEN.hidden ** 2, rel=1e-9)
+    assert w.receive is None and w.send is None and not w.calls
+
+
+@pytest.mark.parametrize("m", [8, 16])
+@pytest.mark.parametrize("schedule", ["1f1b", "zb-h1", "zb-h2"])
+def test_zero_bubble_bubbles_are_the_published_formulas(schedule, m):
+    """1F1B: (p - 1)(T_F + T_B + T_W); ZB-H1: (p - 1)(T_F + T_B - T_W); ZB-H2:
+    (p - 1)(T_F + T_B - 2 T_W), but never under the (p - 1) T_F a stage waits for its first
+    forward: clustersim ends a step at a synchronous optimizer step, where the paper's
+    post-validation lets the next step's forwards fill it."""
+    step, est, t = _free(m, schedule)
+    p, f, b, w = 4, t["F"], t["B"], t.get("W", 0.0)
+    bubble = {"1f1b": (p - 1) * (f + b), "zb-h1": (p - 1) * (f + b - w),
+              "zb-h2": (p - 1) * max(f, f + b - 2 * w)}[schedule]
+    optimizer = step.stages[0].epilogue[0].work.seconds
+    pipeline = est.step_time_s - optimizer
+    assert est.bubble_s / pipeline == pytest.approx(bubble / (bubble + m * (f + b + w)),
+                                                    rel=0.05)
+
+
+def test_zb_h1_is_faster_than_1f1b_and_zb_h2_than_zb_h1():
+    steps = [_free(8, s)[1].step_time_s for s in ("1f1b", "zb-h1", "zb-h2")]
+    assert steps[0] > steps[1] > steps[2]
+
+
+def test_dualpipe_bubble_is_the_reports_formula_plus_the_fill():
+    """DeepSeek-V3 report, Table 2: DualPipe's bubble is (p/2 - 1)(T_F&B + T_B - 3 T_W),
+    with T_F&B = T_F + T_B here (no communication to hide). Like ZB-H2's, that count leaves
+    out the (p/2 - 1) T_F the middle stages wait for their first forward, which a step ending
+    at a synchronous optimizer step keeps. Its activations: p + 1 micro-batches of a model
+    stage; its parameters: two model stages a device."""
+    p, m = 4, 16
+    step, est, t = _free(m, "dualpipe")
+    f, b, w = t["F"], t["B"], t["W"]
+    bubble = (p / 2 - 1) * ((f + b) + b - 3 * w) + (p / 2 - 1) * f
+    pipeline = est.step_time_s - step.stages[0].epilogue[0].work.seconds
+    # the idle time of a middle stage: the critical path runs through an end stage, which
+    # starts at once, while the fill is the middle stages'
+    idle = pipeline - m * (f + b + w)
+    assert idle / pipeline == pytest.approx(bubble / (bubble + m * (f + b + w)), rel=0.05)
+    assert [step.plan.layers_on_stage(s) for s in range(p)] == [2 * EVEN.layers // p] * p
+    _, zb, _ = _free(m, "zb-h1")
+    assert est.step_time_s < zb.step_time_s
