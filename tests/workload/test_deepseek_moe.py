@@ -10,10 +10,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from clustersim.config.experiment import load_experiment
+from clustersim.config.yamlio import load_yaml
+from clustersim.errors import InputError
 from clustersim.workload.comms import dispatch_bytes_leaving_node, layer_comms
 from clustersim.workload.flops import layer_ops, model_flops_per_token
 from clustersim.workload.memory import stage_layer_kinds, stage_parameters
-from clustersim.workload.models import ImbalanceSpec, MoESpec, ModelSpec, get_model
+from clustersim.workload.models import (ImbalanceSpec, MoESpec, ModelSpec, get_model,
+                                        resolve_model)
 from clustersim.workload.ops import Shard
 from clustersim.workload.plan import ParallelPlan
 
@@ -142,3 +146,36 @@ def test_expected_remote_copies_against_sampled_routing():
     expected = dispatch_bytes_leaving_node(V3, 1, 8 * nodes, 8) / (H * 2)
     assert np.mean(remote) == pytest.approx(expected, rel=0.03)
     assert math.isclose(dispatch_bytes_leaving_node(V3, 1, 8, 8), 0.0)   # one node
+
+
+# ------------------------------------------------------------------ the experiment keys
+
+_YAML = """
+name: ds
+cluster: {topology: dgx-h100, devices: 16}
+model:
+  preset: deepseek-v3
+  layers: 8
+  moe:
+    experts: 256
+    top_k: 8
+    shared_experts: 1
+    expert_ffn_hidden: 2048
+    dense_layers: 3
+    every: 1
+    token_drop: true
+    capacity_factor: 1.5
+    max_nodes_per_token: 4
+    imbalance: {distribution: DIST, param: 1.1, seed: 9}
+training: {global_batch: 16}
+"""
+
+
+def test_moe_keys_read_from_an_experiment_file():
+    exp = load_experiment(load_yaml(_YAML.replace("DIST", "zipf"), "ds.yaml"))
+    m = resolve_model(exp.model)
+    assert (m.layers, m.moe_layers, m.mla, m.moe.imbalance) == (
+        8, 5, V3.mla, ImbalanceSpec("zipf", 1.1, 9))
+    assert m.moe.token_drop and m.moe.capacity_factor == 1.5
+    with pytest.raises(InputError, match=r"ds.yaml:17.*zipf"):
+        load_experiment(load_yaml(_YAML.replace("DIST", "pareto"), "ds.yaml"))
