@@ -9,7 +9,8 @@ import pytest
 
 from clustersim.workload.flops import (attention_params_on_rank, layer_ops,
                                        mean_keys_per_query, model_flops_per_token)
-from clustersim.workload.memory import kv_cache_bytes, kv_cache_bytes_per_token
+from clustersim.workload.memory import (kv_cache_bytes, kv_cache_bytes_per_token,
+                                        layer_activation_bytes)
 from clustersim.workload.models import MLASpec, ModelSpec, get_model
 from clustersim.workload.ops import Shard
 
@@ -74,3 +75,18 @@ def test_sliding_window_cuts_attention_by_window_over_seq():
         assert win / full == pytest.approx(keys / full_keys, rel=1e-3)
     assert mean_keys_per_query(s, 4 * s) == mean_keys_per_query(s)   # window past the sequence
     assert kv_cache_bytes(windowed, s) == w * kv_cache_bytes_per_token(llama)
+
+
+def test_mla_moe_layer_activations_by_hand():
+    sb, e, h, heads = 4096, 2, H, 128
+    norms_and_inputs = 4 * e * sb * h                 # two norm inputs, attention and MLP input
+    q_out = e * sb * heads * (192 + 128)              # Q and the output projection's input
+    kv = e * sb * heads * (192 + 128)                 # K and V, the whole sequence (no CP)
+    latents = 2 * e * sb * (1536 + 512)               # each latent: norm and up-proj input
+    lse = 4 * heads * sb                              # flash's fp32 log-sum-exp per row
+    routed = sb * 8                                   # top-8, balanced, dropless
+    experts = e * routed * (3 * 2048 + h) + e * sb * 3 * 2048   # routed (+ permuted input), shared
+    expected = norms_and_inputs + q_out + kv + latents + lse + experts
+    assert layer_activation_bytes(V3, Shard(), 1, sb, moe_layer=True) == pytest.approx(expected)
+    dense = norms_and_inputs + q_out + kv + latents + lse + e * sb * 3 * 18432
+    assert layer_activation_bytes(V3, Shard(), 1, sb, moe_layer=False) == pytest.approx(dense)
