@@ -27,7 +27,7 @@ from clustersim.config.validation import StrictModel, validate
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 
 __all__ = [
-    "ClusterConfig", "MoEConfig", "ModelConfig", "ParallelismConfig", "OffloadConfig",
+    "ClusterConfig", "ImbalanceConfig", "MoEConfig", "MLAConfig", "ModelConfig", "ParallelismConfig", "OffloadConfig",
     "OverlapConfig", "TrainingConfig", "SimulationConfig", "SweepConfig", "OutputConfig",
     "ExperimentConfig", "load_experiment", "MESH_AXES", "DEFAULT_PLACEMENT",
 ]
@@ -43,10 +43,29 @@ class ClusterConfig(StrictModel):
                                       description="dotted topology parameters")
 
 
+class ImbalanceConfig(StrictModel):
+    """Expert load spread (clustersim.workload.models.ImbalanceSpec)."""
+
+    distribution: Literal["none", "zipf", "lognormal"] = "none"
+    param: float = Field(0.0, ge=0, description="zipf exponent or lognormal sigma")
+    seed: int = Field(0, ge=0)
+
+
 class MoEConfig(StrictModel):
-    experts: PositiveInt
+    experts: PositiveInt = Field(description="routed experts per MoE layer")
     top_k: PositiveInt = 2
-    capacity_factor: float = Field(1.0, gt=0)
+    capacity_factor: float = Field(1.0, gt=0, description="without token_drop: expert work "
+                                   "over a balanced router (padding); with it: the cap on "
+                                   "tokens per expert")
+    shared_experts: int = Field(0, ge=0, description="experts every token visits")
+    expert_ffn_hidden: PositiveInt | None = Field(None, description="width of one expert "
+                                                  "(default: ffn_hidden)")
+    dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP")
+    every: PositiveInt = Field(1, description="after dense_layers, layer i is MoE when "
+                               "i % every == 0")
+    token_drop: bool = False
+    max_nodes_per_token: PositiveInt | None = Field(None, description="node-limited routing")
+    imbalance: ImbalanceConfig | None = None
 
     @model_validator(mode="after")
     def _top_k_fits(self):
@@ -54,6 +73,16 @@ class MoEConfig(StrictModel):
             raise ValueError(f"moe.top_k ({self.top_k}) cannot exceed moe.experts "
                              f"({self.experts})")
         return self
+
+
+class MLAConfig(StrictModel):
+    """Multi-head latent attention (clustersim.workload.models.MLASpec)."""
+
+    kv_lora_rank: PositiveInt
+    q_lora_rank: int = Field(0, ge=0, description="0: full query projection")
+    qk_rope_head_dim: int = Field(64, ge=0)
+    qk_nope_head_dim: PositiveInt = 128
+    v_head_dim: PositiveInt = 128
 
 
 class ModelConfig(StrictModel):
@@ -71,6 +100,9 @@ class ModelConfig(StrictModel):
     seq_len: PositiveInt | None = None
     ffn: Literal["gelu", "swiglu"] | None = None
     moe: MoEConfig | None = None
+    mla: MLAConfig | None = None
+    attention_window: int | None = Field(None, ge=0, description="sliding-window attention: "
+                                         "keys each query sees (0: full)")
     parallel_attention: bool | None = None
     tied_embeddings: bool | None = None
     dropout: bool | None = Field(

@@ -18,13 +18,15 @@ names the mesh axis whose group runs the collective (``tp``, ``cp``, ``ep``, ``d
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from clustersim.workload.models import ModelSpec
-from clustersim.workload.ops import Shard, layer_dims
+from clustersim.workload.ops import Shard, element_bytes, layer_dims
 
-__all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms"]
+__all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms",
+           "ep_copies_per_token", "dispatch_bytes_leaving_node"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,10 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     whose attention and MLP outputs are summed before a single reduction). CP: the forward
     all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
     the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
-    combine of the routed tokens in the forward and again in the backward.
+    combine of the routed tokens in the forward and again in the backward: each token's
+    hidden state :func:`ep_copies_per_token` times, scaled by the busiest rank's routed
+    factor (:meth:`MoESpec.routed_factor`: imbalance, capacity), and in a model mixing dense
+    and MoE layers by the MoE layers' share (the mean layer, as the kernels).
 
     >>> from clustersim.workload.models import get_model
     >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
@@ -91,11 +96,55 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
         fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
         bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
     if model.moe is not None and shard.ep > 1:
-        routed_B = d.t * model.moe.top_k * model.moe.capacity_factor * d.h * d.act_B
+        routed_B = (d.t * ep_copies_per_token(model.moe) * model.moe.routed_factor(shard.ep)
+                    * d.h * d.act_B * model.moe_fraction)
         for phase, out in (("fwd", fwd), ("bwd", bwd)):
             out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
                     CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
     return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
+
+
+def ep_copies_per_token(moe) -> int:
+    """Copies of a token's hidden state the EP dispatch (and combine) moves: one per routed
+    expert, or with node-limited routing (``max_nodes_per_token`` = M) one per destination
+    node, min(top_k, M): DeepSeek-V3 (Sec. 3.2.2) sends each token once over IB to each of
+    its at most M nodes and forwards it to the experts there over NVLink. That forwarding leg
+    stays inside the node and is not part of the ep all-to-all (pricing it needs a node-local
+    part of the ep axis in the step plan), so M bounds the bytes that leave a node.
+
+    >>> from clustersim.workload.models import MoESpec
+    >>> ep_copies_per_token(MoESpec(256, 8)), ep_copies_per_token(MoESpec(256, 8, max_nodes_per_token=4))
+    (8, 4)
+    """
+    limit = moe.max_nodes_per_token
+    return min(moe.top_k, limit) if limit else moe.top_k
+
+
+def dispatch_bytes_leaving_node(model: ModelSpec, tokens: float, ep: int, ranks_per_node: int,
+                                precision: str = "bf16", dedup: bool = True) -> float:
+    """Expected bytes the dispatch of ``tokens`` sends out of their node, for an ep group over
+    N = ep / ranks_per_node nodes and experts picked uniformly: with ``dedup`` (one copy per
+    destination node) E[distinct nodes among a token's top_k experts] x (N-1)/N copies per
+    token, the nodes limited to M = max_nodes_per_token (the router first picks M nodes, then
+    top_k experts on them); without it top_k x (N-1)/N.
+
+    >>> from clustersim.workload.models import get_model
+    >>> v3, h2 = get_model("deepseek-v3"), 7168 * 2
+    >>> round(dispatch_bytes_leaving_node(v3, 1, 64, 8) / h2, 2)   # 8 nodes, M = 4: < 4
+    3.18
+    """
+    moe, nodes = model.moe, max(1, ep // ranks_per_node)
+    if nodes == 1:
+        return 0.0
+    remote = (nodes - 1) / nodes
+    hidden_B = model.hidden * element_bytes(precision)[0]
+    if not dedup:
+        return tokens * moe.top_k * remote * hidden_B
+    reach = min(nodes, moe.max_nodes_per_token or nodes)
+    experts_reached = moe.experts * reach // nodes
+    per_node = moe.experts // nodes
+    miss = math.comb(experts_reached - per_node, moe.top_k) / math.comb(experts_reached, moe.top_k)
+    return tokens * reach * (1 - miss) * remote * hidden_B
 
 
 

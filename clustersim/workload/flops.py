@@ -39,7 +39,7 @@ from clustersim.workload.ops import (ELEMENTWISE_FLOPS, PRECISIONS, LayerDims, O
 # workload.attention (the attention builders need them); they stay importable from here.
 __all__ = [
     "OpCost", "Shard", "PRECISIONS", "ATTENTION_KINDS", "element_bytes",
-    "layer_params_on_rank", "layer_ops", "embedding_ops", "logits_ops", "optimizer_ops",
+    "layer_params_on_rank", "attention_params_on_rank", "mean_keys_per_query", "layer_ops", "embedding_ops", "logits_ops", "optimizer_ops",
     "model_flops_per_token", "hardware_flops_per_token", "megatron_flops_per_iteration",
 ]
 
@@ -69,57 +69,132 @@ def _elementwise(name: str, what: str, elements: float, reads: float, writes: fl
                   (reads + writes) * elements * d.act_B + extra_B)
 
 
+def _scaled(op: OpCost, share: float) -> OpCost:
+    """An op run in ``share`` of the layers (the averaged layer of a dense/MoE mix)."""
+    return op if share == 1.0 else replace(op, flops=op.flops * share, bytes=op.bytes * share)
+
+
+def _add_gemm(ops: list, name: str, m: float, n: float, k: float, d: LayerDims,
+              groups: int = 1, share: float = 1.0) -> None:
+    raw = _gemm(name, m, n, k, d, groups)
+    ops.append((_scaled(raw, share), ("gemm", m, groups, share, raw)))
+
+
+def _add_ew(ops: list, name: str, what: str, elems: float, rw: tuple, d: LayerDims,
+            extra: float = 0.0) -> None:
+    ops.append((_elementwise(name, what, elems, rw[0], rw[1], d, extra),
+                ("ew", what, elems, rw[2], rw[3], extra)))
+
+
+_NORM_RW = (1, 1, 2, 1)          # forward reads, writes; backward reads, writes (per element)
+_PERMUTE_RW = (1, 1, 1, 1)
+
+
+def _act_rw(model: ModelSpec) -> tuple:
+    return (2, 1, 3, 2) if model.ffn == "swiglu" else (1, 1, 2, 1)
+
+
+def _mlp_block(ops: list, model: ModelSpec, d: LayerDims, prefix: str, tokens: float,
+               width: int, share: float, groups: int = 1) -> None:
+    """Up-projection, activation and down-projection of an MLP ``width`` wide on this rank."""
+    up = 2 * width if model.ffn == "swiglu" else width
+    _add_gemm(ops, f"{prefix}_up", tokens, up, d.h, d, groups, share)
+    _add_ew(ops, f"{prefix}_act", model.ffn, tokens * width * share, _act_rw(model), d)
+    _add_gemm(ops, f"{prefix}_down", tokens, d.h, width, d, groups, share)
+
+
+def _mlp(ops: list, model: ModelSpec, d: LayerDims) -> None:
+    """The MLP of the layer. In a model mixing dense and MoE layers (``moe.dense_layers``,
+    ``moe.every``) it is the mean layer: the dense MLP in the dense layers' share of the
+    work, the MoE MLP in the MoE layers' share (GEMM shapes kept, FLOPs and bytes scaled)."""
+    moe_share = model.moe_fraction if model.moe else 0.0
+    if moe_share < 1.0:
+        _mlp_block(ops, model, d, "mlp", d.t, d.ffn, 1.0 - moe_share)
+    if moe_share == 0.0:
+        return
+    moe, tp = model.moe, model.heads // d.heads
+    width = -(-model.expert_ffn_hidden // tp)          # experts split over tp, as the MLP
+    if moe.shared_experts:   # DeepSeekMoE's shared experts: one wide MLP every token visits
+        _mlp_block(ops, model, d, "shared_expert", d.t, moe.shared_experts * width, moe_share)
+    routed = d.t * moe.top_k * moe.routed_factor(model.experts // d.experts)
+    _add_gemm(ops, "router", d.t, moe.experts, d.h, d, share=moe_share)
+    _add_ew(ops, "moe_permute", "permute", routed * d.h * moe_share, _PERMUTE_RW, d)
+    _mlp_block(ops, model, d, "expert", routed, width, moe_share, d.experts)
+    _add_ew(ops, "moe_unpermute", "permute", routed * d.h * moe_share, _PERMUTE_RW, d)
+
+
+def _qkv(ops: list, model: ModelSpec, d: LayerDims) -> None:
+    """The projections into attention: one fused QKV GEMM, or MLA's down- and up-projections
+    (the down-projections replicated on every TP rank, the up-projections split by heads, as
+    Megatron-Core's MLASelfAttention does), with the RMS norms of the two latents."""
+    mla = model.mla
+    if mla is None:
+        _add_gemm(ops, "qkv_proj", d.t, d.q + 2 * d.kvw, d.h, d)
+        return
+    if mla.q_lora_rank:
+        _add_gemm(ops, "q_down_proj", d.t, mla.q_lora_rank, d.h, d)
+        _add_ew(ops, "q_latent_norm", "norm", d.t * mla.q_lora_rank, _NORM_RW, d)
+        _add_gemm(ops, "q_up_proj", d.t, d.heads * mla.qk_head_dim, mla.q_lora_rank, d)
+    else:
+        _add_gemm(ops, "q_proj", d.t, d.heads * mla.qk_head_dim, d.h, d)
+    _add_gemm(ops, "kv_down_proj", d.t, mla.kv_cache_width, d.h, d)
+    _add_ew(ops, "kv_latent_norm", "norm", d.t * mla.kv_lora_rank, _NORM_RW, d)
+    _add_gemm(ops, "kv_up_proj", d.t, d.heads * (mla.qk_nope_head_dim + mla.v_head_dim),
+              mla.kv_lora_rank, d)
+
+
+def mean_keys_per_query(seq_len: int, window: int = 0, causal: bool = True) -> float:
+    """Keys one query attends to on average: seq (non-causal) or seq/2 (causal, the flash
+    convention that ignores the diagonal); with a sliding ``window`` W < seq, min(W, seq)
+    non-causal and W - W^2 / (2 seq) causal (the first W queries see fewer than W keys).
+
+    >>> mean_keys_per_query(8192), mean_keys_per_query(8192, 4096), mean_keys_per_query(8192, 8192)
+    (4096.0, 3072.0, 4096.0)
+    """
+    w = min(window, seq_len) if window else seq_len
+    if not causal:
+        return float(w)
+    return w - w * w / (2.0 * seq_len)
+
+
+def _core(ops: list, model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str,
+          attention: str) -> None:
+    """The attention core; its last op carries the backward of all of it. A sliding window
+    shrinks a flash kernel's work to the keys inside it (masked tiles are skipped); the
+    materialized kernels compute masked scores in full, as for the causal mask."""
+    fwd, bwd = attention_ops(model, d, causal, attn_dtype, attention)
+    window = model.attention_window
+    if attention == "flash" and window and window < d.s_full:
+        keys = mean_keys_per_query(d.s_full, window, causal)
+        ratio = keys / mean_keys_per_query(d.s_full, 0, causal)
+        fwd = [replace(op, flops=op.flops * ratio, n=max(1, round(keys))) for op in fwd]
+        bwd = [replace(op, flops=op.flops * ratio, n=max(1, round(keys))) for op in bwd]
+    ops.extend((op, ("in_core",)) for op in fwd[:-1])
+    ops.append((fwd[-1], ("core", tuple(fwd), tuple(bwd))))
+
+
 def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, attention: str
              ) -> list[tuple[OpCost, tuple]]:
     """Forward ops of one layer, each with how to build its backward."""
     drop_B = d.t_norm * d.h if model.dropout else 0.0      # 1-byte dropout mask
-    up_width = 2 * d.ffn if model.ffn == "swiglu" else d.ffn
-    act = model.ffn
-    act_rw = (2, 1, 3, 2) if act == "swiglu" else (1, 1, 2, 1)  # fwd reads, writes; bwd ...
+    out_width = d.heads * model.mla.v_head_dim if model.mla else d.q
     ops: list[tuple[OpCost, tuple]] = []
-
-    def add_ew(name, what, elems, rw, extra=0.0):
-        ops.append((_elementwise(name, what, elems, rw[0], rw[1], d, extra),
-                    ("ew", what, elems, rw[2], rw[3], extra)))
-
-    def add_gemm(name, m, n, k, groups=1):
-        ops.append((_gemm(name, m, n, k, d, groups), ("gemm", m, groups)))
-
-    def core():   # the attention core; its last op carries the backward of all of it
-        fwd, bwd = attention_ops(model, d, causal, attn_dtype, attention)
-        ops.extend((op, ("in_core",)) for op in fwd[:-1])
-        ops.append((fwd[-1], ("core", tuple(fwd), tuple(bwd))))
-
-    def mlp():
-        if model.moe is None:
-            add_gemm("mlp_up", d.t, up_width, d.h)
-            add_ew("mlp_act", act, d.t * d.ffn, act_rw)
-            add_gemm("mlp_down", d.t, d.h, d.ffn)
-            return
-        routed = d.t * model.moe.top_k * model.moe.capacity_factor
-        add_gemm("router", d.t, model.moe.experts, d.h)
-        add_ew("moe_permute", "permute", routed * d.h, (1, 1, 1, 1))
-        add_gemm("expert_up", routed, up_width, d.h, d.experts)
-        add_ew("expert_act", act, routed * d.ffn, act_rw)
-        add_gemm("expert_down", routed, d.h, d.ffn, d.experts)
-        add_ew("moe_unpermute", "permute", routed * d.h, (1, 1, 1, 1))
-
     if model.parallel_attention:   # PaLM: y = x + Attn(LN(x)) + MLP(LN(x))
-        add_ew("norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
-        add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
-        core()
-        add_gemm("out_proj", d.t, d.h, d.q)
-        mlp()
-        add_ew("residual", "residual", d.t_norm * d.h, (3, 1, 1, 2), drop_B)
+        _add_ew(ops, "norm", "norm", d.t_norm * d.h, _NORM_RW, d)
+        _qkv(ops, model, d)
+        _core(ops, model, d, causal, attn_dtype, attention)
+        _add_gemm(ops, "out_proj", d.t, d.h, out_width, d)
+        _mlp(ops, model, d)
+        _add_ew(ops, "residual", "residual", d.t_norm * d.h, (3, 1, 1, 2), d, drop_B)
         return ops
-    add_ew("attn_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
-    add_gemm("qkv_proj", d.t, d.q + 2 * d.kvw, d.h)
-    core()
-    add_gemm("out_proj", d.t, d.h, d.q)
-    add_ew("attn_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), drop_B)
-    add_ew("mlp_norm", "norm", d.t_norm * d.h, (1, 1, 2, 1))
-    mlp()
-    add_ew("mlp_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), drop_B)
+    _add_ew(ops, "attn_norm", "norm", d.t_norm * d.h, _NORM_RW, d)
+    _qkv(ops, model, d)
+    _core(ops, model, d, causal, attn_dtype, attention)
+    _add_gemm(ops, "out_proj", d.t, d.h, out_width, d)
+    _add_ew(ops, "attn_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), d, drop_B)
+    _add_ew(ops, "mlp_norm", "norm", d.t_norm * d.h, _NORM_RW, d)
+    _mlp(ops, model, d)
+    _add_ew(ops, "mlp_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), d, drop_B)
     return ops
 
 
@@ -158,7 +233,8 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     fwd, bwd = [op for op, _ in forward], []
     for op, how in reversed(forward):
         if how[0] == "gemm":
-            bwd.extend(_gemm_bwd(op, how[1], d, how[2]))
+            _, m, groups, share, raw = how
+            bwd.extend(_scaled(o, share) for o in _gemm_bwd(raw, m, d, groups))
         elif how[0] == "core":
             _, core_fwd, core_bwd = how
             if recompute == "selective":
@@ -176,21 +252,52 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
 
 
-def layer_params_on_rank(model: ModelSpec, tp: int, ep: int = 1) -> tuple[float, float]:
-    """(dense, expert) parameters of one layer on one rank: matrices cut by tp (KV heads
-    replicated when tp exceeds them), experts by ep; norm gains and the router replicated.
+def attention_params_on_rank(model: ModelSpec, tp: int) -> int:
+    """Attention projections of one layer on one rank: cut by heads over tp (KV heads
+    replicated when tp exceeds them); MLA's down-projections replicated on every rank.
+
+    >>> from clustersim.workload.models import get_model
+    >>> v3 = get_model("deepseek-v3")
+    >>> attention_params_on_rank(v3, 1) == v3.attention_params
+    True
+    """
+    h, mla = model.hidden, model.mla
+    if mla is None:
+        q = model.heads // tp * model.head_dim
+        kv = (model.kv_heads // tp if model.kv_heads % tp == 0 else 1) * model.head_dim
+        return 2 * h * q + 2 * h * kv
+    heads = model.heads // tp
+    q = (h * mla.q_lora_rank + mla.q_lora_rank * heads * mla.qk_head_dim if mla.q_lora_rank
+         else h * heads * mla.qk_head_dim)
+    kv = h * mla.kv_cache_width + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim
+                                                              + mla.v_head_dim)
+    return q + kv + heads * mla.v_head_dim * h
+
+
+def layer_params_on_rank(model: ModelSpec, tp: int, ep: int = 1,
+                         moe_layer: bool | None = None) -> tuple[float, float]:
+    """(dense, expert) parameters of one layer on one rank: matrices cut by tp (see
+    :func:`attention_params_on_rank`), routed experts by ep; norm gains and the router
+    replicated, shared experts cut by tp like the dense MLP. ``moe_layer``: a layer with an
+    MoE MLP (True) or a dense one (False); None: the mean over the model's layers.
 
     >>> from clustersim.workload.models import get_model
     >>> layer_params_on_rank(get_model("gpt3-175b"), 1) == (get_model("gpt3-175b").layer_params, 0)
     True
     """
-    q = model.heads // tp * model.head_dim
-    kv = (model.kv_heads // tp if model.kv_heads % tp == 0 else 1) * model.head_dim
-    attention = 2 * model.hidden * q + 2 * model.hidden * kv
-    mlp = model.ffn_matrices * model.hidden * -(-model.ffn_hidden // tp)
-    if model.moe is None:
-        return attention + mlp + model.norm_params, 0
-    return attention + model.router_params + model.norm_params, model.experts // ep * mlp
+    attention = attention_params_on_rank(model, tp)
+    dense_layer = (attention + model.ffn_matrices * model.hidden * -(-model.ffn_hidden // tp)
+                   + model.norm_params)
+    if model.moe is None or moe_layer is False:
+        return dense_layer, 0
+    expert = model.ffn_matrices * model.hidden * -(-model.expert_ffn_hidden // tp)
+    moe_dense = (attention + model.moe.shared_experts * expert + model.router_params
+                 + model.norm_params)
+    moe_expert = model.experts // ep * expert
+    share = model.moe_fraction
+    if moe_layer or share == 1.0:
+        return moe_dense, moe_expert
+    return share * moe_dense + (1 - share) * dense_layer, share * moe_expert
 
 
 # ------------------------------------------------------------------ first and last stage
@@ -271,15 +378,23 @@ def model_flops_per_token(model: ModelSpec, seq_len: int | None = None) -> float
     N is :attr:`ModelSpec.matmul_params` (active parameters in matrix multiplies, the output
     projection included, the input lookup not): with it PaLM 540B's 238.3k tokens/s on 6144
     TPU v4 (275 TFLOP/s) gives PaLM's 46.2%. The attention term counts full (non-causal)
-    attention, as PaLM does.
+    attention, as PaLM does, over min(attention_window, T) keys. For an MoE model N counts
+    the active parameters (shared and top_k routed experts, the router, the dense layers
+    as they are); for MLA, H Q is heads x (qk_head_dim + v_head_dim) / 2.
 
     >>> from clustersim.workload.models import get_model
     >>> palm = get_model("palm-540b")
     >>> round(model_flops_per_token(palm) * 238.3e3 / (6144 * 275e12), 3)
     0.462
     """
-    s = seq_len or model.seq_len
+    s = _attended_keys(model, seq_len or model.seq_len)
     return 6.0 * model.matmul_params + 12.0 * model.layers * model.heads * model.head_dim * s
+
+
+def _attended_keys(model: ModelSpec, seq_len: int) -> int:
+    """T of PaLM's attention term: the keys a query may attend to, min(window, seq)."""
+    window = model.attention_window
+    return min(window, seq_len) if window else seq_len
 
 
 def hardware_flops_per_token(model: ModelSpec, seq_len: int | None = None,
@@ -296,7 +411,7 @@ def hardware_flops_per_token(model: ModelSpec, seq_len: int | None = None,
     1.332
     """
     s = seq_len or model.seq_len
-    attention_fwd = 4.0 * model.layers * model.heads * model.head_dim * s
+    attention_fwd = 4.0 * model.layers * model.heads * model.head_dim * _attended_keys(model, s)
     extra = {"none": 0.0, "selective": attention_fwd,
              "full": 2.0 * (model.matmul_params - model.vocab * model.hidden) + attention_fwd}
     if recompute not in extra:

@@ -40,7 +40,8 @@ from clustersim.workload.ops import Shard, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
 __all__ = ["MemoryBreakdown", "StageParameters", "InFlight", "stage_parameters",
-           "layer_activation_bytes", "memory_footprint"]
+           "stage_layer_kinds", "layer_activation_bytes", "memory_footprint",
+           "kv_cache_bytes_per_token", "kv_cache_bytes"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,28 @@ def _kv_heads_on_rank(model: ModelSpec, tp: int) -> int:
     return model.kv_heads // tp if model.kv_heads % tp == 0 else 1  # replicated KV (MQA/GQA)
 
 
+def stage_layer_kinds(model: ModelSpec, plan: ParallelPlan, stage: int) -> tuple[int, int]:
+    """(dense, MoE) layers held by physical pipeline ``stage``: virtual stage j holds the
+    stage_layers[j] layers after those of stages 0..j-1 (pipeline order), so DeepSeek-V3's
+    leading dense layers sit on the first stage.
+
+    >>> from clustersim.workload.models import get_model
+    >>> plan = ParallelPlan(pp=2, stage_layers=(30, 31), seq_len=4096)
+    >>> stage_layer_kinds(get_model("deepseek-v3"), plan, 0), stage_layer_kinds(get_model("deepseek-v3"), plan, 1)
+    ((3, 27), (0, 31))
+    """
+    layers = plan.layers_on_stage(stage)
+    if model.moe is None:
+        return layers, 0
+    if model.moe_layers == model.layers or sum(plan.stage_layers) != model.layers:
+        moe = round(layers * model.moe_fraction)   # a plan not cut from this model: the mean
+        return layers - moe, moe
+    starts = [sum(plan.stage_layers[:j]) for j in range(len(plan.stage_layers))]
+    moe = sum(model.is_moe_layer(i) for j in plan.virtual_stages_of(stage)
+              for i in range(starts[j], starts[j] + plan.stage_layers[j]))
+    return layers - moe, moe
+
+
 def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> StageParameters:
     """Parameters one rank of pipeline ``stage`` holds (norm gains and routers replicated).
 
@@ -94,10 +117,11 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
     >>> stage_parameters(get_model("llama3-8b"), plan).total == get_model("llama3-8b").total_params
     True
     """
-    dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep)
-    layers = plan.layers_on_stage(stage)
+    dense_layers, moe_layers = stage_layer_kinds(model, plan, stage)
+    dense_layer, _ = layer_params_on_rank(model, plan.tp, plan.ep, moe_layer=False)
+    moe_dense, moe_expert = layer_params_on_rank(model, plan.tp, plan.ep, moe_layer=True)
     table = -(-model.vocab // plan.tp) * model.hidden
-    dense, tied = layers * dense_layer, 0.0
+    dense, tied = dense_layers * dense_layer + moe_layers * moe_dense, 0.0
     first, last = stage == 0, stage == plan.pp - 1
     if first:
         dense += table
@@ -107,12 +131,32 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
             dense += table
     if model.tied_embeddings and plan.pp > 1 and (first or last):
         tied = table
-    return StageParameters(dense, layers * expert_layer, tied)
+    return StageParameters(dense, moe_layers * moe_expert if model.moe else 0, tied)
+
+
+def _mlp_activation_bytes(model: ModelSpec, shard: Shard, sb: float, act_B: int,
+                          moe_layer: bool) -> float:
+    """What an MLP stores: the activation input (2f wide for SwiGLU) and the down-projection
+    input; an MoE MLP also the permuted expert input, over the tokens the busiest EP rank's
+    experts take (top_k x routed factor), and its shared experts over every token."""
+    widths = 3 if model.ffn == "swiglu" else 2
+    if not moe_layer:
+        return act_B * sb * -(-model.ffn_hidden // shard.tp) * widths
+    width = -(-model.expert_ffn_hidden // shard.tp)
+    routed = sb * model.moe.top_k * model.moe.routed_factor(shard.ep)
+    shared = act_B * sb * model.moe.shared_experts * width * widths
+    return act_B * routed * (width * widths + model.hidden) + shared
+
+
+def _mla_latent_bytes(model: ModelSpec, sb: float, act_B: int) -> float:
+    """MLA's query and KV latents, each kept as its norm's input and the up-projection's."""
+    return 2 * act_B * sb * (model.mla.q_lora_rank + model.mla.kv_lora_rank) if model.mla else 0.0
 
 
 def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
                            precision: str = "bf16", recompute: str = "none",
-                           flash_attention: bool = True) -> float:
+                           flash_attention: bool = True, moe_layer: bool | None = None
+                           ) -> float:
     """Activation bytes one layer stores for one micro-batch on one rank.
 
     Terms (per layer; s tokens of a sequence on this rank, b micro-batch, e bytes per
@@ -124,9 +168,14 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     log-sum-exp ``4 a s b / t``; output-projection input ``e sb q / t``; MLP input ``e sbh``;
     activation input ``e sb f/t`` (``2f`` for SwiGLU); down-projection input ``e sb f/t``;
     two 1-byte dropout masks ``sbh``. For a GPT layer this is Korthikanti's ``34 sbh + 5as^2b``.
-    MoE: the MLP terms scale with the routed tokens (top_k x capacity factor) and the permuted
-    expert input ``e sbh top_k`` is stored. Selective recomputation drops the attention core;
-    full recomputation keeps only the layer input ``e sbh`` (/t with SP).
+    MoE: the MLP terms scale with the routed tokens (top_k x :meth:`MoESpec.routed_factor`,
+    the busiest EP rank's) and the permuted expert input ``e sbh top_k`` is stored; shared
+    experts store their MLP terms over every token. ``moe_layer``: a layer with an MoE MLP
+    (True) or a dense one (False); None: the mean over the model's layers. MLA: Q, K, V
+    and the output-projection input have the widths of its heads (the ModelSpec's head_dim is
+    their mean), and the two latents are stored twice each (norm and up-projection inputs).
+    Selective recomputation drops the attention core; full recomputation keeps only the
+    layer input ``e sbh`` (/t with SP).
 
     >>> from clustersim.workload.models import get_model
     >>> gpt = get_model("gpt3-175b")
@@ -144,7 +193,6 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
         return act_B * h * norm_tokens
     q = model.heads // tp * model.head_dim
     kv = _kv_heads_on_rank(model, tp) * model.head_dim
-    ffn = -(-model.ffn_hidden // tp)
     heads = model.heads // tp
     mask_B = norm_tokens * h if model.dropout else 0.0
     if recompute == "selective":
@@ -154,13 +202,13 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     else:
         per_score = act_B + (act_B + 1 if model.dropout else 0)
         core = per_score * heads * s_local * seq_len * micro_batch
-    attention = act_B * (sb * q + micro_batch * seq_len * 2 * kv + sb * q) + core
-    if model.moe is None:
-        routed, expert_input = sb, 0.0
-    else:
-        routed = sb * model.moe.top_k * model.moe.capacity_factor
-        expert_input = act_B * routed * h
-    mlp = act_B * routed * ffn * (3 if model.ffn == "swiglu" else 2) + expert_input
+    attention = (act_B * (sb * q + micro_batch * seq_len * 2 * kv + sb * q) + core
+                 + _mla_latent_bytes(model, sb, act_B))
+    share = model.moe_fraction if moe_layer is None else float(bool(moe_layer))
+    mlp = 0.0 if share == 1.0 else (1 - share) * _mlp_activation_bytes(model, shard, sb,
+                                                                          act_B, False)
+    if share > 0.0:
+        mlp += share * _mlp_activation_bytes(model, shard, sb, act_B, True)
     if model.parallel_attention:  # one norm, one shared input, one residual mask
         return act_B * 2 * norm_tokens * h + attention + mlp + mask_B
     return act_B * 4 * norm_tokens * h + attention + mlp + 2 * mask_B
@@ -224,8 +272,11 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
                             + sharded(params.expert, stage_needed, expert_shard))
 
     shard = plan.shard
-    layer_B = layer_activation_bytes(model, shard, b, s, precision, recompute, flash_attention)
-    activations = layer_B * plan.layers_on_stage(stage) * in_flight.stage
+    dense_layers, moe_layers = stage_layer_kinds(model, plan, stage)
+    kinds = ((False, dense_layers), (True, moe_layers)) if model.moe else ((False, dense_layers),)
+    activations = sum(layer_activation_bytes(model, shard, b, s, precision, recompute,
+                                             flash_attention, moe_layer=kind) * count
+                      for kind, count in kinds if count) * in_flight.stage
     act_B, _ = element_bytes(precision)
     norm_tokens = b * s / plan.cp / (plan.tp if shard.sp else 1)
     vocab_rank = -(-model.vocab // plan.tp)
@@ -238,12 +289,45 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
         activations += in_flight.last_chunk * (2 * act_B * norm_tokens * model.hidden
                                           + 4 * tokens * vocab_rank)
         temporary += act_B * tokens * vocab_rank
+    biggest = model.moe is not None and moe_layers > 0   # the layer kind that weighs most
     if recompute == "full":
         temporary += layer_activation_bytes(model, shard, b, s, precision, "none",
-                                            flash_attention)
+                                            flash_attention, moe_layer=biggest)
     if plan.zero >= 3:
-        dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep)
+        dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep,
+                                                         moe_layer=biggest)
         temporary += (dense_layer + expert_layer) * (2 * p_B + g_B)
     return MemoryBreakdown(parameters_B=state(p_B, 3), gradients_B=state(g_B, 2),
                            optimizer_states_B=state(o_B, 1), activations_B=activations,
                            temporary_B=temporary)
+
+
+def kv_cache_bytes_per_token(model: ModelSpec, precision: str = "bf16") -> float:
+    """Bytes of keys and values one token leaves in the cache over all layers (inference):
+    2 x kv_heads x head_dim per layer, or MLA's latent and rotary key, (kv_lora_rank +
+    qk_rope_head_dim) per layer (DeepSeek-V2, Liu et al. 2024, Table 1). A sliding window
+    keeps at most ``attention_window`` tokens (Mistral 7B's rolling buffer, see
+    :func:`kv_cache_bytes`).
+
+    >>> from clustersim.workload.models import get_model
+    >>> kv_cache_bytes_per_token(get_model("deepseek-v3")) == 61 * (512 + 64) * 2
+    True
+    """
+    act_B, _ = element_bytes(precision)
+    width = model.mla.kv_cache_width if model.mla else 2 * model.kv_heads * model.head_dim
+    return float(model.layers * width * act_B)
+
+
+def kv_cache_bytes(model: ModelSpec, context_tokens: int, precision: str = "bf16") -> float:
+    """Bytes of the KV cache of one sequence of ``context_tokens``: min(window, context)
+    tokens are kept with a sliding window.
+
+    >>> from clustersim.workload.models import get_model
+    >>> from dataclasses import replace
+    >>> llama = get_model("llama3-8b")
+    >>> kv_cache_bytes(replace(llama, attention_window=4096), 8192) / kv_cache_bytes(llama, 8192)
+    0.5
+    """
+    window = model.attention_window
+    kept = min(window, context_tokens) if window else context_tokens
+    return kept * kv_cache_bytes_per_token(model, precision)

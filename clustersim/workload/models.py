@@ -1,4 +1,4 @@
-"""Transformer model specs (dense and MoE; MHA, GQA, MQA; GELU or SwiGLU) and their presets.
+"""Transformer model specs (dense and MoE; MHA, GQA, MQA, MLA; GELU or SwiGLU) and their presets.
 
 A :class:`ModelSpec` is a frozen, hashable value: the FLOP and memory functions cache on it.
 Presets live in ``workload/data/models.yaml``, each with the paper or model card it comes from;
@@ -13,6 +13,9 @@ Parameter counting: weight matrices and norm gains; biases and learned position 
 (8.03, 8, 'swiglu')
 >>> round(model_presets()["mixtral-8x7b"].active_params / 1e9, 1)
 12.9
+>>> v3 = model_presets()["deepseek-v3"]
+>>> round(v3.total_params / 1e9), round(v3.active_params / 1e9, 1), v3.moe_layers
+(671, 37.6, 58)
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors, lookup, unknown_name
 
-__all__ = ["MoESpec", "ModelSpec", "model_presets", "get_model", "resolve_model",
+__all__ = ["MoESpec", "ImbalanceSpec", "MLASpec", "ModelSpec", "IMBALANCE_DISTRIBUTIONS", "model_presets", "get_model", "resolve_model",
            "FFN_KINDS", "DEFAULT_SEQ_LEN"]
 
 FFN_KINDS = ("gelu", "swiglu")
@@ -35,30 +40,177 @@ DEFAULT_SEQ_LEN = 2048
 _DATA = Path(__file__).parent / "data" / "models.yaml"
 
 
+IMBALANCE_DISTRIBUTIONS = ("none", "zipf", "lognormal")
+
+
+@dataclass(frozen=True)
+class ImbalanceSpec:
+    """How unevenly the router spreads tokens over the experts, as a stated distribution.
+
+    ``zipf``: the expert of popularity rank i gets a load proportional to i^-param, the ranks
+    dealt to the experts in a random order drawn from ``seed``; ``lognormal``: each expert's
+    load is exp(param x z), z standard normal from ``seed``; ``none``: every expert alike.
+    Loads are normalised to a mean of 1 and capped at experts/top_k (a token visits an
+    expert at most once, so no expert can see more than all the tokens).
+
+    >>> loads = ImbalanceSpec("zipf", 1.0, seed=7).expert_loads(8, 2)
+    >>> round(sum(loads) / 8, 6), max(loads) <= 8 / 2
+    (1.0, True)
+    """
+
+    distribution: str = "none"
+    param: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.distribution not in IMBALANCE_DISTRIBUTIONS:
+            raise InputError(f"moe.imbalance.distribution must be one of "
+                             f"{', '.join(IMBALANCE_DISTRIBUTIONS)}, got {self.distribution!r}")
+        if not self.param >= 0 or self.seed < 0:
+            raise InputError(f"moe.imbalance needs param >= 0 and seed >= 0, got "
+                             f"{self.param}, {self.seed}")
+
+    def expert_loads(self, experts: int, top_k: int) -> tuple[float, ...]:
+        """Tokens each expert receives over a perfectly balanced router's (mean 1)."""
+        return _expert_loads(self.distribution, float(self.param), self.seed, experts, top_k)
+
+
+@functools.lru_cache(maxsize=256)
+def _expert_loads(distribution: str, param: float, seed: int, experts: int, top_k: int
+                  ) -> tuple[float, ...]:
+    rng = np.random.default_rng(seed)
+    if distribution == "zipf":
+        loads = rng.permutation(np.arange(1, experts + 1, dtype=np.float64) ** -param)
+    elif distribution == "lognormal":
+        loads = np.exp(param * rng.standard_normal(experts))
+    else:
+        loads = np.ones(experts)
+    cap = experts / top_k
+    for _ in range(100):   # water-filling: clip at the cap, hand the excess to the others
+        loads = loads / loads.mean()
+        if loads.max() <= cap * (1 + 1e-12):
+            break
+        loads = np.minimum(loads, cap)
+    return tuple(float(x) for x in loads)
+
+
 @dataclass(frozen=True)
 class MoESpec:
-    """Mixture-of-experts MLP: ``experts`` per layer, each token routed to ``top_k``.
+    """Mixture-of-experts MLP: ``experts`` routed experts per layer, each token routed to
+    ``top_k``, plus ``shared_experts`` every token visits (DeepSeekMoE, Dai et al. 2024).
 
-    ``capacity_factor`` scales the expert work over a perfectly balanced dropless router
-    (1.0: each expert processes exactly its share; 1.25: GShard-style padding).
+    ``expert_ffn_hidden``: width of one expert (0: the model's ffn_hidden; fine-grained
+    experts are narrower). The first ``dense_layers`` layers keep a dense MLP of ffn_hidden,
+    and after them layer i is MoE when ``i % every == 0`` (DeepSeek's ``first_k_dense_replace``
+    and ``moe_layer_freq``, HF modeling_deepseek.py). ``capacity_factor``: without
+    ``token_drop`` it scales the expert work over a balanced dropless router (1.0: each
+    expert processes exactly its share; 1.25: GShard-style padding); with ``token_drop`` it
+    caps the tokens an expert takes (the rest are dropped, Megatron-Core
+    ``moe_expert_capacity_factor``). ``max_nodes_per_token``: node-limited routing (DeepSeek-V3
+    M=4; 0: unlimited). ``imbalance``: the load spread over the experts (:class:`ImbalanceSpec`).
 
-    >>> MoESpec(experts=8, top_k=2).capacity_factor
-    1.0
+    >>> MoESpec(experts=8, top_k=2).capacity_factor, MoESpec(experts=8).routed_factor(4)
+    (1.0, 1.0)
     """
 
     experts: int
     top_k: int = 2
     capacity_factor: float = 1.0
+    shared_experts: int = 0
+    expert_ffn_hidden: int = 0
+    dense_layers: int = 0
+    every: int = 1
+    token_drop: bool = False
+    max_nodes_per_token: int = 0
+    imbalance: ImbalanceSpec | None = None
 
     def __post_init__(self):
         if self.experts < 1 or self.top_k < 1 or not self.capacity_factor > 0:
             raise InputError(f"moe needs experts >= 1, top_k >= 1 and capacity_factor > 0, "
                              f"got {self.experts}, {self.top_k}, {self.capacity_factor}")
+        if min(self.shared_experts, self.expert_ffn_hidden, self.dense_layers,
+               self.max_nodes_per_token) < 0 or self.every < 1:
+            raise InputError("moe needs shared_experts, expert_ffn_hidden, dense_layers and "
+                             f"max_nodes_per_token >= 0 and every >= 1, got {self}")
+
+    def routed_factor(self, ep: int = 1) -> float:
+        """Tokens the busiest expert-parallel rank processes, over its share under a balanced
+        dropless router (experts dealt to the ``ep`` ranks in contiguous blocks, as
+        Megatron-Core does). The slowest rank sets the pace of the layer.
+
+        >>> zipf = MoESpec(64, 8, imbalance=ImbalanceSpec("zipf", 1.2, seed=0))
+        >>> round(zipf.routed_factor(1), 9), zipf.routed_factor(8) > 1.0
+        (1.0, True)
+        >>> replace(zipf, token_drop=True, capacity_factor=1.0).routed_factor(8) <= 1.0
+        True
+        """
+        if self.imbalance is None and not self.token_drop:
+            return self.capacity_factor
+        loads = np.array(self.expert_loads())
+        if self.token_drop:
+            loads = np.minimum(loads, self.capacity_factor)
+        per_rank = loads[: self.experts // ep * ep].reshape(ep, -1).mean(axis=1)
+        busiest = float(per_rank.max())
+        return busiest if self.token_drop else busiest * self.capacity_factor
+
+    def expert_loads(self) -> tuple[float, ...]:
+        """Each routed expert's tokens over the balanced share (all 1.0 without imbalance)."""
+        spec = self.imbalance or ImbalanceSpec()
+        return spec.expert_loads(self.experts, self.top_k)
+
+    @property
+    def dropped_fraction(self) -> float:
+        """Share of the routed tokens dropped at the capacity limit (0 without token_drop).
+
+        >>> MoESpec(8, 2, 1.0, token_drop=True, imbalance=ImbalanceSpec("none")).dropped_fraction
+        0.0
+        """
+        if not self.token_drop:
+            return 0.0
+        return float(1.0 - np.minimum(self.expert_loads(), self.capacity_factor).mean())
+
+
+@dataclass(frozen=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2, Liu et al. 2024, Sec. 2.1): keys and values
+    come up from a ``kv_lora_rank`` latent, queries from a ``q_lora_rank`` one (0: a full
+    query projection); each head's query and key have ``qk_nope_head_dim`` plus a
+    ``qk_rope_head_dim`` rotary part (the rotary key is shared by the heads), values
+    ``v_head_dim``. Only the latent and the rotary key need keeping per token.
+
+    >>> MLASpec(512, 1536, 64, 128, 128).kv_cache_width
+    576
+    """
+
+    kv_lora_rank: int
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 64
+    qk_nope_head_dim: int = 128
+    v_head_dim: int = 128
+
+    def __post_init__(self):
+        if min(self.kv_lora_rank, self.qk_nope_head_dim + self.qk_rope_head_dim,
+               self.v_head_dim) < 1 or min(self.q_lora_rank, self.qk_rope_head_dim) < 0:
+            raise InputError(f"mla needs positive kv_lora_rank, head dims and q_lora_rank >= 0, "
+                             f"got {self}")
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Query/key width of one head: the non-rotary and the rotary part."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def kv_cache_width(self) -> int:
+        """Elements kept per token and layer: the KV latent and the shared rotary key."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One decoder-only transformer; every MoE layer replaces the dense MLP (Mixtral style).
+    """One decoder-only transformer; an MoE layer replaces the dense MLP (Mixtral style; with
+    shared experts, leading dense layers and interleaving, DeepSeek style: :class:`MoESpec`).
+    ``mla`` makes attention multi-head latent (:class:`MLASpec`); ``attention_window`` > 0
+    makes it sliding-window (each query sees at most that many keys, Mistral 7B style).
 
     >>> gpt = ModelSpec("tiny", layers=2, hidden=64, heads=4, vocab=100, seq_len=16)
     >>> gpt.head_dim, gpt.kv_heads, gpt.ffn_hidden, gpt.layer_params
@@ -76,6 +228,8 @@ class ModelSpec:
     ffn_hidden: int = 0        # 0: 4*hidden for gelu, LLaMA's rule for swiglu
     ffn: str = "gelu"
     moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    attention_window: int = 0  # 0: every earlier token (full causal attention)
     parallel_attention: bool = False
     tied_embeddings: bool = False
     dropout: bool = False      # attention and hidden dropout during training
@@ -90,6 +244,8 @@ class ModelSpec:
         if self.ffn not in FFN_KINDS:
             raise InputError(f"model {self.name!r}: ffn must be one of {', '.join(FFN_KINDS)}, "
                              f"got {self.ffn!r}")
+        if self.mla is not None:
+            self._mla_dimensions()
         if not self.kv_heads:
             object.__setattr__(self, "kv_heads", self.heads)
         if not self.head_dim:
@@ -109,6 +265,27 @@ class ModelSpec:
         if self.moe is not None and not 1 <= self.moe.top_k <= self.moe.experts:
             raise InputError(f"model {self.name!r}: moe.top_k={self.moe.top_k} must be "
                              f"between 1 and moe.experts={self.moe.experts}")
+        if self.moe is not None and self.moe_layers == 0:
+            raise InputError(f"model {self.name!r}: moe.dense_layers={self.moe.dense_layers} "
+                             f"and moe.every={self.moe.every} leave no MoE layer among "
+                             f"{self.layers}; lower them or drop moe")
+        if self.attention_window < 0:
+            raise InputError(f"model {self.name!r}: attention_window must be >= 0 (0: full), "
+                             f"got {self.attention_window}")
+
+    def _mla_dimensions(self) -> None:
+        """MLA materialises every head's key and value in training: kv_heads = heads. The
+        attention core's width is carried by head_dim = (qk_head_dim + v_head_dim) / 2, which
+        makes Q K^T plus P V cost 4 s s_k heads head_dim, as for any head."""
+        width = self.mla.qk_head_dim + self.mla.v_head_dim
+        if self.kv_heads not in (0, self.heads) or width % 2 or \
+                self.head_dim not in (0, width // 2):
+            raise InputError(f"model {self.name!r}: with mla leave kv_heads and head_dim out "
+                             f"(they follow from mla), and qk_nope + qk_rope + v head dims "
+                             f"must be even; got kv_heads={self.kv_heads}, "
+                             f"head_dim={self.head_dim}, width {width}")
+        object.__setattr__(self, "kv_heads", self.heads)
+        object.__setattr__(self, "head_dim", width // 2)
 
     # ------------------------------------------------------------------ dimensions
     @property
@@ -136,16 +313,57 @@ class ModelSpec:
         """Experts each token visits (1 for a dense model)."""
         return self.moe.top_k if self.moe else 1
 
+    @property
+    def expert_ffn_hidden(self) -> int:
+        """Width of one routed (or shared) expert; ffn_hidden for a dense model."""
+        return (self.moe.expert_ffn_hidden or self.ffn_hidden) if self.moe else self.ffn_hidden
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer ``layer`` (0-based) has an MoE MLP (HF modeling_deepseek.py rule).
+
+        >>> m = ModelSpec("m", 6, 64, 4, 100, moe=MoESpec(4, 1, dense_layers=1, every=2))
+        >>> [m.is_moe_layer(i) for i in range(6)]
+        [False, False, True, False, True, False]
+        """
+        return (self.moe is not None and layer >= self.moe.dense_layers
+                and layer % self.moe.every == 0)
+
+    @property
+    def moe_layers(self) -> int:
+        """How many layers have an MoE MLP (0 for a dense model)."""
+        return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    @property
+    def moe_fraction(self) -> float:
+        """Share of the layers that are MoE."""
+        return self.moe_layers / self.layers
+
     # ------------------------------------------------------------------ parameter counts
     @property
     def attention_params(self) -> int:
-        """Q, K, V and output projections of one layer."""
-        return 2 * self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim
+        """Q, K, V and output projections of one layer (MLA: down- and up-projections)."""
+        if self.mla is None:
+            return 2 * self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim
+        m, h, heads = self.mla, self.hidden, self.heads
+        q = (h * m.q_lora_rank + m.q_lora_rank * heads * m.qk_head_dim if m.q_lora_rank
+             else h * heads * m.qk_head_dim)
+        kv = h * m.kv_cache_width + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
+        return q + kv + heads * m.v_head_dim * h
+
+    @property
+    def dense_mlp_params(self) -> int:
+        """The dense MLP of a dense layer (ffn_hidden wide)."""
+        return self.ffn_matrices * self.hidden * self.ffn_hidden
 
     @property
     def expert_params(self) -> int:
-        """One MLP (one expert of an MoE layer)."""
-        return self.ffn_matrices * self.hidden * self.ffn_hidden
+        """One MLP of an MoE layer (one routed or shared expert); the dense MLP otherwise."""
+        return self.ffn_matrices * self.hidden * self.expert_ffn_hidden
+
+    @property
+    def shared_expert_params(self) -> int:
+        """The shared experts of one MoE layer."""
+        return self.moe.shared_experts * self.expert_params if self.moe else 0
 
     @property
     def router_params(self) -> int:
@@ -154,20 +372,35 @@ class ModelSpec:
 
     @property
     def norm_params(self) -> int:
-        """Norm gains of one layer: one norm in a parallel block, two in a serial one."""
-        return (1 if self.parallel_attention else 2) * self.hidden
+        """Norm gains of one layer: one norm in a parallel block, two in a serial one (MLA
+        adds the norms of its query and KV latents)."""
+        latents = self.mla.q_lora_rank + self.mla.kv_lora_rank if self.mla else 0
+        return (1 if self.parallel_attention else 2) * self.hidden + latents
+
+    @property
+    def dense_layer_params(self) -> int:
+        """All parameters of one layer with a dense MLP."""
+        return self.attention_params + self.dense_mlp_params + self.norm_params
 
     @property
     def layer_params(self) -> int:
-        """All parameters of one transformer layer."""
+        """All parameters of one transformer layer (an MoE layer in an MoE model)."""
+        if self.moe is None:
+            return self.dense_layer_params
         return (self.attention_params + self.experts * self.expert_params
-                + self.router_params + self.norm_params)
+                + self.shared_expert_params + self.router_params + self.norm_params)
 
     @property
     def active_layer_params(self) -> int:
-        """Parameters one token touches in one layer (top_k experts of an MoE layer)."""
+        """Parameters one token touches in one layer (top_k routed and the shared experts of
+        an MoE layer in an MoE model)."""
+        if self.moe is None:
+            return self.dense_layer_params
         return (self.attention_params + self.top_k * self.expert_params
-                + self.router_params + self.norm_params)
+                + self.shared_expert_params + self.router_params + self.norm_params)
+
+    def _over_layers(self, moe_layer: int, dense_layer: int) -> int:
+        return self.moe_layers * moe_layer + (self.layers - self.moe_layers) * dense_layer
 
     @property
     def embedding_params(self) -> int:
@@ -182,7 +415,7 @@ class ModelSpec:
     @property
     def non_embedding_params(self) -> int:
         """Transformer layers and the final norm (Kaplan et al. 2020's N)."""
-        return self.layers * self.layer_params + self.hidden
+        return self._over_layers(self.layer_params, self.dense_layer_params) + self.hidden
 
     @property
     def description(self) -> str:
@@ -192,7 +425,13 @@ class ModelSpec:
         'llama3-8b: 8.0B parameters, 32 layers, hidden 4096, 32 heads (8 KV), swiglu MLP 14336, vocab 128256, seq 8192'
         """
         kv = f" ({self.kv_heads} KV)" if self.kv_heads != self.heads else ""
-        moe = f", MoE {self.moe.experts} experts top-{self.moe.top_k}" if self.moe else ""
+        kv = f" (MLA, KV latent {self.mla.kv_lora_rank})" if self.mla else kv
+        kv += f", window {self.attention_window}" if self.attention_window else ""
+        moe = ""
+        if self.moe:
+            moe = (f", MoE {self.moe.experts} experts of {self.expert_ffn_hidden} top-"
+                   f"{self.moe.top_k} in {self.moe_layers} layers")
+            moe += f" + {self.moe.shared_experts} shared" if self.moe.shared_experts else ""
         block = ", parallel attention+MLP" if self.parallel_attention else ""
         return (f"{self.name}: {self.total_params / 1e9:.1f}B parameters, {self.layers} layers, "
                 f"hidden {self.hidden}, {self.heads} heads{kv}, {self.ffn} MLP "
@@ -210,8 +449,8 @@ class ModelSpec:
     @property
     def active_params(self) -> int:
         """Parameters one token touches (equal to total_params for a dense model)."""
-        return (self.layers * self.active_layer_params + self.hidden + self.embedding_params
-                + self.output_params)
+        return (self._over_layers(self.active_layer_params, self.dense_layer_params)
+                + self.hidden + self.embedding_params + self.output_params)
 
     @property
     def matmul_params(self) -> int:
@@ -221,8 +460,10 @@ class ModelSpec:
         projection (the shared embedding when tied); the input lookup and norms are out.
         PaLM 540B's 46.2% MFU is reproduced with this N (see flops.model_flops_per_token).
         """
-        per_layer = self.attention_params + self.top_k * self.expert_params + self.router_params
-        return self.layers * per_layer + self.vocab * self.hidden
+        moe_layer = (self.attention_params + self.top_k * self.expert_params
+                     + self.shared_expert_params + self.router_params)
+        dense_layer = self.attention_params + self.dense_mlp_params
+        return self._over_layers(moe_layer, dense_layer) + self.vocab * self.hidden
 
 
 def default_ffn_hidden(hidden: int, ffn: str) -> int:
@@ -242,8 +483,20 @@ def default_ffn_hidden(hidden: int, ffn: str) -> int:
 # ---------------------------------------------------------------------------- presets
 
 _FIELDS = {"layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
-           "seq_len", "ffn", "moe", "parallel_attention", "tied_embeddings", "dropout",
-           "source"}
+           "seq_len", "ffn", "moe", "mla", "attention_window", "parallel_attention",
+           "tied_embeddings", "dropout", "source"}
+
+
+def moe_from_dict(entry: dict[str, Any]) -> MoESpec:
+    """An MoESpec from its YAML mapping (``imbalance`` a nested mapping).
+
+    >>> moe_from_dict({"experts": 8, "imbalance": {"distribution": "zipf", "param": 1}}).imbalance
+    ImbalanceSpec(distribution='zipf', param=1, seed=0)
+    """
+    data = {k: v for k, v in entry.items() if v is not None}
+    if data.get("imbalance") is not None:
+        data["imbalance"] = ImbalanceSpec(**data["imbalance"])
+    return MoESpec(**data)
 
 
 def _spec_from_entry(name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -253,7 +506,9 @@ def _spec_from_entry(name: str, entry: dict[str, Any]) -> ModelSpec:
                          f"(allowed: {', '.join(sorted(_FIELDS))})")
     data = dict(entry)
     if data.get("moe") is not None:
-        data["moe"] = MoESpec(**data["moe"])
+        data["moe"] = moe_from_dict(data["moe"])
+    if data.get("mla") is not None:
+        data["mla"] = MLASpec(**data["mla"])
     return ModelSpec(name=name, **data)
 
 
@@ -277,7 +532,7 @@ def model_presets() -> dict[str, ModelSpec]:
     """Every model preset by name (the YAML is read once per process).
 
     >>> sorted(model_presets())[:3]
-    ['gpt3-175b', 'llama2-70b', 'llama3-405b']
+    ['deepseek-v3', 'gpt3-175b', 'llama2-70b']
     """
     return dict(_presets())
 
@@ -296,7 +551,8 @@ def get_model(name: str) -> ModelSpec:
 
 
 _INLINE = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab",
-           "seq_len", "ffn", "parallel_attention", "tied_embeddings", "dropout")
+           "seq_len", "ffn", "attention_window", "parallel_attention", "tied_embeddings",
+           "dropout")
 
 
 def resolve_model(cfg) -> ModelSpec:
@@ -318,27 +574,32 @@ def resolve_model(cfg) -> ModelSpec:
     True
     """
     given = {k: getattr(cfg, k) for k in _INLINE if getattr(cfg, k) is not None}
-    moe = MoESpec(cfg.moe.experts, cfg.moe.top_k, cfg.moe.capacity_factor) if cfg.moe else None
+    moe = moe_from_dict(cfg.moe.model_dump()) if cfg.moe else None
+    mla = MLASpec(**cfg.mla.model_dump()) if cfg.mla else None
     if cfg.preset is None:
-        return ModelSpec(name=cfg.name or "custom", moe=moe, source="inline", **given)
+        return ModelSpec(name=cfg.name or "custom", moe=moe, mla=mla, source="inline", **given)
     base = get_model(cfg.preset)
-    if not given and moe is None:
+    if not given and moe is None and mla is None:
         return base if cfg.name is None else replace(base, name=cfg.name)
     changes: dict[str, Any] = dict(given)
     if moe is not None:
         changes["moe"] = moe
+    if mla is not None:
+        changes.update(mla=mla, kv_heads=0, head_dim=0)
     hidden = given.get("hidden", base.hidden)
     heads = given.get("heads", base.heads)
-    if ("hidden" in given or "heads" in given) and "head_dim" not in given:
+    mla_kept = (mla or base.mla) is not None
+    if ("hidden" in given or "heads" in given) and "head_dim" not in given and not mla_kept:
         if hidden % heads:
             raise InputError(f"model: hidden={hidden} is not divisible by heads={heads}; "
                              "give head_dim explicitly")
         changes["head_dim"] = hidden // heads
-    if "heads" in given and "kv_heads" not in given and heads % base.kv_heads:
+    if "heads" in given and "kv_heads" not in given and (heads % base.kv_heads or mla_kept):
         changes["kv_heads"] = heads
     if "hidden" in given and "ffn_hidden" not in given:
         changes["ffn_hidden"] = round(base.ffn_hidden * hidden / base.hidden)
     written = ", ".join(f"{k}={v}" for k, v in given.items())
-    name = cfg.name or (f"{base.name} ({written})" if written else f"{base.name} (moe)")
+    what = "moe" if mla is None else ("mla" if moe is None else "moe, mla")
+    name = cfg.name or (f"{base.name} ({written})" if written else f"{base.name} ({what})")
     return replace(base, name=name, source=f"{base.source}; changed inline: {written}",
                    **changes)
