@@ -25,6 +25,7 @@ from clustersim.config.experiment import ExperimentConfig
 from clustersim.errors import InputError
 from clustersim.fidelity import FIDELITIES
 from clustersim.network import build_cluster
+from clustersim.network.cluster import NETWORK_KEYS
 from clustersim.result import result_row
 from clustersim.step import plan_step
 from clustersim.topology.gpu_cluster import resolve_device
@@ -52,7 +53,10 @@ def check_scenario(config: ExperimentConfig) -> None:
     """Resolve every preset name and topology parameter without building anything; raise
     InputError for unknown ones (the message quotes the offending value with repr)."""
     preset = load_topology(config.cluster.topology)
-    params = resolve_params(preset, config.cluster.overrides)
+    # the network keys (network.sharp) describe the fabric's features, not its graph
+    graph_overrides = {k: v for k, v in config.cluster.overrides.items()
+                       if k not in NETWORK_KEYS}
+    params = resolve_params(preset, graph_overrides)
     resolve_device(params.device, params.device_overrides)
     resolve_model(config.model)
 
