@@ -44,7 +44,7 @@ class ClusterConfig(StrictModel):
 
 
 class ImbalanceConfig(StrictModel):
-    """Expert load spread (clustersim.workload.models.ImbalanceSpec)."""
+    """Expert load spread (clustersim.workload.moe.ImbalanceSpec)."""
 
     distribution: Literal["none", "zipf", "lognormal"] = "none"
     param: float = Field(0.0, ge=0, description="zipf exponent or lognormal sigma")

@@ -28,8 +28,8 @@ from clustersim.workload.flops import (ATTENTION_KINDS, PRECISIONS, OpCost, Shar
 from clustersim.workload.memory import (InFlight, MemoryBreakdown, StageParameters,
                                         layer_activation_bytes, memory_footprint,
                                         stage_parameters)
-from clustersim.workload.models import (MoESpec, ModelSpec, get_model, model_presets,
-                                        resolve_model)
+from clustersim.workload.models import ModelSpec, get_model, model_presets, resolve_model
+from clustersim.workload.moe import MoESpec
 from clustersim.workload.plan import (SCHEDULES, Infeasible, ParallelPlan, resolve_plan,
                                       split_layers)
 

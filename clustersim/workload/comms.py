@@ -112,7 +112,7 @@ def ep_copies_per_token(moe) -> int:
     stays inside the node and is not part of the ep all-to-all (pricing it needs a node-local
     part of the ep axis in the step plan), so M bounds the bytes that leave a node.
 
-    >>> from clustersim.workload.models import MoESpec
+    >>> from clustersim.workload.moe import MoESpec
     >>> ep_copies_per_token(MoESpec(256, 8)), ep_copies_per_token(MoESpec(256, 8, max_nodes_per_token=4))
     (8, 4)
     """

@@ -16,8 +16,8 @@ from clustersim.errors import InputError
 from clustersim.workload.comms import dispatch_bytes_leaving_node, layer_comms
 from clustersim.workload.flops import layer_ops, model_flops_per_token
 from clustersim.workload.memory import stage_layer_kinds, stage_parameters
-from clustersim.workload.models import (ImbalanceSpec, MoESpec, ModelSpec, get_model,
-                                        resolve_model)
+from clustersim.workload.models import ModelSpec, get_model, resolve_model
+from clustersim.workload.moe import ImbalanceSpec, MoESpec
 from clustersim.workload.ops import Shard
 from clustersim.workload.plan import ParallelPlan
 

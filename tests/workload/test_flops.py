@@ -6,7 +6,8 @@ from clustersim.errors import InputError
 from clustersim.workload.flops import (Shard, embedding_ops, hardware_flops_per_token,
                                        layer_ops, logits_ops, megatron_flops_per_iteration,
                                        model_flops_per_token, optimizer_ops)
-from clustersim.workload.models import MoESpec, ModelSpec, get_model
+from clustersim.workload.models import ModelSpec, get_model
+from clustersim.workload.moe import MoESpec
 
 GPT = ModelSpec("gpt-test", layers=4, hidden=1024, heads=16, vocab=5000, seq_len=2048)
 MATMUL = ("gemm", "attention")

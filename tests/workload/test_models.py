@@ -5,8 +5,9 @@ import pytest
 
 from clustersim.config.experiment import ModelConfig
 from clustersim.errors import InputError
-from clustersim.workload.models import (MoESpec, ModelSpec, default_ffn_hidden, get_model,
+from clustersim.workload.models import (ModelSpec, default_ffn_hidden, get_model,
                                         model_presets, resolve_model)
+from clustersim.workload.moe import MoESpec
 
 PUBLISHED_PARAMS = {  # total parameters as their papers / model cards state them
     "gpt3-175b": 175e9, "llama2-70b": 70e9, "llama3-8b": 8.0e9, "llama3-70b": 70.6e9,
