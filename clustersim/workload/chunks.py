@@ -102,8 +102,12 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
     kernels refuses ``flash`` with an InputError."""
     shard, b, s = plan.shard, plan.micro_batch, plan.seq_len
     layers = plan.stage_layers[virtual_stage]
-    ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention)
-    comms = layer_comms(model, shard, b, s, precision, recompute)
+    # the chunk's own mix of dense and MoE layers (chunks run in layer order)
+    share = model.moe_share(sum(plan.stage_layers[:virtual_stage]), layers) if model.moe \
+        else None
+    ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention,
+                    moe_share=share)
+    comms = layer_comms(model, shard, b, s, precision, recompute, moe_share=share)
     layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
     layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
     fwd, bwd = layer_fwd * layers, layer_bwd * layers

@@ -71,7 +71,8 @@ def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
 
 @functools.lru_cache(maxsize=4096)
 def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                precision: str, recompute: str = "none") -> MappingProxyType:
+                precision: str, recompute: str = "none", moe_share: float | None = None
+                ) -> MappingProxyType:
     """The collectives one transformer layer implies for one micro-batch on one rank.
 
     TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
@@ -81,7 +82,8 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     combine of the routed tokens in the forward and again in the backward: each token's
     hidden state :func:`ep_copies_per_token` times, scaled by the busiest rank's routed
     factor (:meth:`MoESpec.routed_factor`: imbalance, capacity), and in a model mixing dense
-    and MoE layers by the MoE layers' share (the mean layer, as the kernels).
+    and MoE layers by the MoE layers' share (the mean layer, as the kernels; ``moe_share``
+    as in :func:`~clustersim.workload.flops.layer_ops`).
 
     >>> from clustersim.workload.models import get_model
     >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
@@ -95,9 +97,9 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
         kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
         fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
         bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
-    if model.moe is not None and shard.ep > 1:
+    if model.moe is not None and shard.ep > 1 and moe_share != 0.0:
         routed_B = (d.t * ep_copies_per_token(model.moe) * model.moe.routed_factor(shard.ep)
-                    * d.h * d.act_B * model.moe_fraction)
+                    * d.h * d.act_B * (model.moe_fraction if moe_share is None else moe_share))
         for phase, out in (("fwd", fwd), ("bwd", bwd)):
             out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
                     CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]

@@ -103,11 +103,15 @@ def _mlp_block(ops: list, model: ModelSpec, d: LayerDims, prefix: str, tokens: f
     _add_gemm(ops, f"{prefix}_down", tokens, d.h, width, d, groups, share)
 
 
-def _mlp(ops: list, model: ModelSpec, d: LayerDims) -> None:
+def _mlp(ops: list, model: ModelSpec, d: LayerDims, moe_share: float | None = None) -> None:
     """The MLP of the layer. In a model mixing dense and MoE layers (``moe.dense_layers``,
-    ``moe.every``) it is the mean layer: the dense MLP in the dense layers' share of the
+    ``moe.every``) it is the mean layer of the layers it stands for (``moe_share`` of them
+    MoE; default the whole model's share): the dense MLP in the dense layers' share of the
     work, the MoE MLP in the MoE layers' share (GEMM shapes kept, FLOPs and bytes scaled)."""
-    moe_share = model.moe_fraction if model.moe else 0.0
+    if not model.moe:
+        moe_share = 0.0
+    elif moe_share is None:
+        moe_share = model.moe_fraction
     if moe_share < 1.0:
         _mlp_block(ops, model, d, "mlp", d.t, d.ffn, 1.0 - moe_share)
     if moe_share == 0.0:
@@ -173,8 +177,8 @@ def _core(ops: list, model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: s
     ops.append((fwd[-1], ("core", tuple(fwd), tuple(bwd))))
 
 
-def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, attention: str
-             ) -> list[tuple[OpCost, tuple]]:
+def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, attention: str,
+             moe_share: float | None = None) -> list[tuple[OpCost, tuple]]:
     """Forward ops of one layer, each with how to build its backward."""
     drop_B = d.t_norm * d.h if model.dropout else 0.0      # 1-byte dropout mask
     out_width = d.heads * model.mla.v_head_dim if model.mla else d.q
@@ -184,7 +188,7 @@ def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, atte
         _qkv(ops, model, d)
         _core(ops, model, d, causal, attn_dtype, attention)
         _add_gemm(ops, "out_proj", d.t, d.h, out_width, d)
-        _mlp(ops, model, d)
+        _mlp(ops, model, d, moe_share)
         _add_ew(ops, "residual", "residual", d.t_norm * d.h, (3, 1, 1, 2), d, drop_B)
         return ops
     _add_ew(ops, "attn_norm", "norm", d.t_norm * d.h, _NORM_RW, d)
@@ -193,15 +197,15 @@ def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, atte
     _add_gemm(ops, "out_proj", d.t, d.h, out_width, d)
     _add_ew(ops, "attn_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), d, drop_B)
     _add_ew(ops, "mlp_norm", "norm", d.t_norm * d.h, _NORM_RW, d)
-    _mlp(ops, model, d)
+    _mlp(ops, model, d, moe_share)
     _add_ew(ops, "mlp_residual", "residual", d.t_norm * d.h, (2, 1, 2, 1), d, drop_B)
     return ops
 
 
 @functools.lru_cache(maxsize=4096)
 def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, precision: str,
-              recompute: str = "none", causal: bool = True, attention: str = "flash"
-              ) -> MappingProxyType:
+              recompute: str = "none", causal: bool = True, attention: str = "flash",
+              moe_share: float | None = None) -> MappingProxyType:
     """The kernels of one transformer layer for one micro-batch on one rank.
 
     Returns a read-only ``{"fwd": (OpCost, ...), "bwd": (OpCost, ...)}``. ``recompute``:
@@ -209,7 +213,8 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     replays the attention core just before its backward (Korthikanti et al. 2022).
     ``attention``: ``flash`` (one fused kernel each way) or ``materialized`` (the s^2 scores
     through memory, see :func:`~clustersim.workload.attention.materialized_attention_ops`;
-    dropout on them when ``model.dropout``).
+    dropout on them when ``model.dropout``). ``moe_share``: the share of MoE layers among the
+    layers this mean layer stands for (default the model's; a pipeline chunk passes its own).
 
     >>> from clustersim.workload.models import get_model
     >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16", "selective")
@@ -229,7 +234,8 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
                          f"{attention!r}")
     d = layer_dims(model, shard, micro_batch, seq_len, precision)
     # Transformer Engine runs GEMMs in fp8 but attention in bf16
-    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "", attention)
+    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "", attention,
+                       moe_share)
     fwd, bwd = [op for op, _ in forward], []
     for op, how in reversed(forward):
         if how[0] == "gemm":

@@ -207,6 +207,16 @@ class ModelSpec:
         """Share of the layers that are MoE."""
         return self.moe_layers / self.layers
 
+    def moe_share(self, first: int, count: int) -> float:
+        """Share of the MoE layers among layers ``first .. first + count - 1`` (a pipeline
+        chunk's: DeepSeek-V3's first stage holds its three dense layers).
+
+        >>> m = ModelSpec("m", 8, 64, 4, 100, moe=MoESpec(4, 1, dense_layers=4))
+        >>> m.moe_share(0, 4), m.moe_share(4, 4), m.moe_fraction
+        (0.0, 1.0, 0.5)
+        """
+        return sum(self.is_moe_layer(i) for i in range(first, first + count)) / max(1, count)
+
     # ------------------------------------------------------------------ parameter counts
     @property
     def attention_params(self) -> int:
