@@ -13,6 +13,9 @@ from clustersim.network import build_cluster
 
 GiB = 2.0**30
 SEVEN_LINKS = 7 * get_link("infinity-fabric").bw_Bps
+# AMD ROCm blog "Understanding RCCL Bandwidth and xGMI Performance on AMD Instinct MI300X"
+# (2025): ~48 of each link's 64 GB/s usable after CRC and protocol overhead
+USABLE = 48 / 64 * SEVEN_LINKS
 
 
 @pytest.mark.parametrize("op", ["all_gather", "reduce_scatter", "all_reduce"])
@@ -20,7 +23,7 @@ def test_auto_uses_every_link_of_the_mesh(op):
     c = build_cluster("mi300x-node", 8)
     (t,), (algo,) = price(c, c.devices, op, [GiB])
     busbw = bus_factor(op, 8) * GiB / t
-    assert 0.8 * SEVEN_LINKS <= busbw <= SEVEN_LINKS, algo
+    assert 0.9 * USABLE <= busbw <= USABLE * (1 + 1e-9), algo
 
 
 def test_direct_all_gather_chosen_for_all_gather():
