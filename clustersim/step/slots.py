@@ -241,27 +241,36 @@ def stage_slots(ctx: StageContext, stage: int):
     buckets = [chunk_buckets(ctx.framework, plan, stage, c, elements * w.layers / here,
                              ctx.overlap.grad_reduce) for c, w in enumerate(works)]
     prologue, waits = _prologue(ctx, grads, works, buckets)
-    actions = schedule(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
-    first_f, last_b = _first_and_last(plan.schedule, plan.pp, plan.num_microbatches, v, stage)
-    pairs = paired_actions(plan.schedule, plan.pp, plan.num_microbatches, v)[stage]
+    keys, order = _slot_order(plan.schedule, plan.pp, plan.num_microbatches, v, stage,
+                              frozenset(waits), ctx.gradient_kind, ctx.overlap.grad_reduce)
+    slots = []
+    for kind, c, first, last, paired in keys:
+        share = works[c].layers / here
+        slots.append(_slot(ctx, stage, kind, c, works[c], grads, waits[c] if first else [],
+                           _gradient_buckets(ctx, grads, share, buckets[c]) if last else (),
+                           buckets[c], last, share, paired))
+    return tuple(slots), order, prologue
+
+
+@lru_cache(maxsize=1024)
+def _slot_order(name: str, p: int, m: int, v: int, stage: int, waiting: frozenset,
+                gradient_kind: str, grad_overlap: bool) -> tuple[tuple, tuple]:
+    """``(keys, order)`` of a stage's schedule: the distinct slots as ``(kind, chunk, first,
+    last, paired)`` in order of first appearance, and the ``(key index, micro-batch)`` of
+    every action (cached: a sweep repeats the same schedules with new prices)."""
+    actions = schedule(name, p, m, v)[stage]
+    first_f, last_b = _first_and_last(name, p, m, v, stage)
+    pairs = paired_actions(name, p, m, v)[stage]
     index: dict[tuple, int] = {}
-    slots: list[Slot] = []
     order = []
-    for pos, (kind, c, m) in enumerate(actions):
-        first = kind == "F" and m == first_f[c] and c in waits
+    for pos, (kind, c, mb) in enumerate(actions):
+        first = kind == "F" and mb == first_f[c] and c in waiting
         # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
         # overlap the reduce waits for the whole pipeline (stage_epilogue)
-        last = kind == ctx.gradient_kind and m == last_b[c] and ctx.overlap.grad_reduce
-        key = (kind, c, first, last, pos in pairs)
-        if key not in index:
-            index[key] = len(slots)
-            share = works[c].layers / here
-            slots.append(_slot(ctx, stage, kind, c, works[c], grads,
-                               waits[c] if first else [],
-                               _gradient_buckets(ctx, grads, share, buckets[c])
-                               if last else (), buckets[c], last, share, pos in pairs))
-        order.append((index[key], m))
-    return tuple(slots), tuple(order), prologue
+        last = kind == gradient_kind and mb == last_b[c] and grad_overlap
+        key = index.setdefault((kind, c, first, last, pos in pairs), len(index))
+        order.append((key, mb))
+    return tuple(index), tuple(order)
 
 
 def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share,

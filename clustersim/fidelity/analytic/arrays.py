@@ -20,6 +20,7 @@ memory bytes follow from how often each instance runs, so the kernel needs only 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -134,26 +135,20 @@ class _Encoder:
         return len(self.inst_ptr) - 2, flops, mem
 
     def stage(self, sp):
-        """The stage's sequence of instances and its per-rank FLOPs and memory bytes."""
-        runs: dict[int, int] = {}
-        for index, _ in sp.order:
-            runs[index] = runs.get(index, 0) + 1
-        flops = mem = 0.0
-        seq = []
-        first, f, b = self.instance(sp.stage, prologue_template(sp), 1)
-        seq.append((first, -2))
-        flops, mem = flops + f, mem + b
-        ids = {}
+        """The stage's sequence of instances ``(instance ids, micro-batches)`` and its
+        per-rank FLOPs and memory bytes."""
+        slot_of, microbatch, runs = _order_arrays(sp.order, len(sp.slots))
+        first, flops, mem = self.instance(sp.stage, prologue_template(sp), 1)
+        ids = np.empty(len(sp.slots), np.int64)
         for index, slot in enumerate(sp.slots):
-            ids[index], f, b = self.instance(sp.stage, slot_template(slot), runs.get(index, 0))
-            flops, mem = flops + f * runs.get(index, 0), mem + b * runs.get(index, 0)
-        seq += [(ids[index], m) for index, m in sp.order]
+            ids[index], f, b = self.instance(sp.stage, slot_template(slot), int(runs[index]))
+            flops, mem = flops + f * runs[index], mem + b * runs[index]
         last, f, b = self.instance(sp.stage, epilogue_template(sp), 1)
-        seq.append((last, -1))
-        return seq, flops + f, mem + b
+        return (np.concatenate(([first], ids[slot_of], [last])),
+                np.concatenate(([-2], microbatch, [-1])), flops + f, mem + b)
 
     def arrays(self) -> TimelineArrays:
-        seqs, flops, mem = zip(*(self.stage(sp) for sp in self.step.stages))
+        insts, mbs, flops, mem = zip(*(self.stage(sp) for sp in self.step.stages))
         n_regs = len(self.regs)
         n_inst = len(self.inst_ptr) - 1
         inst_exit = np.empty((n_inst, n_regs), dtype=np.int64)
@@ -165,12 +160,11 @@ class _Encoder:
         code, reg, dur, key, main, deps = zip(*self.ops) if self.ops else ((),) * 6
         dep_ptr = np.cumsum([0] + [len(d) for d in deps])
         flat = [d for ds in deps for d in ds]
-        seq_ptr = np.cumsum([0] + [len(x) for x in seqs])
-        seq = [x for xs in seqs for x in xs]
+        seq_ptr = np.cumsum([0] + [len(x) for x in insts])
         sizes = np.diff(self.inst_ptr)
         return TimelineArrays(
-            seq_ptr.astype(np.int64), np.array([i for i, _ in seq], np.int64),
-            np.array([m for _, m in seq], np.int64), np.array(self.inst_ptr, np.int64),
+            seq_ptr.astype(np.int64), np.concatenate(insts).astype(np.int64),
+            np.concatenate(mbs).astype(np.int64), np.array(self.inst_ptr, np.int64),
             inst_exit, np.array(code, np.int64), np.array(reg, np.int64),
             np.array(dur, np.float64), np.array(key, np.int64), np.array(main, np.bool_),
             dep_ptr.astype(np.int64), np.array([k for k, _ in flat], np.int64),
@@ -179,6 +173,14 @@ class _Encoder:
             int(sizes.max()) if len(sizes) else 1,
             max(len(sp.prologue) for sp in self.step.stages), list(flops), list(mem),
             self.terms, tuple(sorted(self.regs, key=self.regs.get)))
+
+
+@lru_cache(maxsize=1024)
+def _order_arrays(order: tuple, n_slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stage order as arrays: each action's slot and micro-batch, and the runs per slot
+    (cached: a sweep prices the same schedules again and again)."""
+    pairs = np.array(order, np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1], np.bincount(pairs[:, 0], minlength=n_slots)
 
 
 def encode(step, prices) -> TimelineArrays:
