@@ -177,7 +177,7 @@ class TrainingConfig(StrictModel):
     global_batch: PositiveInt = Field(description="sequences per step")
     micro_batch: PositiveInt = 1
     seq_len: PositiveInt | None = None
-    precision: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    precision: Literal["bf16", "fp16", "fp8", "fp4", "fp32"] = "bf16"
     recompute: Literal["none", "selective", "full"] = "none"
     attention: Literal["flash", "materialized"] = Field(
         "flash", description="flash: fused kernels, no s^2 tensor in memory (FlashAttention, "

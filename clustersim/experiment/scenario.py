@@ -57,7 +57,8 @@ def check_scenario(config: ExperimentConfig) -> None:
     graph_overrides = {k: v for k, v in config.cluster.overrides.items()
                        if k not in NETWORK_KEYS}
     params = resolve_params(preset, graph_overrides)
-    resolve_device(params.device, params.device_overrides)
+    # a precision the device has no peak for (fp4 on Hopper) is an input error, not a run
+    resolve_device(params.device, params.device_overrides).flops_for(config.training.precision)
     resolve_model(config.model)
 
 

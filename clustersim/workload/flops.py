@@ -13,7 +13,8 @@ Conventions:
 - Model FLOPs for MFU (:func:`model_flops_per_token`) follow PaLM (Chowdhery et al. 2022,
   App. B): ``6N + 12 L H Q T``, attention counted *without* causal halving.
 - Bytes are device-memory reads plus writes, activations in 16 bits (32 for fp32), GEMM inputs
-  in 8 bits under fp8 (Transformer Engine keeps attention and elementwise ops in bf16).
+  in 8 bits under fp8 and 4.5 under fp4 (NVFP4 with its block scales; Transformer Engine keeps
+  attention and elementwise ops in bf16).
 - Op names: a backward op ends in ``_dgrad``, ``_wgrad`` or ``_bwd``; a recomputed forward op
   ends in ``_recompute``. The compute model relies on the ``_bwd`` suffix for attention.
 
@@ -233,9 +234,9 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
         raise InputError(f"attention must be {' or '.join(ATTENTION_KINDS)}, got "
                          f"{attention!r}")
     d = layer_dims(model, shard, micro_batch, seq_len, precision)
-    # Transformer Engine runs GEMMs in fp8 but attention in bf16
-    forward = _forward(model, d, causal, "bf16" if precision == "fp8" else "", attention,
-                       moe_share)
+    # Transformer Engine runs GEMMs in fp8 / fp4 but attention in bf16
+    forward = _forward(model, d, causal, "bf16" if precision in ("fp8", "fp4") else "",
+                       attention, moe_share)
     fwd, bwd = [op for op, _ in forward], []
     for op, how in reversed(forward):
         if how[0] == "gemm":

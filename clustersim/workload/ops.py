@@ -21,7 +21,10 @@ from clustersim.workload.models import ModelSpec
 __all__ = ["OpCost", "Work", "Shard", "PRECISIONS", "element_bytes", "LayerDims",
            "layer_dims", "ELEMENTWISE_FLOPS"]
 
-PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
+PRECISIONS = ("bf16", "fp16", "fp8", "fp4", "fp32")
+# NVFP4 (NVIDIA, Blackwell): 4-bit E2M1 values in blocks of 16 sharing one FP8 E4M3 scale,
+# plus one FP32 scale per tensor -> 0.5 + 1/16 bytes per element of a GEMM operand
+_NVFP4_B = 0.5 + 1.0 / 16
 # Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
 # much). They only matter on a device whose vector unit is slow next to its memory. Dropout:
 # compare a random number, select, scale (the Philox generator's integer work not counted).
@@ -82,16 +85,18 @@ class Shard:
     ep: int = 1
 
 
-def element_bytes(precision: str) -> tuple[int, int]:
-    """(activation bytes, GEMM-input bytes) per element for a training precision.
+def element_bytes(precision: str) -> tuple[float, float]:
+    """(activation bytes, GEMM-input bytes) per element for a training precision: fp8 and
+    fp4 quantise the GEMM operands only (activations, gradients on the wire and weights
+    stay 16-bit, as Transformer Engine's recipes keep them).
 
-    >>> element_bytes("bf16"), element_bytes("fp8"), element_bytes("fp32")
-    ((2, 2), (2, 1), (4, 4))
+    >>> element_bytes("bf16"), element_bytes("fp8"), element_bytes("fp4"), element_bytes("fp32")
+    ((2, 2), (2, 1), (2, 0.5625), (4, 4))
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     act = 4 if precision == "fp32" else 2
-    return act, {"fp8": 1}.get(precision, act)
+    return act, {"fp8": 1, "fp4": _NVFP4_B}.get(precision, act)
 
 
 @dataclass(frozen=True)
