@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustersim.calibrate.nelder_mead import nelder_mead
+from clustersim.calibrate.nelder_mead import nelder_mead, squash, unsquash
 from clustersim.collectives.calibration import BOUNDS, Calibration, default_calibration
 from clustersim.validate.collectives import (HOLD_OUT_EVERY, held_out_ids, load_measurements,
                                              predict_rows)
@@ -44,15 +44,6 @@ def _rows_for(frame, patterns):
         mask |= ids.str.startswith(pat).to_numpy() if pat.endswith("-") else \
             (ids == pat).to_numpy()
     return frame[mask]
-
-
-def _squash(z, lo, hi):
-    return lo + (hi - lo) / (1.0 + np.exp(-z))
-
-
-def _unsquash(v, lo, hi):
-    f = min(max((v - lo) / (hi - lo), 0.02), 0.98)  # off the flat tails, so the simplex moves
-    return float(np.log(f / (1 - f)))
 
 
 def _ranges(cal: Calibration, kind):
@@ -81,11 +72,11 @@ def _fit_one(cal, tech, kind, rows):
     t = cal.tech(tech)
     start = [cal.in_network[kind] if name == "in_network" else getattr(t, name)
              for name, _, _ in ranges]
-    z0 = [_unsquash(v, lo, hi) for v, (_, lo, hi) in zip(start, ranges)]
+    z0 = [unsquash(v, lo, hi) for v, (_, lo, hi) in zip(start, ranges)]
     ids = tuple(rows["id"])
 
     def make(z):
-        vals = {name: float(_squash(x, lo, hi)) for x, (name, lo, hi) in zip(z, ranges)}
+        vals = {name: float(squash(x, lo, hi)) for x, (name, lo, hi) in zip(z, ranges)}
         eff = vals.pop("in_network", None)
         new = cal.with_tech(tech, fitted_on=ids, estimated=False, **vals)
         return new.with_in_network(kind, eff) if kind else new

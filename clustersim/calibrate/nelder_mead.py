@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nelder_mead"]
+__all__ = ["nelder_mead", "squash", "unsquash"]
 
 
 def nelder_mead(f, x0, step=0.25, iters=600, tol=1e-9):
@@ -44,3 +44,20 @@ def nelder_mead(f, x0, step=0.25, iters=600, tol=1e-9):
                 vals = [f(x) for x in pts]
     best = int(np.argmin(vals))
     return pts[best], vals[best]
+
+
+def squash(z, lo, hi):
+    """A free variable mapped onto ``[lo, hi]`` (logistic): how the fits keep a parameter
+    inside its physical bounds while the simplex moves freely.
+
+    >>> round(float(squash(unsquash(0.8, 0.5, 1.0), 0.5, 1.0)), 12)
+    0.8
+    """
+    return lo + (hi - lo) / (1.0 + np.exp(-z))
+
+
+def unsquash(v, lo, hi):
+    """The free variable of a value in ``[lo, hi]`` (its inverse), kept off the flat tails
+    of the logistic so the simplex can move."""
+    f = min(max((v - lo) / (hi - lo), 0.02), 0.98)
+    return float(np.log(f / (1 - f)))

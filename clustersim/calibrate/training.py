@@ -27,7 +27,7 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import pandas as pd
 
-from clustersim.calibrate.nelder_mead import nelder_mead
+from clustersim.calibrate.nelder_mead import nelder_mead, squash, unsquash
 from clustersim.fidelity.analytic import templates
 from clustersim.hardware import compute, power
 from clustersim.validate.training import CONFLICTING_ROWS, load_runs, predict_runs
@@ -45,13 +45,13 @@ TRAINING_FIT_PLAN = (
 
 # Physical range of each fitted parameter (its bound is part of `clustersim calibrate --check`).
 BOUNDS = {
-    # A framework cannot run faster than the kernels it calls, and a sustained fraction under
-    # one half would mean clocks or SM sharing cost more than NCCL's published SM budget
-    # (at most 32 of 132 SMs, NCCL_MAX_NCHANNELS defaults) plus the power-capped clock
-    # (H100 SXM: 1.98 GHz boost, ~1.75 GHz sustained at 700 W) could take.
+    # Upper: a framework cannot run faster than the kernels it calls. Lower (a judgement,
+    # not a measurement): NCCL takes at most 32 channels (NCCL's MAXCHANNELS), one SM each,
+    # of H100's 132 SMs (24%), and the clock under the 700 W cap stays above 1.5 of the
+    # 1.98 GHz boost (datasheet); together they cannot halve the kernels' throughput.
     "training_efficiency": (0.5, 1.0),
-    # The k-dimension padding of a tiled GEMM: between no padding and a few 128-deep k
-    # tiles' worth of prologue/epilogue per output tile (cuBLAS's k tile is 32-128).
+    # The k-dimension padding of a tiled GEMM, from none to 2048 elements (16 of cuBLAS's
+    # 128-deep k tiles of prologue and epilogue per output tile: a generous judgement).
     "gemm_k_overhead.default": (0.0, 2048.0),
 }
 
@@ -117,24 +117,12 @@ def trial_values(family: str, values: dict[str, float]):
         _forget()
 
 
-def _to_free(name: str, value: float) -> float:
-    """A bounded value as a free variable (logit of its place inside the bounds)."""
-    low, high = BOUNDS[name]
-    u = min(max((value - low) / (high - low), 1e-3), 1 - 1e-3)
-    return float(np.log(u / (1 - u)))
-
-
-def _from_free(name: str, x: float) -> float:
-    low, high = BOUNDS[name]
-    return low + (high - low) / (1.0 + np.exp(-x))
-
-
 def _fit_family(family: str, params, rows: pd.DataFrame) -> dict[str, float]:
     start = current_values(family, params)
-    x0 = [_to_free(p, start[p]) for p in params]
+    x0 = [unsquash(start[p], *BOUNDS[p]) for p in params]
 
     def values(x):
-        return {p: float(_from_free(p, v)) for p, v in zip(params, x)}
+        return {p: float(squash(v, *BOUNDS[p])) for p, v in zip(params, x)}
 
     def loss(x):
         with trial_values(family, values(x)):

@@ -146,6 +146,17 @@ def _dragonfly_minimal(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
     if ga == gb:
         out[(sa, sb)] += w
         return
+    def land(y, share):
+        if y != sb:
+            out[(y, sb)] += share
+
+    _across(G, f, sa, ga, gb, w, out, land)
+
+
+def _across(G: nx.DiGraph, f: DragonflyFabric, sa, ga, gb, w: float, out: dict, then) -> None:
+    """``w`` from switch ``sa`` of group ``ga`` over the global links to group ``gb``, shared
+    by their bandwidth (the local hop to each link's switch first); ``then(y, share)``
+    carries each share on from the switch ``y`` the link lands on."""
     ends = f.globals_between[(ga, gb)]
     caps = [G.edges[x, y]["bw_Bps"] for x, y in ends]
     total = sum(caps)
@@ -154,8 +165,7 @@ def _dragonfly_minimal(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
         if sa != x:
             out[(sa, x)] += share
         out[(x, y)] += share
-        if y != sb:
-            out[(y, sb)] += share
+        then(y, share)
 
 
 def _dragonfly_valiant(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
@@ -172,17 +182,11 @@ def _dragonfly_valiant(G: nx.DiGraph, f: DragonflyFabric, sa, sb, w: float,
     if not middle:
         _dragonfly_minimal(G, f, sa, sb, w, out)
         return
-    share = w / len(middle)
+    def onward(y, part):
+        _dragonfly_minimal(G, f, y, sb, part, out)
+
     for k in middle:
-        ends = f.globals_between[(ga, k)]
-        caps = [G.edges[x, y]["bw_Bps"] for x, y in ends]
-        total = sum(caps)
-        for (x, y), cap in zip(ends, caps):
-            part = share * cap / total
-            if sa != x:
-                out[(sa, x)] += part
-            out[(x, y)] += part
-            _dragonfly_minimal(G, f, y, sb, part, out)
+        _across(G, f, sa, ga, k, w / len(middle), out, onward)
 
 
 def _local_detours(f: DragonflyFabric, sa, sb, w: float, out: dict) -> None:
