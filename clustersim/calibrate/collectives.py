@@ -28,7 +28,7 @@ from clustersim.validate.collectives import (HOLD_OUT_EVERY, held_out_ids, load_
                                              predict_rows)
 
 __all__ = ["FIT_PLAN", "HOLD_OUT_EVERY", "held_out_ids", "fit_calibration",
-           "calibration_report", "fit_loss"]
+           "calibration_report", "fit_loss", "fit_ranges"]
 
 
 # What each technology is fitted on: (tech, in-network kind or None, row id prefixes/ids).
@@ -46,7 +46,7 @@ def _rows_for(frame, patterns):
     return frame[mask]
 
 
-def _ranges(cal: Calibration, kind):
+def fit_ranges(cal: Calibration, kind):
     """(field, low, high) per fitted value; NVLink hops capped at the host (PCIe) figure."""
     host = cal.categories["host"]
     hop_lo, hop_hi = BOUNDS["hop_s"]
@@ -68,7 +68,7 @@ def fit_loss(pred) -> float:
 
 
 def _fit_one(cal, tech, kind, rows):
-    ranges = _ranges(cal, kind)
+    ranges = fit_ranges(cal, kind)
     t = cal.tech(tech)
     start = [cal.in_network[kind] if name == "in_network" else getattr(t, name)
              for name, _, _ in ranges]

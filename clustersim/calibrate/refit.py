@@ -95,7 +95,7 @@ def _collectives():
         fitted, report = committed, kept
     values, extra = [], {}
     for tech, kind, _ in collectives.FIT_PLAN:
-        for name, low, high in collectives._ranges(committed, kind):
+        for name, low, high in collectives.fit_ranges(committed, kind):
             if name == "in_network":
                 values.append(FittedValue(COLLECTIVES_FILE, ("in_network", kind, "efficiency"),
                                           committed.in_network[kind], fitted.in_network[kind],
