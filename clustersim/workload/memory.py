@@ -110,7 +110,9 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
 
     The first stage holds the vocab-parallel embedding, the last the output projection and
     final norm; with tied embeddings and pp > 1 the last stage holds a copy of the embedding
-    (Megatron-LM), with pp = 1 the one table serves both.
+    (Megatron-LM), with pp = 1 the one table serves both. Under DualPipe both end stages
+    hold model stages 0 and pp - 1 (one per direction, DeepSeek-V3 report Sec. 3.2.1), so
+    each holds the embedding and the output projection.
 
     >>> from clustersim.workload.models import get_model
     >>> plan = ParallelPlan(stage_layers=(32,), seq_len=8192)
@@ -123,6 +125,8 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
     table = -(-model.vocab // plan.tp) * model.hidden
     dense, tied = dense_layers * dense_layer + moe_layers * moe_dense, 0.0
     first, last = stage == 0, stage == plan.pp - 1
+    if plan.schedule == "dualpipe":
+        first = last = first or last
     if first:
         dense += table
     if last:

@@ -191,3 +191,17 @@ def test_recompute_and_zero3_temporaries():
     assert none.total_B == pytest.approx(none.parameters_B + none.gradients_B
                                          + none.optimizer_states_B + none.activations_B
                                          + none.temporary_B)
+
+
+def test_dualpipe_end_stages_hold_both_embedding_tables():
+    """DualPipe's stage 0 runs model stages 0 and p-1 (and so does stage p-1, the other way
+    round), so it holds exactly what 1F1B's first and last stage hold together; a middle
+    stage holds model stages s and p-1-s."""
+    model = get_model("llama3-8b")
+    split = (8, 8, 8, 8)
+    one = ParallelPlan(pp=4, stage_layers=split, seq_len=8192)
+    dual = ParallelPlan(pp=4, virtual_stages=2, schedule="dualpipe",
+                        stage_layers=split + split[::-1], seq_len=8192)
+    for s in range(4):
+        mirror = stage_parameters(model, one, s).total + stage_parameters(model, one, 3 - s).total
+        assert stage_parameters(model, dual, s).total == mirror
