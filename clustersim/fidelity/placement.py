@@ -2,7 +2,8 @@
 
 Rank ``r`` of the plan's mesh runs on ``cluster.devices[r]``. A call on a :class:`Family`
 within a stage runs on every group of that family whose ranks belong to the stage (the tied
-embeddings: every pair of the first and last stage, counted as the first stage's); a pipeline
+embeddings: every pair of the first and last stage, counted as the first stage's; DualPipe's
+mirrored copies: every pair of stages s and pp-1-s, counted as the lower's); a pipeline
 transfer between two stages runs on every pair of ranks at the same position of the two;
 an optimizer offload between each device and the memory its states live in. Both fidelities
 place calls through these functions.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from clustersim.errors import InputError
-from clustersim.workload.groups import block_size, collective_families
+from clustersim.workload.groups import block_size, collective_families, home_stage
 from clustersim.workload.mesh import Mesh, mesh_for_plan
 from clustersim.workload.plan import ParallelPlan
 
@@ -44,11 +45,11 @@ def _families(order: tuple, shape: tuple, axis: str, block: str, size: int) -> d
 
 
 def stage_rank_groups(plan: ParallelPlan, family, stage: int) -> tuple[tuple[int, ...], ...]:
-    """The rank groups of ``family`` on ``stage`` (the tied family's on the first stage)."""
+    """The rank groups of ``family`` on ``stage`` (a paired family's on its home stage)."""
     mesh = mesh_for_plan(plan)
     size = 0 if family.block == "all" else block_size(plan, family.axis, mesh)
     found = _families(mesh.order, mesh.shape, family.axis, family.block, size)
-    return found.get(0 if family.axis == "tied" else stage, ())
+    return found.get(home_stage(family.axis, stage, plan.pp), ())
 
 
 def stage_groups(plan: ParallelPlan, cluster, family, stage: int) -> tuple[tuple, ...]:

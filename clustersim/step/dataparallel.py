@@ -55,8 +55,9 @@ MAX_PIECES = 32
 class StageGradients:
     """The data-parallel collectives of one stage's weights, before they are placed: per
     step (``reduces``, ``gathers``), per micro-batch (ZeRO 2), the tied embeddings, ZeRO 3's
-    per-layer gathers and reduce-scatters (``count``: calls per layer), and hybrid sharding's
-    sum of the ZeRO-3 gradient shards across blocks. Each call's ``dep`` is set where it is
+    per-layer gathers and reduce-scatters (``count``: calls per layer), hybrid sharding's
+    sum of the ZeRO-3 gradient shards across blocks, and DualPipe's sum of the gradients of
+    its two copies of each model stage (``mirror``). Each call's ``dep`` is set where it is
     placed."""
 
     reduces: tuple[Call, ...] = ()
@@ -66,6 +67,7 @@ class StageGradients:
     layer_gathers: tuple[Call, ...] = ()
     layer_reduces: tuple[Call, ...] = ()
     zero3_across: Call | None = None
+    mirror: tuple[Call, ...] = ()
 
     @property
     def sharded_layers(self) -> bool:
@@ -119,7 +121,25 @@ def stage_gradients(model: ModelSpec, plan: ParallelPlan, stage: int, precision:
                       shard) if block == "inner" else ()
         across = found[0] if found else None
     return StageGradients(tuple(reduces), tuple(gathers), tuple(per_mb), tuple(tied),
-                          tuple(layer_gathers), tuple(layer_reduces), across)
+                          tuple(layer_gathers), tuple(layer_reduces), across,
+                          _mirror_sum(plan, params, grad_B))
+
+
+def _mirror_sum(plan: ParallelPlan, params, grad_B: float) -> tuple[Call, ...]:
+    """DualPipe keeps two copies of every model stage, on stages s and pp-1-s (DeepSeek-V3
+    report Sec. 3.2.1; deepseek-ai/DualPipe's example adds each copy's gradient to the
+    other's). The pair all-reduces what it holds after the data-parallel reduction: the whole
+    gradient without ZeRO, the rank's shard with it (both copies shard alike), before the
+    optimizer step."""
+    if plan.schedule != "dualpipe":
+        return ()
+    if plan.zero == 0:
+        size = (params.dense + params.expert) * grad_B
+    else:
+        block = sharded_block(plan)
+        size = (params.dense / group_size(plan, "dp", block)
+                + params.expert / group_size(plan, "edp", block)) * grad_B
+    return _call(plan, "dualpipe_mirror_grad_all_reduce", "all_reduce", "mirror", "all", size)
 
 
 def chunk_buckets(framework: Framework, plan: ParallelPlan, stage: int, chunk: int,

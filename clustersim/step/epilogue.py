@@ -3,7 +3,8 @@ the optimizer step, on the device or offloaded.
 
 In order: without ``overlap.grad_reduce`` the gradients are reduced once the pipeline has
 drained; hybrid-sharded ZeRO 3 sums its gradient shards across blocks once every other
-data-parallel call is done; the first and last stage sum their tied-embedding gradients
+data-parallel call is done; under DualPipe each stage and its mirror (pp-1-s) sum the
+gradients of their two copies of the same model stages; the first and last stage sum their tied-embedding gradients
 (Megatron and DeepSpeed after the gradient sync, blocking); the optimizer waits for every
 gradient (``drain``). With ``training.offload.optimizer``, ``host``
 runs the step on the CPU ZeRO-Offload style (gradients down, a CPU step bound by the host's
@@ -80,6 +81,8 @@ def stage_epilogue(ctx, stage: int, host_dram_Bps: float | None = None) -> tuple
         items += [replace(r, dep=Dep.DRAIN, stream="compute") for r in grads.reduces]
     if grads.zero3_across is not None:
         items.append(replace(grads.zero3_across, dep=Dep.QUEUED))
+    # DualPipe's two copies of a model stage sum their reduced gradients before the step
+    items += [replace(c, dep=Dep.DRAIN, stream="compute") for c in grads.mirror]
     if ctx.framework.tied_blocking:   # after the gradient sync, blocking (Megatron, DeepSpeed)
         items += [replace(t, dep=Dep.DRAIN, stream="compute") for t in grads.tied]
     else:

@@ -8,7 +8,10 @@ A collective's axis (:func:`axis_of`) names the mesh axes its group spans
 (:data:`MESH_AXES_OF`): dense weights are replicated over the data- *and* context-parallel
 ranks (``dp`` spans ``cp, ep, dp``; ``ep`` is the inner part of dp in the mesh), expert
 weights over the data-parallel ranks of the same expert (``edp`` spans ``cp, dp``); ``tied``
-pairs each rank of the first pipeline stage with its peer on the last (tied embeddings).
+pairs each rank of the first pipeline stage with its peer on the last (tied embeddings), and
+``mirror`` each rank of stage s < pp/2 with its peer on stage pp-1-s (DualPipe's two copies of
+every model stage). These two *paired* axes span two stages; :func:`home_stage` says which
+stage's groups a call on them is counted with.
 Hybrid sharding (ZeRO with ``shard_group`` < dp) cuts each data-parallel group into blocks of
 :func:`block_size` ranks: sharded collectives run ``inner`` (within a block), the gradient
 sum ``across`` blocks (members at the same offset).
@@ -25,6 +28,8 @@ sum ``across`` blocks (members at the same offset).
 [[0, 4], [2, 6]]
 >>> collective_families(mesh, "tied")[:2]
 [[0, 8], [1, 9]]
+>>> collective_families(Mesh({"tp": 1, "cp": 1, "ep": 1, "dp": 1, "pp": 4}), "mirror")
+[[0, 3], [1, 2]]
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ import numpy as np
 
 from clustersim.workload.mesh import Mesh, blocks, mesh_for_plan
 
-__all__ = ["MESH_AXES_OF", "BLOCKS", "axis_of", "hybrid_sharded", "sharded_block",
-           "block_size", "group_size", "collective_families"]
+__all__ = ["MESH_AXES_OF", "BLOCKS", "PAIRED_AXES", "axis_of", "hybrid_sharded",
+           "sharded_block", "block_size", "group_size", "collective_families", "home_stage"]
 
 # The mesh axes spanned by each collective axis: dense weights are replicated over data and
 # context parallel ranks, expert weights over the data-parallel ranks of the same expert.
@@ -47,6 +52,21 @@ MESH_AXES_OF = MappingProxyType({"tp": ("tp",), "cp": ("cp",), "ep": ("ep",), "p
 # Which part of a (data-parallel) group a collective runs on: all of it, or under hybrid
 # sharding one block (``inner``) or the members at the same offset of every block (``across``).
 BLOCKS = ("all", "inner", "across")
+# Axes whose groups pair a rank with its peer on another pipeline stage.
+PAIRED_AXES = ("tied", "mirror")
+
+
+def home_stage(axis: str, stage: int, pp: int) -> int:
+    """The stage whose groups a call of ``stage`` on ``axis`` runs on: the first stage for
+    ``tied``, the lower of ``stage`` and its mirror ``pp - 1 - stage`` for ``mirror``, else
+    ``stage`` itself.
+
+    >>> [home_stage("mirror", s, 4) for s in range(4)], home_stage("tied", 3, 4)
+    ([0, 1, 1, 0], 0)
+    """
+    if axis == "tied":
+        return 0
+    return min(stage, pp - 1 - stage) if axis == "mirror" else stage
 
 
 def axis_of(comm) -> str:
@@ -114,7 +134,7 @@ def group_size(plan, axis: str, block: str = "all") -> int:
     >>> [group_size(plan, a) for a in ("tp", "dp", "tied")], group_size(plan, "dp", "across")
     ([2, 16, 2], 4)
     """
-    if axis == "tied":
+    if axis in PAIRED_AXES:
         return 2 if plan.pp > 1 else 1
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; allowed: {', '.join(BLOCKS)}")
@@ -138,8 +158,8 @@ def collective_families(mesh: Mesh, axis: str, block: str = "all",
     >>> collective_families(mesh, "ep"), collective_families(mesh, "edp")
     ([[0, 2], [1, 3]], [[0], [1], [2], [3]])
     """
-    if axis != "tied" and axis not in MESH_AXES_OF:
-        raise ValueError(f"unknown collective axis {axis!r}; allowed: tied, "
+    if axis not in PAIRED_AXES and axis not in MESH_AXES_OF:
+        raise ValueError(f"unknown collective axis {axis!r}; allowed: tied, mirror, "
                          f"{', '.join(MESH_AXES_OF)}")
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; allowed: {', '.join(BLOCKS)}")
@@ -155,6 +175,9 @@ def _partition(order: tuple, shape: tuple, axis: str, block: str, size: int) -> 
     stride = math.prod(shape[:order.index("pp")])
     if axis == "tied":
         groups = [[r, r + (pp - 1) * stride] for r in range(n) if (r // stride) % pp == 0]
+    elif axis == "mirror":
+        groups = [[r, r + (pp - 1 - 2 * s) * stride] for r in range(n)
+                  if (s := (r // stride) % pp) < pp // 2]
     else:
         # rank r has coordinate (r // stride[a]) % size[a]: reversed, the shape is row-major;
         # moving the group's axes last (outermost first) makes each row one group in mesh

@@ -192,6 +192,27 @@ def test_tied_embeddings_are_summed_by_the_first_and_last_stage(cluster):
     assert tied[0][0].bytes == tied[3][0].bytes > 0 and str(tied[0][0].family) == "tied"
 
 
+@pytest.mark.parametrize("zero", [0, 1])
+def test_dualpipe_mirror_stages_sum_their_copies_gradients(cluster, zero):
+    """DualPipe holds every model stage twice (stages s and pp-1-s): each pair all-reduces,
+    once per step and before the optimizer, what it holds after the data-parallel reduction
+    (the whole gradient, or the ZeRO shard); 1F1B has no such call."""
+    par = {"tp": 2, "pp": 4, "zero": zero, "schedule": "dualpipe"}
+    step = step_of(cluster, par, global_batch=32)
+    plan = step.plan
+    for stage in step.stages:
+        mirror = [c for c in stage.epilogue if isinstance(c, Call) and c.family.axis == "mirror"]
+        params = stage_parameters(LLAMA, plan, stage.stage)
+        shard = 1 if zero == 0 else group_size(plan, "dp")
+        assert len(mirror) == 1 and mirror[0].op == "all_reduce"
+        assert mirror[0].bytes == pytest.approx(params.dense / shard * 4)  # fp32 grads (mcore)
+        assert stage.epilogue.index(mirror[0]) < [type(x).__name__ for x in
+                                                  stage.epilogue].index("Compute")
+    one = step_of(cluster, {**par, "schedule": "1f1b"}, global_batch=32)
+    assert not [c for s in one.stages for c in s.epilogue
+                if isinstance(c, Call) and c.family.axis == "mirror"]
+
+
 def test_one_rank_groups_have_no_calls(cluster):
     step = step_of(cluster, {"tp": 8, "pp": 4, "zero": 1}, global_batch=8)  # dp = 1
     for stage in step.stages:

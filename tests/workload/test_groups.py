@@ -76,3 +76,15 @@ def test_axis_of_and_hybrid_sharding():
     assert block_size(plan, "dp") == 4 and block_size(plan, "edp") == 4
     assert not hybrid_sharded(ParallelPlan(dp=8, zero=0, shard_group=2))
     assert sharded_block(ParallelPlan(dp=8, zero=1)) == "all"
+
+
+def test_mirror_pairs_each_rank_with_its_peer_on_the_mirrored_stage():
+    """DualPipe's copies: rank r of stage s < pp/2 with the rank at the same position of
+    stage pp-1-s; every rank in exactly one pair."""
+    mesh = Mesh({"tp": 2, "cp": 1, "ep": 1, "dp": 2, "pp": 6})
+    stride = mesh.stride["pp"]
+    groups = collective_families(mesh, "mirror")
+    assert sorted(r for g in groups for r in g) == list(range(24))
+    for a, b in groups:
+        sa, sb = a // stride, b // stride
+        assert sa + sb == 5 and sa < sb and a % stride == b % stride

@@ -29,6 +29,7 @@ from clustersim.fidelity.analytic.kernel import (CALL, COMPUTE, ENTRY, LOCAL, ME
 from clustersim.fidelity.analytic.templates import (REGISTERS, epilogue_template,
                                                     prologue_template, slot_template)
 from clustersim.step.stepplan import MAIN
+from clustersim.workload.groups import PAIRED_AXES, home_stage
 
 __all__ = ["TimelineArrays", "encode"]
 
@@ -77,7 +78,7 @@ class _Encoder:
         self.m = step.plan.num_microbatches
         self.vstages = step.plan.pp * step.plan.virtual_stages
         self.regs: dict[str, int] = {name: i for i, name in enumerate((MAIN,) + REGISTERS)}
-        self.meets: dict[str, int] = {}
+        self.meets: dict[tuple, int] = {}   # (name, home stage) -> meet index
         self.ops: list = []          # (code, reg, dur, key, main, deps)
         self.inst_ptr = [0]
         self.exits: list = []
@@ -98,11 +99,12 @@ class _Encoder:
             return COMPUTE, item.work.seconds, 0
         if op.kind == "call":
             seconds, unit = self.prices.collective(plan, item.family, s, item.op, item.bytes)
-            tied = item.family.axis == "tied"
-            if not tied or s == 0:   # a tied call runs once for its two stages
+            paired = item.family.axis in PAIRED_AXES
+            home = home_stage(item.family.axis, s, plan.pp)
+            if s == home:   # a paired call runs once for its two stages
                 self._scale(unit, item.bytes * item.count * times)
-            if tied:
-                return MEET, seconds * item.count, self.meets.setdefault(item.name,
+            if paired:
+                return MEET, seconds * item.count, self.meets.setdefault((item.name, home),
                                                                          len(self.meets))
             return CALL, seconds * item.count, 0
         if op.kind == "offload":

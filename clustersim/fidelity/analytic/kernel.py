@@ -4,8 +4,8 @@ after micro-batch on every stage at once, with uncontended prices.
 Each stage runs its sequence of template instances; an op starts when its stream is free and
 what it depends on has ended (ops of its instance, the registers at the instance's start, the
 stage's prologue calls). A receive waits until its sender has posted the send (a sender's
-transfers on one stream run in order), the tied-embedding call until both of its stages have
-posted it; the kernel then moves on to another stage. ``timeline_kernel.py_func`` is the same
+transfers on one stream run in order), a paired call (tied embeddings, DualPipe's
+mirrored copies) until both of its stages have posted it; the kernel then moves on to another stage. ``timeline_kernel.py_func`` is the same
 code, interpreted; the independent plain-Python twin is
 :func:`clustersim.fidelity.analytic.timeline.evaluate`, which tests hold equal to this.
 

@@ -28,7 +28,7 @@ from clustersim.engine.comm import p2p_cost
 from clustersim.fidelity.placement import (offload_pairs, stage_groups, stage_pairs,
                                            stage_ranks)
 from clustersim.network.maxmin import max_min_rates
-from clustersim.workload.groups import block_size
+from clustersim.workload.groups import block_size, home_stage
 from clustersim.workload.mesh import mesh_for_plan
 
 __all__ = ["Prices", "prices_for", "PRICES"]
@@ -49,7 +49,7 @@ class Prices:
         """The device groups of ``family`` on ``stage`` (cached by mesh shape)."""
         mesh = mesh_for_plan(plan)
         size = 0 if family.block == "all" else block_size(plan, family.axis, mesh)
-        key = (mesh.order, mesh.shape, family, size, 0 if family.axis == "tied" else stage)
+        key = (mesh.order, mesh.shape, family, size, home_stage(family.axis, stage, plan.pp))
         found = self.groups.get(key)
         if found is None:
             found = self.groups[key] = (key, stage_groups(plan, self.cluster, family, stage))

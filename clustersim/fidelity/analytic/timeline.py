@@ -4,8 +4,8 @@ engine and without contention between calls.
 
 Every op starts when its stream is free and what it depends on has ended, and ends its price
 later; a pipeline transfer starts when its sender and its receiver have both posted it (a
-sender posts its sends in order on their stream), the tied-embedding all-reduce when both
-its stages have. Stages run as coroutines: each advances until it waits for a transfer or a
+sender posts its sends in order on their stream), a paired call (tied embeddings, DualPipe's
+mirrored copies) when both its stages have. Stages run as coroutines: each advances until it waits for a transfer or a
 rendezvous another stage has not posted yet.
 
 >>> from clustersim.network import build_cluster
@@ -27,6 +27,7 @@ from clustersim.engine.core import Deadlock
 from clustersim.fidelity.analytic.prices import Prices, prices_for
 from clustersim.fidelity.lowering import Request, lower_stage
 from clustersim.step.stepplan import MAIN
+from clustersim.workload.groups import PAIRED_AXES, home_stage
 
 __all__ = ["Timeline", "evaluate"]
 
@@ -83,7 +84,7 @@ class _Evaluation:
         self.sends: dict = {}        # (what, vstage, m) -> (ready, sender, stream, bytes)
         self.receivers: dict = {}    # (what, vstage, m) -> (stage, post time)
         self.last_send: dict = {}    # (sender, stream) -> end of its last transfer
-        self.meets: dict = {}        # tag -> (stage, post time) of the first to post
+        self.meets: dict = {}        # (tag, home stage) -> the first poster's stage, time
         self.answers: dict[int, object] = {}   # stage -> the answer it waited for
 
     def _scale(self, unit, nbytes: float) -> None:
@@ -101,7 +102,7 @@ class _Evaluation:
         if req.kind == "call":
             seconds, unit = self.prices.collective(self.plan, item.family, s, item.op,
                                                    item.bytes)
-            if item.family.axis == "tied":
+            if item.family.axis in PAIRED_AXES:
                 return self._meet(s, req, seconds * item.count, unit)
             self._scale(unit, item.bytes * item.count)
             start = clock.ready(req.stream, req.deps)
@@ -137,11 +138,13 @@ class _Evaluation:
         return self.clocks[receiver].busy(MAIN, start, end, True)
 
     def _meet(self, s: int, req: Request, seconds: float, unit):
-        """A call two stages post (the tied embeddings): it starts when the later does."""
+        """A call two stages post (tied embeddings, DualPipe's mirrored copies): it starts
+        when the later does."""
         post = self.clocks[s].ready(req.stream, req.deps)
-        first = self.meets.pop(req.tag, None)
+        key = (req.tag, home_stage(req.item.family.axis, s, self.plan.pp))
+        first = self.meets.pop(key, None)
         if first is None:
-            self.meets[req.tag] = (s, post, req.stream)
+            self.meets[key] = (s, post, req.stream)
             return _WAIT
         other, other_post, other_stream = first
         self._scale(unit, req.item.bytes * req.item.count)
