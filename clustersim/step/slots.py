@@ -7,7 +7,10 @@ all-gathers it over TP), computes, runs the chunk's tensor/context/expert-parall
 collectives (blocking; with ``overlap.tp_comm`` the TP ones run beside the compute, and
 Megatron-Core's backward overlaps its TP collectives with the neighbouring GEMMs), and sends
 its output, beside the next compute (``overlap.p2p``) or blocking; a backward does the same
-in reverse. Data-parallel traffic joins the slots as :mod:`~clustersim.step.dataparallel`
+in reverse. Ring attention (``cp_comm: p2p``) is the exception among the CP collectives: its
+K/V rotation hides under the attention core alone, so the core becomes cp pieces of its own
+with the ring steps prefetched between them (:func:`_ring_pieces`). Data-parallel traffic
+joins the slots as :mod:`~clustersim.step.dataparallel`
 says: ZeRO 3 splits every slot into pieces with prefetched gathers and bucketed
 reduce-scatters; the first forward of each chunk waits for its parameter buckets, the last
 backward of each chunk launches its gradient buckets; ZeRO 2 reduces after every backward.
