@@ -216,3 +216,15 @@ def test_ring_composes_with_zero3_pieces():
     analytic = estimate_step(step, cluster).step_time_s
     flow = simulate_flow(step, cluster, SimulationConfig()).step_time_s
     assert flow == pytest.approx(analytic, rel=0.03)
+
+
+def test_a_ulysses_plan_that_cannot_split_its_heads_is_an_infeasible_row(tmp_path):
+    from clustersim.experiment.runner import run_experiment  # the experiment layer, here only
+    frame = run_experiment({"name": "ulysses", "cluster": {"topology": "dgx-h100", "devices": 16},
+                            "model": "llama3-70b",
+                            "training": {"global_batch": 8, "seq_len": 8192,
+                                         "parallelism": {"tp": 8, "cp": 2, "cp_comm": "a2a"}}},
+                           out_dir=tmp_path, executor="serial", progress=False)
+    [row] = frame.to_dict("records")
+    assert row["status"] == "infeasible"
+    assert "both must divide by cp" in row["error"] and "use cp_comm: p2p" in row["error"]
