@@ -129,6 +129,12 @@ class ParallelismConfig(StrictModel):
     pp: PositiveInt = 1
     dp: PositiveInt | None = Field(None, description="default: devices / (tp*pp*cp)")
     cp: PositiveInt = 1
+    # Transformer Engine / Megatron-Core --cp-comm-type (Megatron spells the last `allgather`);
+    # Megatron-LM's arguments.py defaults it to p2p
+    cp_comm: Literal["p2p", "a2a", "all_gather"] = Field(
+        "p2p", description="context parallelism: p2p (ring attention, K/V rotated around "
+        "the cp ring under the attention blocks), a2a (Ulysses: all-to-all of Q, K, V and the "
+        "output, heads split over cp), all_gather (K/V all-gathered before attention, Llama 3)")
     ep: PositiveInt = 1
     sp: bool = False
     zero: int = Field(0, ge=0, le=3, description="0-3; 3 = FSDP")

@@ -7,7 +7,10 @@ all-gathers it over TP), computes, runs the chunk's tensor/context/expert-parall
 collectives (blocking; with ``overlap.tp_comm`` the TP ones run beside the compute, and
 Megatron-Core's backward overlaps its TP collectives with the neighbouring GEMMs), and sends
 its output, beside the next compute (``overlap.p2p``) or blocking; a backward does the same
-in reverse. Data-parallel traffic joins the slots as :mod:`~clustersim.step.dataparallel`
+in reverse. Ring attention (``cp_comm: p2p``) is the exception among the CP collectives: its
+K/V rotation hides under the attention core alone, so the core becomes cp pieces of its own
+with the ring steps prefetched between them (:func:`_ring_pieces`). Data-parallel traffic
+joins the slots as :mod:`~clustersim.step.dataparallel`
 says: ZeRO 3 splits every slot into pieces with prefetched gathers and bucketed
 reduce-scatters; the first forward of each chunk waits for its parameter buckets, the last
 backward of each chunk launches its gradient buckets; ZeRO 2 reduces after every backward.
@@ -36,7 +39,9 @@ from clustersim.step.frameworks import FRAMEWORKS, Framework, Overlap, effective
 from clustersim.step.schedules import (model_stage, next_virtual_stage, paired_actions,
                                        previous_virtual_stage, schedule, splits_backward)
 from clustersim.step.stepplan import Call, Compute, Dep, Family, Piece, Slot, Transfer
-from clustersim.workload.chunks import ChunkWork, activation_bytes, chunk_work, p2p_gather_bytes
+from clustersim.workload.chunks import (ChunkWork, RingAttention, activation_bytes, chunk_work,
+                                       p2p_gather_bytes)
+from clustersim.workload.ops import Work
 from clustersim.workload.groups import axis_of, group_size
 from clustersim.workload.plan import ParallelPlan
 
@@ -127,6 +132,9 @@ def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradient
     backward launches (``buckets``: one piece's share each), else one piece."""
     body = {"F": work.fwd, "W": work.wgrad,
             "B": work.dgrad if ctx.gradient_kind == "W" else work.bwd}[kind]
+    ring = _ring_pieces(ctx, kind, chunk, work.ring)
+    if ring:   # the attention blocks are pieces of their own, after the rest
+        body = body + sum((p.compute.work for p in ring), Work()) * -1.0
     gathers, reduces = _zero3_calls(ctx, kind, work, grads, last) if grads.sharded_layers \
         else ([], [])
     if gathers or reduces:
@@ -146,7 +154,34 @@ def _pieces(ctx: StageContext, kind: str, chunk: int, work, grads: StageGradient
         pieces.append(Piece(Compute(body * (1 / n), label, "fwd" if kind == "F" else "bwd",
                                     waits_for=waits[i] if waits else ()),
                             prefetch, tuple(then)))
-    return tuple(pieces)
+    return tuple(pieces) + ring
+
+
+def _ring_pieces(ctx: StageContext, kind: str, chunk: int, ring: RingAttention | None
+                 ) -> tuple[Piece, ...]:
+    """Ring attention (``cp_comm: p2p``) in a forward or backward: the chunk's attention core
+    as cp pieces, one attention block of every layer each, and before each but the first a
+    ring step of every layer (``count`` = layers), prefetched: it starts with the block
+    before, and its block waits for it (the K/V it needs). Only the attention core hides the
+    rotation, not the GEMMs around it, so the rotation's exposed time is the sum over steps
+    of max(0, step - block), layers x max(0, c - a) for identical layers. The blocks follow
+    the rest of the slot's compute (its ZeRO-3 pieces, bucket pieces, or one piece), so they
+    compose with ZeRO-3's prefetched gathers and the gradient buckets without sharing their
+    pieces: the gathers hide under the GEMMs only, and a last backward's gradient buckets
+    are posted before its attention blocks (both a simplification of the layer-by-layer
+    order)."""
+    if ring is None or kind == "W":
+        return ()
+    core, step = (ring.fwd_core, ring.fwd_step) if kind == "F" else (ring.bwd_core,
+                                                                     ring.bwd_step)
+    blocks = ring.steps + 1
+    call = Call(step.name, step.op, Family(step.axis), step.bytes, Dep.PREFETCHED,
+                stream=step.axis, count=step.count, category=step.axis)
+    return tuple(Piece(Compute(core * (1 / blocks), f"{kind} c{chunk} attention "
+                                                    f"{i + 1}/{blocks}",
+                               "fwd" if kind == "F" else "bwd"),
+                       (call,) if i else ())
+                 for i in range(blocks))
 
 
 def _transfers(ctx: StageContext, kind: str, stage: int, chunk: int):

@@ -31,7 +31,7 @@ from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import ELEMENTWISE_FLOPS, LayerDims, OpCost
 
 __all__ = ["ATTENTION_KINDS", "attention_ops", "flash_attention_ops",
-           "materialized_attention_ops"]
+           "materialized_attention_ops", "attention_core"]
 
 ATTENTION_KINDS = ("flash", "materialized")
 _FA_BWD_FLOPS = 2.5     # FlashAttention backward / forward FLOPs (Dao 2023)
@@ -58,6 +58,22 @@ def attention_ops(model: ModelSpec, d: LayerDims, causal: bool, dtype: str = "",
     if attention == "materialized":
         return materialized_attention_ops(model, d, dtype)
     raise InputError(f"attention must be {' or '.join(ATTENTION_KINDS)}, got {attention!r}")
+
+
+def attention_core(ops) -> list[OpCost]:
+    """The attention-core kernels among a layer's ``ops`` (forward, backward, and their
+    ``_recompute`` replays): every builder of this module names its kernels ``attention*``
+    and no other op of a layer is so named. Ring attention runs these, and only these,
+    beside its K/V rotation.
+
+    >>> from clustersim.workload.flops import layer_ops
+    >>> from clustersim.workload.models import get_model
+    >>> from clustersim.workload.ops import Shard
+    >>> ops = layer_ops(get_model("llama3-8b"), Shard(), 1, 2048, "bf16", "selective")
+    >>> [op.name for op in attention_core(ops["bwd"])]
+    ['attention_recompute', 'attention_bwd']
+    """
+    return [op for op in ops if op.name.startswith("attention")]
 
 
 def flash_attention_ops(model: ModelSpec, d: LayerDims, causal: bool, dtype: str = ""

@@ -21,14 +21,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from clustersim.hardware.compute import op_time_s
-from clustersim.workload.comms import embedding_comms, layer_comms, logits_comms
+from clustersim.workload.attention import attention_core
+from clustersim.workload.comms import (embedding_comms, layer_comms, logits_comms,
+                                       ring_attention_steps)
 from clustersim.workload.flops import embedding_ops, layer_ops, logits_ops, optimizer_ops
 from clustersim.workload.memory import stage_parameters
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Work, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
-__all__ = ["Comm", "ChunkWork", "chunk_work", "optimizer_work", "optimizer_state",
+__all__ = ["Comm", "ChunkWork", "RingAttention", "chunk_work", "optimizer_work", "optimizer_state",
            "OptimizerState", "activation_bytes", "p2p_gather_bytes"]
 
 
@@ -44,6 +46,24 @@ class Comm:
 
 
 @dataclass(frozen=True)
+class RingAttention:
+    """Ring attention (``cp_comm: p2p``) in a chunk: each of its layers runs ``steps`` =
+    cp - 1 ring steps each way, every step under one of cp equal attention blocks (causal
+    load balancing: each rank holds sequence chunks i and 2cp-1-i, so every block is 1/cp of
+    its causal work). ``fwd_step`` and ``bwd_step`` are one step of every layer
+    (``count`` = layers); ``fwd_core`` and ``bwd_core`` the attention-core kernels of all
+    the layers (inside ``ChunkWork.fwd`` and ``.bwd``; the backward's include a replayed
+    forward under recomputation, and leave out the ``_wgrad`` GEMMs of materialized
+    attention, which a zero-bubble schedule defers to ``W``)."""
+
+    steps: int
+    fwd_step: Comm
+    bwd_step: Comm
+    fwd_core: Work
+    bwd_core: Work
+
+
+@dataclass(frozen=True)
 class ChunkWork:
     """One micro-batch through one virtual stage (a model chunk) on one rank."""
 
@@ -55,6 +75,7 @@ class ChunkWork:
     layer_fwd: Work      # one transformer layer, for splitting into buckets
     layer_bwd: Work
     wgrad: Work = Work()   # the weight-gradient GEMMs of ``bwd`` (a zero-bubble ``W``)
+    ring: RingAttention | None = None   # cp_comm p2p with cp > 1
 
     @property
     def dgrad(self) -> Work:
@@ -107,7 +128,8 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
         else None
     ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention,
                     moe_share=share)
-    comms = layer_comms(model, shard, b, s, precision, recompute, moe_share=share)
+    comms = layer_comms(model, shard, b, s, precision, recompute, moe_share=share,
+                        cp_comm=plan.cp_comm)
     layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
     layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
     fwd, bwd = layer_fwd * layers, layer_bwd * layers
@@ -127,8 +149,27 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
         wgrad = wgrad + _wgrad_time(extra["bwd"], device, precision, mem_bw_Bps)
         _merge(extra_comms["fwd"], merged=fwd_comms)
         _merge(extra_comms["bwd"], merged=bwd_comms)
+    ring = _ring(model, plan, ops, layers, device, precision, recompute, mem_bw_Bps)
     return ChunkWork(layers, fwd, bwd, tuple(fwd_comms.values()), tuple(bwd_comms.values()),
-                     layer_fwd, layer_bwd, wgrad)
+                     layer_fwd, layer_bwd, wgrad, ring)
+
+
+def _ring(model: ModelSpec, plan: ParallelPlan, ops, layers: int, device, precision: str,
+          recompute: str, mem_bw_Bps: float | None) -> RingAttention | None:
+    """The ring attention of a chunk of ``layers`` layers whose layer kernels are ``ops``;
+    None unless the plan rotates K/V (``cp_comm: p2p``, cp > 1)."""
+    if plan.cp < 2 or plan.cp_comm != "p2p":
+        return None
+    steps = ring_attention_steps(model, plan.shard, plan.micro_batch, plan.seq_len,
+                                 precision, recompute)
+    fwd_step, bwd_step = (Comm(c.name, c.op, c.axis, c.bytes, layers)
+                          for c in (steps["fwd"], steps["bwd"]))
+    return RingAttention(plan.cp - 1, fwd_step, bwd_step,
+                         _time(attention_core(ops["fwd"]), device, precision, mem_bw_Bps)
+                         * layers,
+                         _time([op for op in attention_core(ops["bwd"])
+                                if not op.name.endswith("_wgrad")], device, precision,
+                               mem_bw_Bps) * layers)
 
 
 def _updated_params(model: ModelSpec, plan: ParallelPlan, stage: int) -> float:

@@ -26,7 +26,8 @@ from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard, element_bytes, layer_dims
 
 __all__ = ["CommCost", "layer_comms", "embedding_comms", "logits_comms",
-           "ep_copies_per_token", "dispatch_bytes_leaving_node"]
+           "ep_copies_per_token", "dispatch_bytes_leaving_node", "ring_attention_steps",
+           "kv_block_bytes"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class CommCost:
 
     name: str
     op: str          # "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "send"
+                     # | "send_recv" (every member of the group sends to its successor)
     axis: str        # "tp" | "cp" | "ep" | "dp" | "pp"
     bytes: float
     phase: str       # "fwd" | "bwd"
@@ -69,16 +71,83 @@ def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
     return fwd, bwd
 
 
+def kv_block_bytes(d) -> float:
+    """Bytes of the keys and values of one rank's tokens in one layer (``d``: its
+    :class:`~clustersim.workload.ops.LayerDims`): 2 (K and V) x b x s/cp x kv width x
+    activation bytes, the block a ring-attention step moves."""
+    return 2.0 * d.t * d.kvw * d.act_B
+
+
+def _cp_comms(d, cp_comm: str, recompute: str) -> tuple[list, list]:
+    """The blocking context-parallel collectives of one layer (none for ``p2p``, whose ring
+    steps run under the attention blocks: :func:`ring_attention_steps`).
+
+    ``all_gather`` (Llama 3): the forward all-gathers K and V over the cp group (kept for the
+    backward), the backward reduce-scatters dK and dV. ``a2a`` (Ulysses, Jacobs et al. 2023;
+    Transformer Engine's ``AttnFuncWithCPAndQKVOA2A``): before attention an all-to-all turns
+    each rank's s/cp tokens x all heads of Q, K and V into all s tokens x heads/cp, after it
+    one turns the output back; the backward runs the same two in reverse (dO, then dQ, dK,
+    dV). nccl-tests sizes: each rank sends its whole buffer, t x width x bytes. A core
+    replayed for the backward (selective or full recomputation) replays its forward
+    all-to-alls."""
+    if cp_comm == "all_gather":
+        kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
+        return ([CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd")],
+                [CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd")])
+    if cp_comm != "a2a":
+        return [], []
+    qkv_B, out_B = d.t * (d.q + 2 * d.kvw) * d.act_B, d.t * d.q * d.act_B
+    fwd = [CommCost("cp_qkv_all_to_all", "all_to_all", "cp", qkv_B, "fwd"),
+           CommCost("cp_out_all_to_all", "all_to_all", "cp", out_B, "fwd")]
+    bwd = [CommCost("cp_dout_all_to_all", "all_to_all", "cp", out_B, "bwd"),
+           CommCost("cp_dqkv_all_to_all", "all_to_all", "cp", qkv_B, "bwd")]
+    if recompute != "none":
+        bwd = [replace(c, name=c.name + "_recompute", phase="bwd") for c in fwd] + bwd
+    return fwd, bwd
+
+
+@functools.lru_cache(maxsize=4096)
+def ring_attention_steps(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
+                         precision: str, recompute: str = "none") -> MappingProxyType:
+    """One step of ring attention (``cp_comm: p2p``) in one layer, forward and backward:
+    every rank of the cp group sends a block to its successor (``send_recv`` on the group);
+    a layer runs ``cp - 1`` such steps each way, each under one attention block.
+
+    Forward (Liu et al. 2023, Ring Attention; Transformer Engine's
+    ``AttnFuncWithCPAndKVP2P``): the rank's K/V block (:func:`kv_block_bytes`) goes round
+    the ring, so a rank sends (cp-1)/cp of the layer's keys and values. Backward (as
+    Transformer Engine): K/V go round again together with the dK/dV accumulated so far for
+    the block (the ``dkv`` half of each communication buffer, same dtype as K/V: the
+    activation dtype, bf16 under fp8 GEMMs), 2 blocks a step; TE sends K/V alone in its
+    first step and dK/dV alone in its last, the same 2(cp-1) blocks in all. A backward that
+    replays the attention forward (selective or full recomputation) rotates K/V for it
+    too: 3 blocks a step.
+
+    >>> from clustersim.workload.models import get_model
+    >>> r = ring_attention_steps(get_model("llama3-8b"), Shard(cp=4), 1, 8192, "bf16")
+    >>> r["fwd"].op, r["fwd"].bytes == 2 * 2048 * 1024 * 2, r["bwd"].bytes / r["fwd"].bytes
+    ('send_recv', True, 2.0)
+    """
+    d = layer_dims(model, shard, micro_batch, seq_len, precision)
+    block_B = kv_block_bytes(d)
+    blocks = 3 if recompute != "none" else 2
+    return MappingProxyType({
+        "fwd": CommCost("cp_kv_ring_step", "send_recv", "cp", block_B, "fwd"),
+        "bwd": CommCost("cp_kv_dkv_ring_step", "send_recv", "cp", blocks * block_B, "bwd")})
+
+
 @functools.lru_cache(maxsize=4096)
 def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
-                precision: str, recompute: str = "none", moe_share: float | None = None
-                ) -> MappingProxyType:
+                precision: str, recompute: str = "none", moe_share: float | None = None,
+                cp_comm: str = "p2p") -> MappingProxyType:
     """The collectives one transformer layer implies for one micro-batch on one rank.
 
     TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
     whose attention and MLP outputs are summed before a single reduction). CP: the forward
     all-gathers K and V over the cp group (Llama 3's all-gather context parallelism; kept for
-    the backward), the backward reduce-scatters dK and dV. EP: all-to-all dispatch and
+    the backward), the backward reduce-scatters dK and dV, with ``cp_comm: all_gather``;
+    Ulysses' all-to-alls with ``a2a``; nothing blocking with ``p2p`` (its ring steps:
+    :func:`ring_attention_steps`; see :func:`_cp_comms`). EP: all-to-all dispatch and
     combine of the routed tokens in the forward and again in the backward: each token's
     hidden state :func:`ep_copies_per_token` times, scaled by the busiest rank's routed
     factor (:meth:`MoESpec.routed_factor`: imbalance, capacity), and in a model mixing dense
@@ -94,9 +163,9 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     blocks = 1 if model.parallel_attention else 2
     fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
     if shard.cp > 1:
-        kv_B = 2 * d.b * d.s_full * d.kvw * d.act_B
-        fwd.append(CommCost("cp_kv_all_gather", "all_gather", "cp", kv_B, "fwd"))
-        bwd.append(CommCost("cp_dkv_reduce_scatter", "reduce_scatter", "cp", kv_B, "bwd"))
+        cp_fwd, cp_bwd = _cp_comms(d, cp_comm, recompute)
+        fwd += cp_fwd
+        bwd += cp_bwd
     if model.moe is not None and shard.ep > 1 and moe_share != 0.0:
         routed_B = (d.t * ep_copies_per_token(model.moe) * model.moe.routed_factor(shard.ep)
                     * d.h * d.act_B * (model.moe_fraction if moe_share is None else moe_share))

@@ -41,7 +41,7 @@ from clustersim.workload.plan import ParallelPlan
 
 __all__ = ["MemoryBreakdown", "StageParameters", "InFlight", "stage_parameters",
            "stage_layer_kinds", "layer_activation_bytes", "memory_footprint",
-           "kv_cache_bytes_per_token", "kv_cache_bytes"]
+           "kv_cache_bytes_per_token", "kv_cache_bytes", "context_parallel_buffer_bytes"]
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,16 @@ def _mla_latent_bytes(model: ModelSpec, sb: float, act_B: int) -> float:
 
 def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
                            precision: str = "bf16", recompute: str = "none",
-                           flash_attention: bool = True, moe_layer: bool | None = None
-                           ) -> float:
+                           flash_attention: bool = True, moe_layer: bool | None = None,
+                           cp_comm: str = "p2p") -> float:
     """Activation bytes one layer stores for one micro-batch on one rank.
 
     Terms (per layer; s tokens of a sequence on this rank, b micro-batch, e bytes per
     activation, t = tp; the norm-region terms are divided by t only with SP): norm inputs
     ``2e sbh``; attention input ``e sbh``; Q, K, V ``e sb (q + 2 kv)/t`` (K/V over the whole
-    gathered sequence with CP); attention core without flash: the softmax output ``e``, and
+    gathered sequence with ``cp_comm: all_gather``; ring attention keeps its own K/V block
+    and Ulysses the whole sequence of heads/cp, the same bytes as s/cp tokens of all heads);
+    attention core without flash: the softmax output ``e``, and
     with dropout its 1-byte mask and output ``e + 1`` more, per score (``a s S b / t`` scores,
     S the whole sequence with CP; ``5 a s^2 b`` for 16-bit with dropout), with flash the
     log-sum-exp ``4 a s b / t``; output-projection input ``e sb q / t``; MLP input ``e sbh``;
@@ -206,7 +208,8 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     else:
         per_score = act_B + (act_B + 1 if model.dropout else 0)
         core = per_score * heads * s_local * seq_len * micro_batch
-    attention = (act_B * (sb * q + micro_batch * seq_len * 2 * kv + sb * q) + core
+    kv_tokens = micro_batch * (seq_len if cp_comm == "all_gather" else s_local)
+    attention = (act_B * (sb * q + kv_tokens * 2 * kv + sb * q) + core
                  + _mla_latent_bytes(model, sb, act_B))
     share = model.moe_fraction if moe_layer is None else float(bool(moe_layer))
     mlp = 0.0 if share == 1.0 else (1 - share) * _mlp_activation_bytes(model, shard, sb,
@@ -279,7 +282,8 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     dense_layers, moe_layers = stage_layer_kinds(model, plan, stage)
     kinds = ((False, dense_layers), (True, moe_layers)) if model.moe else ((False, dense_layers),)
     activations = sum(layer_activation_bytes(model, shard, b, s, precision, recompute,
-                                             flash_attention, moe_layer=kind) * count
+                                             flash_attention, moe_layer=kind,
+                                             cp_comm=plan.cp_comm) * count
                       for kind, count in kinds if count) * in_flight.stage
     act_B, _ = element_bytes(precision)
     norm_tokens = b * s / plan.cp / (plan.tp if shard.sp else 1)
@@ -296,7 +300,9 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     biggest = model.moe is not None and moe_layers > 0   # the layer kind that weighs most
     if recompute == "full":
         temporary += layer_activation_bytes(model, shard, b, s, precision, "none",
-                                            flash_attention, moe_layer=biggest)
+                                            flash_attention, moe_layer=biggest,
+                                            cp_comm=plan.cp_comm)
+    temporary += context_parallel_buffer_bytes(model, plan, b, s, precision)
     if plan.zero >= 3:
         dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep,
                                                          moe_layer=biggest)
@@ -304,6 +310,33 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     return MemoryBreakdown(parameters_B=state(p_B, 3), gradients_B=state(g_B, 2),
                            optimizer_states_B=state(o_B, 1), activations_B=activations,
                            temporary_B=temporary)
+
+
+def context_parallel_buffer_bytes(model: ModelSpec, plan: ParallelPlan, micro_batch: int,
+                                  seq_len: int, precision: str = "bf16") -> float:
+    """The buffers one layer's attention holds beside its activations under context
+    parallelism. Ring attention (``p2p``): two communication buffers (one being received
+    while the other is computed on), each a K/V block in the forward and a K/V block and
+    its dK/dV in the backward (Transformer Engine's ``p2p_comm_buffers``): 4 K/V blocks at
+    the backward's peak. Ulysses (``a2a``): the all-to-all outputs, Q, K, V and O of its
+    heads/cp over the whole sequence, as many bytes as the rank's own s/cp tokens of all
+    heads. ``all_gather``: none beyond the gathered K/V already counted as activations.
+
+    >>> from clustersim.workload.models import get_model
+    >>> plan = ParallelPlan(tp=8, cp=4, seq_len=131072, stage_layers=(80,))
+    >>> block = 2 * 32768 * 128 * 2             # K and V of 32k tokens, 1 KV head x 128
+    >>> context_parallel_buffer_bytes(get_model("llama3-70b"), plan, 1, 131072) == 4 * block
+    True
+    """
+    if plan.cp < 2 or plan.cp_comm == "all_gather":
+        return 0.0
+    act_B, _ = element_bytes(precision)
+    tokens = micro_batch * seq_len / plan.cp
+    q = model.heads // plan.tp * model.head_dim
+    kv = _kv_heads_on_rank(model, plan.tp) * model.head_dim
+    if plan.cp_comm == "p2p":
+        return 4 * (2 * tokens * kv * act_B)
+    return act_B * tokens * (2 * q + 2 * kv)
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, precision: str = "bf16") -> float:

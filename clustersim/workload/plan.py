@@ -23,11 +23,17 @@ from dataclasses import dataclass
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard
 
-__all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDULES"]
+__all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDULES", "CP_COMMS"]
 
 # The pipeline schedules a plan may name; their orders are the step plan's
 # (:mod:`clustersim.step.schedules`).
 SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "dualpipe")
+# How context-parallel ranks exchange what attention needs (Transformer Engine's
+# ``cp_comm_type``, Megatron-Core's ``--cp-comm-type``, default p2p): ``p2p`` ring attention,
+# ``a2a`` Ulysses, ``all_gather`` K/V gathered before attention (Llama 3). Their collectives
+# are :func:`~clustersim.workload.comms.layer_comms`' and
+# :func:`~clustersim.workload.comms.ring_attention_steps`'.
+CP_COMMS = ("p2p", "a2a", "all_gather")
 
 
 class Infeasible(Exception):
@@ -67,6 +73,7 @@ class ParallelPlan:
     global_batch: int = 1
     seq_len: int = 2048
     stage_layers: tuple[int, ...] = (1,)
+    cp_comm: str = "p2p"       # see CP_COMMS
 
     def __post_init__(self):
         if not self.shard_group:
@@ -141,6 +148,31 @@ def _check_tensor_parallel(model: ModelSpec, tp: int) -> None:
     if model.ffn_hidden % tp:
         raise Infeasible(f"tp={tp} does not divide ffn_hidden={model.ffn_hidden} of "
                          f"{model.name!r} (allowed: {_divisors(model.ffn_hidden)})")
+
+
+def _check_context_parallel(model: ModelSpec, tp: int, cp: int, cp_comm: str, seq_len: int
+                            ) -> None:
+    """Load-balanced causal CP gives each rank two of 2 x cp sequence chunks (every cp_comm;
+    Megatron-Core splits the batch so for all of them). Ulysses (``a2a``) splits the heads of
+    each tensor-parallel rank over cp: Transformer Engine's all-to-all attention asserts that
+    both its query heads and its KV heads divide by the cp size (it does not replicate KV
+    heads, nor did DeepSpeed-Ulysses as published, Jacobs et al. 2023)."""
+    if cp_comm not in CP_COMMS:
+        raise Infeasible(f"unknown cp_comm {cp_comm!r}; allowed: {', '.join(CP_COMMS)}")
+    if cp > 1 and seq_len % (2 * cp):
+        raise Infeasible(f"seq_len={seq_len} must be divisible by 2 x cp = {2 * cp}: "
+                         "load-balanced causal context parallelism gives each rank two "
+                         "chunks")
+    if cp == 1 or cp_comm != "a2a":
+        return
+    heads = model.heads // tp
+    kv = model.kv_heads // tp if model.kv_heads % tp == 0 else 1   # replicated past tp
+    if heads % cp or kv % cp:
+        raise Infeasible(f"cp_comm a2a (Ulysses) splits each tensor-parallel rank's heads "
+                         f"over cp={cp}, but {model.name!r} has {heads} query and {kv} KV "
+                         f"heads per rank at tp={tp}; both must divide by cp (allowed cp: "
+                         f"{_divisors(math.gcd(heads, kv))}); use cp_comm: p2p or "
+                         f"all_gather, or a smaller cp or tp")
 
 
 def _check_dualpipe(model: ModelSpec, pp: int, vs: int, micro: int, stage_layers
@@ -245,10 +277,7 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
     # over tp (Megatron's sequence dimension), the activations split over the hidden
     # dimension instead, as GSPMD shards PaLM's (same bytes, same collectives), and hidden
     # already divides by tp.
-    if cp > 1 and seq_len % (2 * cp):
-        raise Infeasible(f"seq_len={seq_len} must be divisible by 2 x cp = {2 * cp}: "
-                         "load-balanced causal context parallelism gives each rank two "
-                         "chunks")
+    _check_context_parallel(model, tp, cp, par.cp_comm, seq_len)
     if ep > 1:
         if model.moe is None:
             raise Infeasible(f"ep={ep} but {model.name!r} has no experts; use ep=1")
@@ -284,4 +313,4 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
                         shard_group=shard_group, schedule=par.schedule, virtual_stages=vs,
                         placement=tuple(par.placement), micro_batch=training.micro_batch,
                         num_microbatches=micro, global_batch=training.global_batch,
-                        seq_len=seq_len, stage_layers=stage_layers)
+                        seq_len=seq_len, stage_layers=stage_layers, cp_comm=par.cp_comm)

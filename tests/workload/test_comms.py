@@ -34,7 +34,7 @@ def test_full_recompute_repeats_forward_comms():
 
 def test_context_parallel_gathers_kv():
     llama = get_model("llama3-70b")
-    c = layer_comms(llama, Shard(tp=8, cp=2), 1, 8192, "bf16")
+    c = layer_comms(llama, Shard(tp=8, cp=2), 1, 8192, "bf16", cp_comm="all_gather")
     kv = [x for x in c["fwd"] if x.axis == "cp"]
     assert kv[0].op == "all_gather" and kv[0].bytes == 2 * 8192 * 1 * 128 * 2
     assert [x.op for x in c["bwd"] if x.axis == "cp"] == ["reduce_scatter"]
