@@ -69,7 +69,7 @@ __all__ = ["SWEEPABLE", "InvalidScenario", "Expansion", "expand", "key_path"]
 CASE_LABEL = "label"
 CASE_COLUMN = "case"
 
-SWEEPABLE = ("cluster", "model", "training", "simulation")
+SWEEPABLE = ("cluster", "model", "training", "simulation", "placement", "jobs")
 _SUFFIX_CHARS = 48  # scenario names stay readable in a table
 
 
@@ -331,6 +331,8 @@ def _located_check_error(exc: InputError, doc: YamlDocument,
     """check_scenario names no position: point at the value the message quotes, swept first."""
     if exc.line is not None:
         return exc
+    if getattr(exc, "at", ()):
+        return exc.located(*doc.where(exc.at))
     for o in overrides:
         if _quotes(exc.message, o.value):
             return exc.located(*doc.where(o.source))
