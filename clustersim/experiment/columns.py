@@ -77,8 +77,9 @@ JOB_COLUMNS: tuple[Column, ...] = (
            "(flow) or none (analytic)"),
 )
 NEIGHBOUR_COLUMNS: tuple[Column, ...] = (
-    Column("step_time_s", "float", "the neighbour's first step beside the primary's"),
-    Column("step_time_alone_s", "float", "that step alone on the same devices"),
+    Column("step_time_s", "float", "the neighbour's mean step over those that began while "
+           "the primary's step ran"),
+    Column("step_time_alone_s", "float", "the same steps alone on the same devices"),
     Column("slowdown_vs_alone", "float", "step_time_s over step_time_alone_s (flow only)"),
     Column("steps", "float", "neighbour steps simulated, back to back, to cover the "
            "primary's step"),

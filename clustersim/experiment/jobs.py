@@ -120,19 +120,18 @@ def simulate_job_scenario(config: ExperimentConfig) -> dict[str, Any]:
     jobs = _job_steps(config, cluster)
     if config.simulation.fidelity == "flow":
         outcomes = simulate_jobs(jobs, cluster, config.simulation, trace=config.output.trace)
-        shared = [(o.shared, o.alone, o.steps) for o in outcomes]
+        primary = outcomes[0].shared
+        times = [(o.step_time_s, o.step_time_alone_s, o.steps) for o in outcomes]
         contention = _SHARED
     else:
         simulate = FIDELITIES[config.simulation.fidelity]
         alone = [simulate(j.step, j.cluster, config.simulation) for j in jobs]
-        shared = [(a, a, 1) for a in alone]
+        primary = alone[0]
+        times = [(a.step_time_s, a.step_time_s, 1) for a in alone]
         contention = _NO_CONTENTION
-    primary = jobs[0]
-    row = result_row(primary.step, shared[0][0], primary.cluster, config)
+    row = result_row(jobs[0].step, primary, jobs[0].cluster, config)
     flow = contention == _SHARED
-    row.update(job_columns(shared[0][0].step_time_s, shared[0][1].step_time_s, contention,
-                           flow))
-    for job, (mine, alone, steps) in zip(jobs[1:], shared[1:]):
-        row.update(neighbour_columns(job.name, mine.step_time_s, alone.step_time_s, steps,
-                                     flow))
+    row.update(job_columns(times[0][0], times[0][1], contention, flow))
+    for job, (mine, alone_s, steps) in zip(jobs[1:], times[1:]):
+        row.update(neighbour_columns(job.name, mine, alone_s, steps, flow))
     return row

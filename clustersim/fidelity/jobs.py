@@ -7,7 +7,9 @@ they start at time 0 too and run step after step, each step of a rank after its 
 (per rank, as a framework does: no barrier across ranks), until the primary's step has ended,
 so a neighbour never stops interfering early. The number of neighbour steps starts at
 ``ceil(primary alone / neighbour alone) + 1`` and grows (a new run) while a neighbour's last
-step ends before the primary's. A neighbour's figures are its first step's.
+step ends before the primary's. A neighbour's step time is its mean over the steps that began
+while the primary's step ran (the last may end after it), against the same number of steps
+alone; its breakdown (``shared``) is its first step's.
 
 Ranks of different jobs never post the same call (:meth:`Program.append` keeps every call
 among its own job's ranks), and each job's calls list the groups of its own devices, so the
@@ -64,19 +66,23 @@ class JobStep:
 @dataclass(frozen=True)
 class JobOutcome:
     """A job's (first) step with every job on the fabric, the same step alone on the same
-    devices, and how many steps of it the shared run simulated. In ``shared`` the bytes per
-    link are the job's own (routes do not change with contention: the alone run's bytes);
-    busy time and peak utilisation per link are the shared run's, every job's traffic."""
+    devices, its step time shared and alone (a neighbour's: the mean over the steps that
+    overlap the primary's), and how many steps of it the shared run simulated. In ``shared``
+    the bytes per link are the job's own (routes do not change with contention: the alone
+    run's bytes); busy time and peak utilisation per link are the shared run's, every job's
+    traffic."""
 
     name: str
     shared: StepOutcome
     alone: StepOutcome
+    step_time_s: float
+    step_time_alone_s: float
     steps: int
 
     @property
     def slowdown(self) -> float:
         """Step time shared over step time alone (1.0: the neighbours cost nothing)."""
-        return self.shared.step_time_s / self.alone.step_time_s
+        return self.step_time_s / self.step_time_alone_s
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,17 @@ def _end_s(result, ops: range) -> float:
     return float(np.max(result.op_end_s[ops.start:ops.stop]))
 
 
+def _mean_steps_s(job: JobStep, program: Program, result, span: _Span, until_s: float
+                  ) -> tuple[float, float]:
+    """A neighbour's mean step over the steps that began before ``until_s`` (each begins
+    when its previous one ends), in the shared run and alone for as many steps."""
+    ends = [_end_s(result, ops) for ops in span.steps]
+    began = 1 + sum(1 for end in ends[:-1] if end < until_s)
+    alone_program, alone_spans = _merged([job], [program], [began])
+    alone = simulate(alone_program, job.cluster)
+    return ends[began - 1] / began, _end_s(alone, alone_spans[0].steps[-1]) / began
+
+
 def simulate_jobs(jobs: Sequence[JobStep], cluster, simulation, trace: bool = False
                   ) -> list[JobOutcome]:
     """Run ``jobs`` (the primary first) together on ``cluster`` and each alone; one
@@ -150,5 +167,7 @@ def simulate_jobs(jobs: Sequence[JobStep], cluster, simulation, trace: bool = Fa
         shared = step_outcome(merged, result, job.step, cluster, ops=span.steps[0],
                               ranks=span.ranks, trace=trace and k == 0)
         shared = replace(shared, link_bytes=alone[k].link_bytes)
-        out.append(JobOutcome(job.name, shared, alone[k], steps[k]))
+        times = ((shared.step_time_s, alone[k].step_time_s) if k == 0 else
+                 _mean_steps_s(job, programs[k], result, span, primary_end))
+        out.append(JobOutcome(job.name, shared, alone[k], *times, steps[k]))
     return out
