@@ -118,20 +118,19 @@ def simulate_job_scenario(config: ExperimentConfig) -> dict[str, Any]:
     cluster = build_cluster(config.cluster.topology, config.cluster.devices,
                             config.cluster.overrides)
     jobs = _job_steps(config, cluster)
-    if config.simulation.fidelity == "flow":
+    shared = config.simulation.fidelity == "flow"   # the one fidelity with contention
+    if shared:
         outcomes = simulate_jobs(jobs, cluster, config.simulation, trace=config.output.trace)
         primary = outcomes[0].shared
         times = [(o.step_time_s, o.step_time_alone_s, o.steps) for o in outcomes]
-        contention = _SHARED
     else:
         simulate = FIDELITIES[config.simulation.fidelity]
         alone = [simulate(j.step, j.cluster, config.simulation) for j in jobs]
         primary = alone[0]
         times = [(a.step_time_s, a.step_time_s, 1) for a in alone]
-        contention = _NO_CONTENTION
     row = result_row(jobs[0].step, primary, jobs[0].cluster, config)
-    flow = contention == _SHARED
-    row.update(job_columns(times[0][0], times[0][1], contention, flow))
+    row.update(job_columns(times[0][0], times[0][1], _SHARED if shared else _NO_CONTENTION,
+                           shared))
     for job, (mine, alone_s, steps) in zip(jobs[1:], times[1:]):
-        row.update(neighbour_columns(job.name, mine, alone_s, steps, flow))
+        row.update(neighbour_columns(job.name, mine, alone_s, steps, shared))
     return row

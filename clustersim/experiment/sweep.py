@@ -359,8 +359,12 @@ def _located_check_error(exc: InputError, doc: YamlDocument,
     """check_scenario names no position: point at the value the message quotes, swept first."""
     if exc.line is not None:
         return exc
-    if getattr(exc, "at", ()):
-        return exc.located(*doc.where(exc.at))
+    at = getattr(exc, "at", ())
+    if at:   # the key it names: at the sweep value that set it, else in the base file
+        for o in overrides:
+            if o.path and (o.path[:len(at)] == at or at[:len(o.path)] == o.path):
+                return exc.located(*doc.where(o.source))
+        return exc.located(*doc.where(at))
     for o in overrides:
         if _quotes(exc.message, o.value):
             return exc.located(*doc.where(o.source))

@@ -188,3 +188,15 @@ def test_the_flow_row_is_the_primary_on_its_devices():
     # one DGX H100 pair per job, both on the rail-optimised NDR tree, which is full bisection
     assert row["slowdown_vs_alone"] == pytest.approx(1.0, abs=1e-9)
     assert np.isfinite(row["step_time_alone_s"])
+
+
+def test_a_swept_placement_is_blamed_at_the_sweep_value():
+    text = EXPERIMENT.format(placement="{first: 16, count: 16}", tp=8).replace(
+        "output:", "sweep:\n  cases:\n    - {label: far, jobs.0.placement: {first: 24, count: 16}}"
+        "\n    - {label: fine, jobs.0.placement: {first: 8, count: 16}}\noutput:")
+    sweep = expand(load_yaml(text, "experiment.yaml"))
+    [bad], [good] = sweep.invalid, sweep.scenarios
+    assert re.match(r"experiment\.yaml:14:\d+: jobs\[0\] \('neighbour'\): placement holds "
+                    r"devices 24\.\.39", bad.error), bad.error
+    assert good.config.jobs[0].placement.indices()[0] == 8
+    assert good.swept["jobs.0.placement"] == {"first": 8, "count": 16}
