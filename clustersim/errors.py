@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["InputError", "InputErrors", "closest", "unknown_name", "lookup"]
+__all__ = ["InputError", "InputErrorAt", "InputErrors", "closest", "unknown_name", "lookup"]
 
 
 class InputError(Exception):
@@ -31,6 +31,20 @@ class InputError(Exception):
     def __str__(self) -> str:
         where = ":".join(str(p) for p in (self.file, self.line, self.col) if p is not None)
         return f"{where}: {self.message}" if where else self.message
+
+
+class InputErrorAt(InputError):
+    """An InputError about the value at ``at``, a path into the experiment's data
+    (``("jobs", 1, "placement")``), for code that sees the validated values but not the file:
+    whoever holds the file turns the path into ``file:line:col``.
+
+    >>> InputErrorAt("overlaps job 'a'", at=("jobs", 1, "placement")).at
+    ('jobs', 1, 'placement')
+    """
+
+    def __init__(self, message: str, at: tuple = ()):
+        super().__init__(message)
+        self.at = tuple(at)
 
 
 class InputErrors(InputError):

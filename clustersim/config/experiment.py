@@ -30,6 +30,7 @@ __all__ = [
     "ClusterConfig", "ImbalanceConfig", "MoEConfig", "MLAConfig", "ModelConfig", "ParallelismConfig", "OffloadConfig",
     "OverlapConfig", "TrainingConfig", "SimulationConfig", "SweepConfig", "OutputConfig",
     "ExperimentConfig", "load_experiment", "MESH_AXES", "DEFAULT_PLACEMENT",
+    "JobPlacement", "JobConfig",
 ]
 
 MESH_AXES = ("tp", "cp", "ep", "dp", "pp")
@@ -220,6 +221,50 @@ class OutputConfig(StrictModel):
     trace: bool = False
 
 
+class JobPlacement(StrictModel):
+    """The cluster devices a job holds, by index in the cluster's rank order: ``count``
+    devices from ``first``, in blocks of ``block`` consecutive devices whose starts are
+    ``stride`` apart (default: one contiguous range). ``{first: 4, count: 16, block: 4,
+    stride: 8}`` holds devices 4-7 of each of four 8-device nodes, leaving 0-3 to a neighbour.
+
+    >>> JobPlacement(first=4, count=8, block=4, stride=8).indices()
+    [4, 5, 6, 7, 12, 13, 14, 15]
+    """
+
+    first: int = Field(0, ge=0, description="index of the job's first device")
+    count: PositiveInt = Field(description="devices the job holds")
+    block: PositiveInt | None = Field(None, description="consecutive devices per block "
+                                      "(default: count, one block)")
+    stride: PositiveInt | None = Field(None, description="distance between block starts "
+                                       "(default: block, no gap)")
+
+    @model_validator(mode="after")
+    def _blocks_tile(self):
+        block = self.block or self.count
+        if self.count % block:
+            raise ValueError(f"count ({self.count}) must be a multiple of block ({block})")
+        if (self.stride or block) < block:
+            raise ValueError(f"stride ({self.stride}) must be at least block ({block}): "
+                             f"blocks of one job may not overlap")
+        return self
+
+    def indices(self) -> list[int]:
+        """The device indices, in the job's rank order."""
+        block = self.block or self.count
+        stride = self.stride or block
+        return [self.first + b * stride + i for b in range(self.count // block)
+                for i in range(block)]
+
+
+class JobConfig(StrictModel):
+    """A neighbour job: its own model and training (the top-level schemas) on its devices."""
+
+    name: str = Field(min_length=1)
+    model: ModelConfig
+    training: TrainingConfig
+    placement: JobPlacement
+
+
 class ExperimentConfig(StrictModel):
     name: str
     description: str = ""
@@ -232,6 +277,21 @@ class ExperimentConfig(StrictModel):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    placement: JobPlacement | None = Field(
+        None, description="the devices the top-level (primary) job holds when it shares the "
+        "cluster (default: every device no job of `jobs` holds)")
+    jobs: list[JobConfig] = Field(default_factory=list, description="neighbour jobs on the "
+                                  "same cluster; their traffic shares the fabric with the "
+                                  "primary's (flow fidelity)")
+
+    @field_validator("jobs")
+    @classmethod
+    def _job_names_differ(cls, jobs: list[JobConfig]) -> list[JobConfig]:
+        names = [j.name for j in jobs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"job names must differ; given more than once: {twice}")
+        return jobs
 
 
 def load_experiment(source: str | Path | YamlDocument) -> ExperimentConfig:

@@ -21,7 +21,7 @@ network carries all concurrent flows while the engine runs one process per class
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["RankInfo", "Op", "CollectiveCall", "TransferCall", "Program"]
@@ -136,3 +136,38 @@ class Program:
         kind = kind or ("collective" if isinstance(c, CollectiveCall) else "transfer")
         return self._add(rank=rank, stream=stream, kind=kind, deps=tuple(deps), call=call,
                          category=category, label=label or c.label)
+
+    def append(self, other: Program, ranks: list[int] | None = None,
+               after: dict[int, tuple[int, ...]] | None = None, label: str = "") -> list[int]:
+        """Append ``other``'s ops and calls, renumbered; returns where its ranks went.
+
+        ``ranks`` maps each of ``other``'s ranks to one of this program's (a next step of a
+        job on the same ranks); None adds them as new ranks, labelled ``label: ...``. The
+        first op of each (rank, stream) of ``other`` also waits for the ops ``after`` lists
+        for the rank it lands on (the end of that rank's previous step). Calls stay among ``other``'s ranks: programs
+        appended side by side never rendezvous with each other.
+
+        >>> job = Program()
+        >>> r = job.add_rank("gpu0")
+        >>> _ = job.compute(r, 1.0)
+        >>> both = Program()
+        >>> both.append(job, label="a"), both.append(job, label="b"), both.ranks[1].label
+        ([0], [1], 'b: ')
+        """
+        if ranks is None:
+            ranks = [self.add_rank(r.device, r.stands_for, f"{label}: {r.label}")
+                     for r in other.ranks]
+        op0, call0 = len(self.ops), len(self.calls)
+        for call in other.calls.values():
+            self.calls[call.id + call0] = replace(
+                call, id=call.id + call0, participants=tuple(ranks[p] for p in call.participants))
+        after = after or {}
+        started: set = set()
+        for op in other.ops:
+            deps = tuple(d + op0 for d in op.deps)
+            if (op.rank, op.stream) not in started:
+                started.add((op.rank, op.stream))
+                deps += tuple(after.get(ranks[op.rank], ()))
+            self.ops.append(replace(op, id=op.id + op0, rank=ranks[op.rank], deps=deps,
+                                    call=None if op.call is None else op.call + call0))
+        return ranks

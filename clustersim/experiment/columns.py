@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Column", "RESULT_COLUMNS", "COLUMN_NAMES", "NUMERIC_COLUMNS", "STATUSES",
+           "JOB_COLUMNS", "NEIGHBOUR_COLUMNS", "job_columns", "neighbour_columns",
            "error_row", "normalise_row", "column_order", "result_frame"]
 
 
@@ -64,6 +65,48 @@ RESULT_COLUMNS: tuple[Column, ...] = (
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in RESULT_COLUMNS)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c.name for c in RESULT_COLUMNS if c.kind == "float")
 STATUSES: tuple[str, ...] = ("ok", "infeasible", "oom", "error")
+
+# With ``jobs:`` (several jobs on one cluster; clustersim.experiment.jobs) the row is the
+# primary job's, on its own devices, and adds these columns; each neighbour adds the
+# NEIGHBOUR_COLUMNS as ``jobs.<name>.<column>``. The analytic fidelity leaves the slowdowns
+# empty: it has no contention (job_contention says so).
+JOB_COLUMNS: tuple[Column, ...] = (
+    Column("step_time_alone_s", "float", "the primary's step alone on the same devices"),
+    Column("slowdown_vs_alone", "float", "step_time_s over step_time_alone_s (flow only)"),
+    Column("job_contention", "str", "how the jobs' traffic meets: max-min shared links "
+           "(flow) or none (analytic)"),
+)
+NEIGHBOUR_COLUMNS: tuple[Column, ...] = (
+    Column("step_time_s", "float", "the neighbour's mean step over those that began while "
+           "the primary's step ran"),
+    Column("step_time_alone_s", "float", "the same steps alone on the same devices"),
+    Column("slowdown_vs_alone", "float", "step_time_s over step_time_alone_s (flow only)"),
+    Column("steps", "float", "neighbour steps simulated, back to back, to cover the "
+           "primary's step"),
+)
+
+
+def job_columns(step_time_s: float, alone_s: float, contention: str, shared: bool
+                ) -> dict[str, Any]:
+    """The JOB_COLUMNS of a primary row (``shared``: the flow fidelity ran the jobs together).
+
+    >>> job_columns(1.5, 1.0, "max-min", True)["slowdown_vs_alone"]
+    1.5
+    """
+    return {"step_time_alone_s": alone_s,
+            "slowdown_vs_alone": step_time_s / alone_s if shared else None,
+            "job_contention": contention}
+
+
+def neighbour_columns(name: str, step_time_s: float, alone_s: float, steps: int,
+                      shared: bool) -> dict[str, Any]:
+    """The NEIGHBOUR_COLUMNS of neighbour ``name``, as ``jobs.<name>.<column>``.
+
+    >>> neighbour_columns("moe", 2.0, 1.6, 3, True)["jobs.moe.slowdown_vs_alone"]
+    1.25
+    """
+    values = (step_time_s, alone_s, step_time_s / alone_s if shared else None, steps)
+    return {f"jobs.{name}.{c.name}": v for c, v in zip(NEIGHBOUR_COLUMNS, values)}
 
 
 def error_row(scenario: str, message: str, status: str = "error") -> dict[str, Any]:

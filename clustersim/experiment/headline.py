@@ -62,6 +62,9 @@ def _value(frame, ref: str, column: str):
         return scenario_label(str(row["scenario"]))
     if column not in row.index:
         raise InputError(f"headline names column {column!r}, which the results do not have")
+    if row[column] is None:   # e.g. a slowdown the analytic fidelity cannot give
+        raise InputError(f"scenario {scenario_label(str(row['scenario']))!r} has "
+                         f"no value in column {column!r}")
     return row[column]
 
 

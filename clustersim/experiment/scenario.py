@@ -23,6 +23,7 @@ from typing import Any
 
 from clustersim.config.experiment import ExperimentConfig
 from clustersim.errors import InputError
+from clustersim.experiment.jobs import check_jobs, simulate_job_scenario
 from clustersim.fidelity import FIDELITIES
 from clustersim.network import build_cluster
 from clustersim.network.cluster import NETWORK_KEYS
@@ -58,13 +59,20 @@ def check_scenario(config: ExperimentConfig) -> None:
                        if k not in NETWORK_KEYS}
     params = resolve_params(preset, graph_overrides)
     # a precision the device has no peak for (fp4 on Hopper) is an input error, not a run
-    resolve_device(params.device, params.device_overrides).flops_for(config.training.precision)
+    device = resolve_device(params.device, params.device_overrides)
+    for training in [config.training] + [job.training for job in config.jobs]:
+        device.flops_for(training.precision)
     resolve_model(config.model)
+    if config.jobs or config.placement is not None:
+        check_jobs(config, config.cluster.devices or preset.devices)
 
 
 def simulate_scenario(config: ExperimentConfig) -> dict[str, Any]:
     """Run one configuration; returns the metric columns of its row (raises on problems):
-    cluster, model and plan; the step plan; a fidelity; the result row."""
+    cluster, model and plan; the step plan; a fidelity; the result row (with ``jobs:``,
+    the primary's row among its neighbours: clustersim.experiment.jobs)."""
+    if config.jobs or config.placement is not None:
+        return simulate_job_scenario(config)
     cluster = build_cluster(config.cluster.topology, config.cluster.devices,
                             config.cluster.overrides)
     model = resolve_model(config.model)

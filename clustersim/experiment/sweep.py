@@ -69,7 +69,7 @@ __all__ = ["SWEEPABLE", "InvalidScenario", "Expansion", "expand", "key_path"]
 CASE_LABEL = "label"
 CASE_COLUMN = "case"
 
-SWEEPABLE = ("cluster", "model", "training", "simulation")
+SWEEPABLE = ("cluster", "model", "training", "simulation", "placement", "jobs")
 _SUFFIX_CHARS = 48  # scenario names stay readable in a table
 
 
@@ -118,6 +118,13 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _list_item(annotation: Any) -> type[BaseModel] | None:
+    """The model of a list-of-models field (``jobs``), whose entries a key names by index."""
+    if typing.get_origin(annotation) is list:
+        return _submodel(typing.get_args(annotation)[0])
+    return None
+
+
 def _is_mapping(annotation: Any) -> bool:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return any(_is_mapping(a) for a in typing.get_args(annotation))
@@ -131,6 +138,8 @@ def key_path(key: str) -> tuple[str, ...]:
 
     >>> key_path("cluster.overrides.scale_out.bandwidth")
     ('cluster', 'overrides', 'scale_out.bandwidth')
+    >>> key_path("jobs.0.placement.stride")
+    ('jobs', 0, 'placement', 'stride')
     >>> key_path("training.parallelism.tq")
     Traceback (most recent call last):
     ...
@@ -141,19 +150,27 @@ def key_path(key: str) -> tuple[str, ...]:
         raise InputError(f"cannot sweep {key!r}: swept keys start with one of "
                          f"{', '.join(SWEEPABLE)}")
     model: type[BaseModel] = ExperimentConfig
-    path: list[str] = []
-    for i, part in enumerate(parts):
+    path: list = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
         fields = model.model_fields
         if part not in fields:
             near = closest(part, fields)
             hint = ("did you mean " + " or ".join(repr(n) for n in near) + "?") if near \
                 else "allowed: " + ", ".join(fields)
-            where = f" in {'.'.join(path)}" if path else ""
+            where = f" in {'.'.join(map(str, path))}" if path else ""
             raise InputError(f"unknown key {part!r}{where}; {hint}")
         path.append(part)
         annotation = fields[part].annotation
         rest = parts[i + 1:]
+        item = _list_item(annotation)
+        if item is not None and rest and rest[0].isdigit():   # jobs.0.placement: an entry
+            path.append(int(rest[0]))
+            model, i = item, i + 2
+            continue
         sub = _submodel(annotation)
+        i += 1
         if sub is not None:
             model = sub
             continue
@@ -161,7 +178,8 @@ def key_path(key: str) -> tuple[str, ...]:
             break
         if _is_mapping(annotation):
             return (*path, ".".join(rest))
-        raise InputError(f"{'.'.join(path)} is a single value; it has no key {rest[0]!r}")
+        raise InputError(f"{'.'.join(map(str, path))} is a single value; it has no key "
+                         f"{rest[0]!r}")
     return tuple(path)
 
 
@@ -169,13 +187,20 @@ def _set(data: dict, path: tuple[str, ...], value: Any) -> None:
     """Set ``data[path] = value``, creating sections; a model given by name becomes a mapping."""
     node = data
     for i, part in enumerate(path[:-1]):
+        if isinstance(part, int):   # an entry of a list (jobs.0)
+            if not isinstance(node, list) or part >= len(node):
+                raise InputError(f"cannot set {'.'.join(map(str, path))}: "
+                                 f"{'.'.join(map(str, path[:i]))} has no entry {part}")
+            node = node[part]
+            continue
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        elif isinstance(child, str) and path[:i + 1] == ("model",):
+        elif isinstance(child, str) and part == "model":
             child = node[part] = {"preset": child}  # `model: llama3-8b` is a preset name
-        elif not isinstance(child, dict):
-            raise InputError(f"cannot set {'.'.join(path)}: {'.'.join(path[:i + 1])} is "
+        elif not isinstance(child, (dict, list)):
+            raise InputError(f"cannot set {'.'.join(map(str, path))}: "
+                             f"{'.'.join(map(str, path[:i + 1]))} is "
                              f"{child!r}, not a section")
         node = child
     node[path[-1]] = copy.deepcopy(value)
@@ -186,6 +211,9 @@ def _get(data: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if isinstance(data, str) and part == "preset":
             return data
+        if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
         if not isinstance(data, dict) or part not in data:
             return None
         data = data[part]
@@ -331,6 +359,12 @@ def _located_check_error(exc: InputError, doc: YamlDocument,
     """check_scenario names no position: point at the value the message quotes, swept first."""
     if exc.line is not None:
         return exc
+    at = getattr(exc, "at", ())
+    if at:   # the key it names: at the sweep value that set it, else in the base file
+        for o in overrides:
+            if o.path and (o.path[:len(at)] == at or at[:len(o.path)] == o.path):
+                return exc.located(*doc.where(o.source))
+        return exc.located(*doc.where(at))
     for o in overrides:
         if _quotes(exc.message, o.value):
             return exc.located(*doc.where(o.source))

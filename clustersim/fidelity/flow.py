@@ -37,7 +37,7 @@ from clustersim.step.frameworks import FRAMEWORKS
 from clustersim.workload.groups import block_size, collective_families
 from clustersim.workload.mesh import mesh_for_plan
 
-__all__ = ["build_program", "simulate_flow"]
+__all__ = ["build_program", "simulate_flow", "step_outcome"]
 
 
 class _Builder:
@@ -169,32 +169,45 @@ def simulate_flow(step, cluster, simulation, trace: bool = False) -> StepOutcome
     """Run ``step`` through the engine; the :class:`StepOutcome` of the critical rank."""
     program = build_program(step, cluster, simulation.ranks == "representative")
     result = simulate(program, cluster, record_links=trace)
+    return step_outcome(program, result, step, cluster, trace=trace)
+
+
+def step_outcome(program: Program, result, step, cluster, ops: range | None = None,
+                 ranks: range | None = None, trace: bool = False) -> StepOutcome:
+    """The :class:`StepOutcome` of the ops ``ops`` on the ranks ``ranks`` of a simulated
+    ``program`` (default: all of them; one job's step when several shared the run, timed
+    from 0). Link arrays are the whole run's."""
+    ops = range(len(program.ops)) if ops is None else ops
+    ranks = range(len(program.ranks)) if ranks is None else ranks
+    mine = program.ops[ops.start:ops.stop]
     framework = FRAMEWORKS[step.training.framework]
     compute, comm, on_sms = {}, {}, {}
-    for op in program.ops:
+    for op in mine:
+        at = op.rank - ranks.start
         start, end = float(result.op_start_s[op.id]), float(result.op_end_s[op.id])
         if op.kind == "compute":
             if op.stream == "compute":
-                compute.setdefault(op.rank, []).append((start, end))
+                compute.setdefault(at, []).append((start, end))
             continue
         began = max(start, result.call_start_s.get(op.call, start))
-        comm.setdefault(op.rank, []).append((began, end))
+        comm.setdefault(at, []).append((began, end))
         if slows_compute(op.stream, framework):
-            on_sms.setdefault(op.rank, []).append((began, end))
-    ends = np.full(len(program.ranks), 0.0)
-    np.maximum.at(ends, [op.rank for op in program.ops], result.op_end_s)
+            on_sms.setdefault(at, []).append((began, end))
+    ends = np.full(len(ranks), 0.0)
+    np.maximum.at(ends, [op.rank - ranks.start for op in mine],
+                  result.op_end_s[ops.start:ops.stop])
     parts = critical_breakdown(ends, compute, comm)
     critical = critical_rank(ends)
     parts["hidden_sm_comm_s"] = hidden_time(compute.get(critical, ()), on_sms.get(critical, ()))
-    weight = np.array([program.ranks[op.rank].stands_for for op in program.ops])
+    weight = np.array([program.ranks[op.rank].stands_for for op in mine])
     events = None
     if trace:
         from clustersim.engine.trace import trace_events   # json and the trace only on demand
 
         events = trace_events(result, cluster)
     return StepOutcome(
-        step_time_s=result.step_time_s, **parts,
-        flops=float(np.dot(weight, [op.flops for op in program.ops])),
-        mem_bytes=float(np.dot(weight, [op.mem_bytes for op in program.ops])),
+        step_time_s=float(ends.max()) if len(ends) else 0.0, **parts,
+        flops=float(np.dot(weight, [op.flops for op in mine])),
+        mem_bytes=float(np.dot(weight, [op.mem_bytes for op in mine])),
         link_bytes=result.link_bytes, link_busy_s=result.link_busy_s,
         link_peak_util=result.link_peak_util, trace=events)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -61,6 +61,18 @@ class Cluster:
                    params: dict[str, Any] | None = None) -> Cluster:
         return cls(name or G.graph.get("name", "cluster"), G, list(G.graph["devices"]),
                    LinkTable.from_graph(G), Router(G), dict(params or {}))
+
+    def on_devices(self, devices: list) -> Cluster:
+        """The same hardware with only ``devices`` as its ranks (a job that holds part of the
+        cluster): graph, links, router and the route caches are shared, the per-cluster memo
+        (static power counts the devices) is not.
+
+        >>> c = build_cluster("dgx-h100", devices=16)
+        >>> half = c.on_devices(c.devices[8:])
+        >>> half.devices[0], half.rank_of["n1/g3"], half.links is c.links
+        ('n1/g0', 3, True)
+        """
+        return replace(self, devices=list(devices), _memo={})
 
     @cached_property
     def rank_of(self) -> dict[Any, int]:
