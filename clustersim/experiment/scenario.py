@@ -31,6 +31,7 @@ from clustersim.step import plan_step
 from clustersim.topology.gpu_cluster import resolve_device
 from clustersim.topology.presets import load_topology, resolve_params
 from clustersim.workload import Infeasible, resolve_model, resolve_plan
+from clustersim.workload.fp8 import fp8_options
 
 __all__ = ["Scenario", "run_scenario", "check_scenario", "simulate_scenario"]
 
@@ -58,7 +59,9 @@ def check_scenario(config: ExperimentConfig) -> None:
                        if k not in NETWORK_KEYS}
     params = resolve_params(preset, graph_overrides)
     # a precision the device has no peak for (fp4 on Hopper) is an input error, not a run
-    resolve_device(params.device, params.device_overrides).flops_for(config.training.precision)
+    device = resolve_device(params.device, params.device_overrides)
+    device.flops_for(config.training.precision)
+    fp8_options(config.training, device)   # a recipe the device cannot run (mxfp8 on Hopper)
     resolve_model(config.model)
 
 
