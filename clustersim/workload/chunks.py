@@ -92,6 +92,27 @@ def _merge(comms, times: int = 1, merged: OrderedDict | None = None) -> OrderedD
     return merged
 
 
+def _bf16_layers_in_chunk(plan: ParallelPlan, virtual_stage: int,
+                          fp8: FP8Options | None) -> int:
+    """Layers of ``virtual_stage`` an fp8 run keeps in bf16: those among the model's first
+    and last ``fp8.bf16_layers`` (chunks hold consecutive layers in pipeline order).
+
+    >>> from clustersim.hardware import get_device
+    >>> fp8 = FP8Options.of("delayed", get_device("h100-sxm-80gb"), bf16_layers=(1, 2))
+    >>> plan = ParallelPlan(pp=2, stage_layers=(16, 16))
+    >>> _bf16_layers_in_chunk(plan, 0, fp8), _bf16_layers_in_chunk(plan, 1, fp8)
+    (1, 2)
+    """
+    if fp8 is None or fp8.bf16_layers == (0, 0):
+        return 0
+    first = sum(plan.stage_layers[:virtual_stage])
+    last = first + plan.stage_layers[virtual_stage]
+    start, end = fp8.bf16_layers
+    head = max(0, min(last, start) - first)
+    tail = max(0, last - max(first, sum(plan.stage_layers) - end))
+    return min(plan.stage_layers[virtual_stage], head + tail)
+
+
 @functools.lru_cache(maxsize=4096)
 def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
                precision: str, recompute: str, mem_bw_Bps: float | None = None, *,
@@ -107,15 +128,25 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
     # the chunk's own mix of dense and MoE layers (chunks run in layer order)
     share = model.moe_share(sum(plan.stage_layers[:virtual_stage]), layers) if model.moe \
         else None
-    ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention,
-                    moe_share=share, fp8=fp8)
-    comms = layer_comms(model, shard, b, s, precision, recompute, moe_share=share, fp8=fp8)
-    layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
-    layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
-    fwd, bwd = layer_fwd * layers, layer_bwd * layers
-    wgrad = _wgrad_time(ops["bwd"], device, precision, mem_bw_Bps) * layers
-    fwd_comms = _merge(comms["fwd"], layers)
-    bwd_comms = _merge(comms["bwd"], layers)
+    kept = _bf16_layers_in_chunk(plan, virtual_stage, fp8)
+    fwd = bwd = wgrad = Work()
+    fwd_comms, bwd_comms = OrderedDict(), OrderedDict()
+    for i, (dtype, opts, count) in enumerate(((precision, fp8, layers - kept),
+                                              ("bf16", None, kept))):
+        if i and not count:
+            continue
+        ops = layer_ops(model, shard, b, s, dtype, recompute, attention=attention,
+                        moe_share=share, fp8=opts)
+        comms = layer_comms(model, shard, b, s, dtype, recompute, moe_share=share, fp8=opts)
+        one_fwd = _time(ops["fwd"], device, dtype, mem_bw_Bps)
+        one_bwd = _time(ops["bwd"], device, dtype, mem_bw_Bps)
+        if i == 0:   # one layer of the run's precision, for splitting into buckets
+            layer_fwd, layer_bwd = one_fwd, one_bwd
+        fwd, bwd = fwd + one_fwd * count, bwd + one_bwd * count
+        wgrad = wgrad + _wgrad_time(ops["bwd"], device, dtype, mem_bw_Bps) * count
+        if count or not layers:
+            _merge(comms["fwd"], count, fwd_comms)
+            _merge(comms["bwd"], count, bwd_comms)
     ends = []
     if virtual_stage == 0:
         ends.append((embedding_ops, embedding_comms))

@@ -50,6 +50,8 @@ __all__ = ["FP8_RECIPES", "DEFAULT_FP8_RECIPE", "FP8Scaling", "FP8Options", "fp8
            "block_scaled_mma", "quantize_op", "amax_update_op", "layer_fp8_weights"]
 
 DEFAULT_FP8_RECIPE = "delayed"   # Megatron-LM d98e8a6 TransformerConfig.fp8_recipe
+# torchtitan's float8 (torchao Float8LinearConfig) defaults to tensorwise dynamic scaling
+_FRAMEWORK_DEFAULT = {"fsdp": "tensorwise"}
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,19 @@ def block_scaled_mma(device) -> bool:
 class FP8Options:
     """FP8 as a run configures it: the recipe, whether the per-tensor recipes write a
     transposed copy (Hopper: FP8 GEMMs in TN layout only), fp8 parameter gathers, fp8 MoE
-    dispatch, and the amax history length (delayed scaling)."""
+    dispatch, the amax history length (delayed scaling), and how many of the model's first
+    and last transformer layers stay bf16 (``bf16_layers``)."""
 
     recipe: FP8Scaling
     transpose: bool
     param_gather: bool = False
     dispatch: bool = False
     amax_history: int = 1      # Megatron-LM d98e8a6 fp8_amax_history_len default
+    bf16_layers: tuple[int, int] = (0, 0)   # first and last layers kept in bf16
 
     @classmethod
     def of(cls, recipe: str | None, device, param_gather: bool = False,
-           dispatch: bool = False) -> FP8Options:
+           dispatch: bool = False, bf16_layers: tuple[int, int] = (0, 0)) -> FP8Options:
         """The options of ``recipe`` (None: the default) on ``device``; a recipe the
         device cannot run is an InputError naming the fix."""
         name = recipe or DEFAULT_FP8_RECIPE
@@ -114,7 +118,7 @@ class FP8Options:
                              f"128x128 scales, runs on Hopper) or delayed / tensorwise, or a "
                              f"Blackwell topology")
         return cls(scaling, transpose=not blackwell, param_gather=param_gather,
-                   dispatch=dispatch)
+                   dispatch=dispatch, bf16_layers=tuple(bf16_layers))
 
     @property
     def copies(self) -> int:
@@ -139,11 +143,13 @@ class FP8Options:
 
 def fp8_options(training, device) -> FP8Options | None:
     """The FP8 options of an experiment's ``training`` section on ``device`` (None unless
-    ``precision: fp8``)."""
+    ``precision: fp8``); without ``fp8_recipe`` the framework's default (Megatron-Core's
+    delayed; tensorwise under ``fsdp``, torchtitan's)."""
     if training.precision != "fp8":
         return None
-    return FP8Options.of(training.fp8_recipe, device, training.fp8_param_gather,
-                         training.fp8_dispatch)
+    recipe = training.fp8_recipe or _FRAMEWORK_DEFAULT.get(training.framework)
+    return FP8Options.of(recipe, device, training.fp8_param_gather, training.fp8_dispatch,
+                         training.fp8_bf16_layers or (0, 0))
 
 
 def quantize_op(name: str, elements: float, fp8: FP8Options, act_B: float = 2,

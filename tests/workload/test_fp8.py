@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from clustersim.cli.main import main
-from clustersim.config.experiment import ExperimentConfig
+from clustersim.config.experiment import ExperimentConfig, TrainingConfig
 from clustersim.experiment.scenario import Scenario, run_scenario
 from clustersim.hardware import get_device
 from clustersim.step.dataparallel import stage_gradients
@@ -17,7 +17,7 @@ from clustersim.workload import ParallelPlan, get_model
 from clustersim.workload.chunks import chunk_work
 from clustersim.workload.comms import layer_comms
 from clustersim.workload.flops import Shard, layer_ops, logits_ops
-from clustersim.workload.fp8 import FP8Options, quantize_op
+from clustersim.workload.fp8 import FP8Options, fp8_options, quantize_op
 from clustersim.workload.memory import memory_footprint, stage_fp8_weights
 
 H100, B200 = get_device("h100-sxm-80gb"), get_device("b200")
@@ -151,3 +151,23 @@ def test_a_recipe_without_fp8_is_refused(tmp_path, capsys):
     assert code == 2 and "exp.yaml:4" in err and "precision: fp8" in err, err
     code, err = _cli(tmp_path, capsys, "precision: fp8, fp8_param_gather: true")
     assert code == 2 and "zero >= 1" in err, err
+    code, err = _cli(tmp_path, capsys, "precision: fp8, fp8_param_gather: true, "
+                     "framework: fsdp, fp8_recipe: delayed, parallelism: {zero: 3}")
+    assert code == 2 and "tensorwise" in err, err
+
+
+def test_the_default_recipe_is_the_frameworks():
+    for framework, recipe in (("megatron-core", "delayed"), ("fsdp", "tensorwise")):
+        t = TrainingConfig(global_batch=8, precision="fp8", framework=framework)
+        assert fp8_options(t, H100).recipe.name == recipe
+
+
+def test_first_and_last_layers_kept_in_bf16_cost_bf16_time():
+    plan = ParallelPlan(pp=2, stage_layers=(16, 16), seq_len=8192)
+    plain, kept = (FP8Options.of("delayed", H100, bf16_layers=k) for k in ((0, 0), (1, 1)))
+    for stage in (0, 1):
+        fp8 = chunk_work(LLAMA8, plan, stage, H100, "fp8", "none", fp8=plain)
+        mixed = chunk_work(LLAMA8, plan, stage, H100, "fp8", "none", fp8=kept)
+        bf16 = chunk_work(LLAMA8, plan, stage, H100, "bf16", "none")
+        one_fp8, one_bf16 = fp8.layer_fwd.seconds, bf16.layer_fwd.seconds
+        assert mixed.fwd.seconds == pytest.approx(fp8.fwd.seconds - one_fp8 + one_bf16)
