@@ -12,7 +12,8 @@ Read from Transformer Engine 2.20.0.dev0 (``d0067d0``, ``transformer_engine/comm
   TP group, ``set_quantizer_amax_reduction_group``), ``blockwise`` (Float8BlockScaling: fp32
   scales per 1x128 block of activations and gradients and per 128x128 block of weights),
   ``mxfp8`` (MXFP8BlockScaling: one E8M0 byte per 32 values; Blackwell-class tensor cores
-  only, Megatron: "mxfp8 for Blackwell architecture only").
+  only: TE's ``check_mxfp8_support`` wants compute capability 10.x, Megatron: "mxfp8 for
+  Blackwell architecture only"; ``blockwise`` runs from 9.0, Hopper).
 - Copies: an FP8 GEMM input is needed row-wise (forward / dgrad) and column-wise (wgrad,
   dgrad of the weight). Hopper's FP8 GEMMs take only the TN layout, so the per-tensor recipes
   write a transposed fp8 copy too (TE's ``cast_transpose``); Blackwell runs non-TN FP8 GEMMs
