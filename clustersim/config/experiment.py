@@ -197,6 +197,44 @@ class TrainingConfig(StrictModel):
     parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     overlap: OverlapConfig = Field(default_factory=OverlapConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
+    fp8_recipe: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] | None = Field(
+        None, description="with precision fp8: how tensors are scaled (Megatron-Core "
+        "--fp8-recipe; default delayed, tensorwise with framework fsdp as torchao's): delayed (per-tensor scale from an amax history), "
+        "tensorwise (per-tensor current scaling), blockwise (1x128 and 128x128 fp32 scales), "
+        "mxfp8 (1x32 E8M0 scales, Blackwell-class devices only)")
+    fp8_param_gather: bool = Field(
+        False, description="with precision fp8 and ZeRO >= 1: keep the GEMM weights in fp8 "
+        "and all-gather them in fp8 (Megatron-Core --fp8-param-gather, torchtitan "
+        "enable_fsdp_float8_all_gather)")
+    fp8_dispatch: bool = Field(
+        False, description="with precision fp8 and ep > 1: the MoE dispatch (and the "
+        "gradient the backward combine sends to the experts) moves fp8 tokens with their "
+        "scales; the combine and the backward dispatch stay bf16")
+    fp8_bf16_layers: tuple[int, int] | None = Field(
+        None, description="with precision fp8: [first, last] transformer layers kept in bf16 "
+        "(Megatron-Core --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and "
+        "--num-layers-at-end-in-bf16, 1 and 1 by default there)")
+
+    @model_validator(mode="after")
+    def _fp8_keys_need_fp8(self):
+        given = [k for k in ("fp8_recipe", "fp8_param_gather", "fp8_dispatch",
+                             "fp8_bf16_layers") if getattr(self, k) not in (None, False)]
+        if self.fp8_bf16_layers and min(self.fp8_bf16_layers) < 0:
+            raise ValueError(f"training.fp8_bf16_layers: layer counts must be >= 0, got "
+                             f"{list(self.fp8_bf16_layers)}")
+        if given and self.precision != "fp8":
+            raise ValueError(f"training.{given[0]} is only meaningful with training.precision: "
+                             f"fp8 (got {self.precision!r}); set precision: fp8 or remove it")
+        if self.fp8_param_gather and self.parallelism.zero == 0:
+            raise ValueError("training.fp8_param_gather gathers sharded parameters: it needs "
+                             "training.parallelism.zero >= 1 (Megatron: the distributed "
+                             "optimizer; FSDP: zero 3)")
+        if self.fp8_param_gather and self.framework == "fsdp" and \
+                self.fp8_recipe not in (None, "tensorwise"):
+            raise ValueError("training.fp8_param_gather with framework fsdp: torchtitan's "
+                             "enable_fsdp_float8_all_gather supports tensorwise scaling only; "
+                             f"set fp8_recipe: tensorwise (got {self.fp8_recipe!r})")
+        return self
 
 
 class SimulationConfig(StrictModel):

@@ -32,6 +32,7 @@ from clustersim.step import plan_step
 from clustersim.topology.gpu_cluster import resolve_device
 from clustersim.topology.presets import load_topology, resolve_params
 from clustersim.workload import Infeasible, resolve_model, resolve_plan
+from clustersim.workload.fp8 import fp8_options
 
 __all__ = ["Scenario", "run_scenario", "check_scenario", "simulate_scenario"]
 
@@ -62,6 +63,7 @@ def check_scenario(config: ExperimentConfig) -> None:
     device = resolve_device(params.device, params.device_overrides)
     for training in [config.training] + [job.training for job in config.jobs]:
         device.flops_for(training.precision)
+        fp8_options(training, device)   # a recipe the device cannot run (mxfp8 on Hopper)
     resolve_model(config.model)
     if config.jobs or config.placement is not None:
         check_jobs(config, config.cluster.devices or preset.devices)

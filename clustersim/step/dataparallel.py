@@ -39,7 +39,8 @@ from clustersim.step.frameworks import Framework
 from clustersim.step.stepplan import Call, Dep, Family
 from clustersim.workload.flops import layer_params_on_rank
 from clustersim.workload.groups import block_size, group_size, sharded_block
-from clustersim.workload.memory import stage_parameters
+from clustersim.workload.fp8 import FP8Options, layer_fp8_weights
+from clustersim.workload.memory import stage_fp8_weights, stage_parameters
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.plan import ParallelPlan
 
@@ -84,26 +85,39 @@ def _call(plan: ParallelPlan, name: str, op: str, axis: str, block: str, size: f
                  count=count),)
 
 
+def _gathered_bytes(count: float, fp8_count: float, param_B: int,
+                    fp8: FP8Options | None) -> float:
+    """Bytes a parameter all-gather of ``count`` parameters moves, ``fp8_count`` of them FP8
+    GEMM weights: 1-byte weights (with their scales) under ``fp8.param_gather``."""
+    if fp8 is None or not fp8.param_gather:
+        return count * param_B
+    return (count - fp8_count) * param_B + fp8_count * fp8.wire_weight_B
+
+
 @lru_cache(maxsize=4096)
 def stage_gradients(model: ModelSpec, plan: ParallelPlan, stage: int, precision: str,
-                    framework: Framework) -> StageGradients:
-    """The data-parallel collectives of physical pipeline ``stage`` (one rank's share)."""
+                    framework: Framework, fp8: FP8Options | None = None) -> StageGradients:
+    """The data-parallel collectives of physical pipeline ``stage`` (one rank's share).
+    ``fp8`` with ``param_gather``: the parameter all-gathers move fp8 GEMM weights;
+    gradients are reduced as without fp8."""
     grad_B, param_B = framework.reduce_bytes(precision), 4 if precision == "fp32" else 2
     block = sharded_block(plan)
     params = stage_parameters(model, plan, stage)
-    weights = (("", "dp", params.dense), ("expert_", "edp", params.expert))
+    fp8_dense, fp8_expert = stage_fp8_weights(model, plan, stage)
+    weights = (("", "dp", params.dense, fp8_dense),
+               ("expert_", "edp", params.expert, fp8_expert))
     reduces, gathers, per_mb, tied = [], [], [], []
     if plan.zero == 0:
-        for prefix, axis, count in weights:
+        for prefix, axis, count, _ in weights:
             reduces += _call(plan, f"{prefix}grad_all_reduce", "all_reduce", axis, block,
                              count * grad_B)
     elif plan.zero in (1, 2):
         op = framework.zero12_reduce
-        for prefix, axis, count in weights:
+        for prefix, axis, count, fp8_count in weights:
             rs = _call(plan, f"{prefix}grad_{op}", op, axis, block, count * grad_B)
             (reduces if plan.zero == 1 else per_mb).extend(rs)
             gathers += _call(plan, f"{prefix}param_all_gather", "all_gather", axis, block,
-                             count * param_B)
+                             _gathered_bytes(count, fp8_count, param_B, fp8))
     if plan.pp > 1:
         tied += _call(plan, "tied_embedding_grad_all_reduce", "all_reduce", "tied", "all",
                       params.tied_embedding * grad_B)
@@ -111,9 +125,12 @@ def stage_gradients(model: ModelSpec, plan: ParallelPlan, stage: int, precision:
     if plan.zero >= 3:
         k = framework.zero3_gathers_per_layer(model)
         dense, expert = layer_params_on_rank(model, plan.tp, plan.ep)
-        for prefix, axis, count in (("zero3", "dp", dense), ("zero3_expert", "edp", expert)):
+        fp8_layer = layer_fp8_weights(model, dense, expert)
+        for prefix, axis, count, fp8_count in (("zero3", "dp", dense, fp8_layer[0]),
+                                               ("zero3_expert", "edp", expert, fp8_layer[1])):
             layer_gathers += _call(plan, f"{prefix}_param_all_gather", "all_gather", axis,
-                                   block, count * param_B / k, count=k)
+                                   block, _gathered_bytes(count, fp8_count, param_B, fp8) / k,
+                                   count=k)
             layer_reduces += _call(plan, f"{prefix}_grad_reduce_scatter", "reduce_scatter",
                                    axis, block, count * grad_B)
         shard = params.dense / block_size(plan, "dp") * grad_B

@@ -46,7 +46,7 @@ def _optimizer(ctx, stage: int, host_dram_Bps: float | None, first: int) -> tupl
 
     def on_device(states_on_device: bool = True) -> Work:
         return optimizer_work(ctx.model, plan, stage, ctx.device, t.precision, t.optimizer,
-                              ctx.mem_bw_Bps, states_on_device=states_on_device)
+                              ctx.mem_bw_Bps, states_on_device=states_on_device, fp8=ctx.fp8)
 
     if where == "none":
         return (Compute(on_device(), "optimizer step", "optimizer", dep=Dep.DRAIN),)

@@ -84,7 +84,7 @@ def plan_step(model, plan: ParallelPlan, cluster, training) -> StepPlan:
                                   recompute=training.recompute, stage=s,
                                   optimizer=training.optimizer,
                                   flash_attention=training.attention == "flash",
-                                  in_flight=in_flight(plan, s))
+                                  in_flight=in_flight(plan, s), fp8=ctx.fp8)
         offloaded = memory.optimizer_states_B if training.offload.optimizer != "none" else 0.0
         stages.append(StagePlan(s, plan.devices // plan.pp, slots, order, prologue,
                                 stage_epilogue(ctx, s, host_dram), memory, offloaded))

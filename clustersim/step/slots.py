@@ -42,6 +42,7 @@ from clustersim.step.stepplan import Call, Compute, Dep, Family, Piece, Slot, Tr
 from clustersim.workload.chunks import (ChunkWork, RingAttention, activation_bytes, chunk_work,
                                        p2p_gather_bytes)
 from clustersim.workload.ops import Work
+from clustersim.workload.fp8 import FP8Options, fp8_options
 from clustersim.workload.groups import axis_of, group_size
 from clustersim.workload.plan import ParallelPlan
 
@@ -61,13 +62,15 @@ class StageContext:
     mem_bw_Bps: float
     framework: Framework
     overlap: Overlap
+    fp8: FP8Options | None = None
 
     @classmethod
     def of(cls, model, plan: ParallelPlan, training, device, mem_bw_Bps: float):
-        """The context of ``training``'s framework and overlap flags."""
+        """The context of ``training``'s framework, overlap flags and FP8 recipe."""
         framework = FRAMEWORKS[training.framework]
         return cls(model, plan, training, device, mem_bw_Bps, framework,
-                   effective_overlap(framework, training.overlap, plan.zero))
+                   effective_overlap(framework, training.overlap, plan.zero),
+                   fp8_options(training, device))
 
     def chunk(self, stage: int, chunk: int) -> ChunkWork:
         """The work of ``chunk`` of ``stage`` for one micro-batch."""
@@ -77,7 +80,7 @@ class StageContext:
         return chunk_work(self.model, plan, model_stage(self.plan.schedule, stage, chunk,
                                                         self.plan.pp),
                           self.device, t.precision, t.recompute, self.mem_bw_Bps,
-                          attention=t.attention)
+                          attention=t.attention, fp8=self.fp8)
 
     @property
     def gradient_kind(self) -> str:
@@ -87,7 +90,7 @@ class StageContext:
 
     def gradients(self, stage: int) -> StageGradients:
         return stage_gradients(self.model, self.plan, stage, self.training.precision,
-                               self.framework)
+                               self.framework, self.fp8)
 
 
 def _intrinsic(ctx: StageContext, kind: str, comms, paired: bool = False

@@ -25,13 +25,15 @@ from clustersim.workload.attention import attention_core
 from clustersim.workload.comms import (embedding_comms, layer_comms, logits_comms,
                                        ring_attention_steps)
 from clustersim.workload.flops import embedding_ops, layer_ops, logits_ops, optimizer_ops
-from clustersim.workload.memory import stage_parameters
+from clustersim.workload.fp8 import FP8Options, quantize_op
+from clustersim.workload.memory import stage_fp8_weights, stage_parameters
 from clustersim.workload.models import ModelSpec
-from clustersim.workload.ops import Work, element_bytes
+from clustersim.workload.ops import OpCost, Work, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
-__all__ = ["Comm", "ChunkWork", "RingAttention", "chunk_work", "optimizer_work", "optimizer_state",
-           "OptimizerState", "activation_bytes", "p2p_gather_bytes"]
+__all__ = ["Comm", "ChunkWork", "RingAttention", "chunk_work", "optimizer_work",
+           "optimizer_state", "OptimizerState", "activation_bytes", "p2p_gather_bytes",
+           "fp8_weight_casts"]
 
 
 @dataclass(frozen=True)
@@ -112,30 +114,62 @@ def _merge(comms, times: int = 1, merged: OrderedDict | None = None) -> OrderedD
     return merged
 
 
+def _bf16_layers_in_chunk(plan: ParallelPlan, virtual_stage: int,
+                          fp8: FP8Options | None) -> int:
+    """Layers of ``virtual_stage`` an fp8 run keeps in bf16: those among the model's first
+    and last ``fp8.bf16_layers`` (chunks hold consecutive layers in pipeline order).
+
+    >>> from clustersim.hardware import get_device
+    >>> fp8 = FP8Options.of("delayed", get_device("h100-sxm-80gb"), bf16_layers=(1, 2))
+    >>> plan = ParallelPlan(pp=2, stage_layers=(16, 16))
+    >>> _bf16_layers_in_chunk(plan, 0, fp8), _bf16_layers_in_chunk(plan, 1, fp8)
+    (1, 2)
+    """
+    if fp8 is None or fp8.bf16_layers == (0, 0):
+        return 0
+    first = sum(plan.stage_layers[:virtual_stage])
+    last = first + plan.stage_layers[virtual_stage]
+    start, end = fp8.bf16_layers
+    head = max(0, min(last, start) - first)
+    tail = max(0, last - max(first, sum(plan.stage_layers) - end))
+    return min(plan.stage_layers[virtual_stage], head + tail)
+
+
 @functools.lru_cache(maxsize=4096)
 def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
                precision: str, recompute: str, mem_bw_Bps: float | None = None, *,
-               attention: str = "flash") -> ChunkWork:
+               attention: str = "flash", fp8: FP8Options | None = None) -> ChunkWork:
     """Compute and collectives of one micro-batch through ``virtual_stage`` (pipeline order):
     its layers, plus the embedding on the first and the output layer and loss on the last.
     ``attention`` is the experiment's ``training.attention`` (``flash`` or ``materialized``,
     see :func:`~clustersim.workload.flops.layer_ops`); a device without flash-attention
-    kernels refuses ``flash`` with an InputError."""
+    kernels refuses ``flash`` with an InputError. ``fp8``: the run's FP8 recipe
+    (:mod:`~clustersim.workload.fp8`), with ``precision="fp8"``."""
     shard, b, s = plan.shard, plan.micro_batch, plan.seq_len
     layers = plan.stage_layers[virtual_stage]
     # the chunk's own mix of dense and MoE layers (chunks run in layer order)
     share = model.moe_share(sum(plan.stage_layers[:virtual_stage]), layers) if model.moe \
         else None
-    ops = layer_ops(model, shard, b, s, precision, recompute, attention=attention,
-                    moe_share=share)
-    comms = layer_comms(model, shard, b, s, precision, recompute, moe_share=share,
-                        cp_comm=plan.cp_comm)
-    layer_fwd = _time(ops["fwd"], device, precision, mem_bw_Bps)
-    layer_bwd = _time(ops["bwd"], device, precision, mem_bw_Bps)
-    fwd, bwd = layer_fwd * layers, layer_bwd * layers
-    wgrad = _wgrad_time(ops["bwd"], device, precision, mem_bw_Bps) * layers
-    fwd_comms = _merge(comms["fwd"], layers)
-    bwd_comms = _merge(comms["bwd"], layers)
+    kept = _bf16_layers_in_chunk(plan, virtual_stage, fp8)
+    fwd = bwd = wgrad = Work()
+    fwd_comms, bwd_comms = OrderedDict(), OrderedDict()
+    for i, (dtype, opts, count) in enumerate(((precision, fp8, layers - kept),
+                                              ("bf16", None, kept))):
+        if i and not count:
+            continue
+        ops = layer_ops(model, shard, b, s, dtype, recompute, attention=attention,
+                        moe_share=share, fp8=opts)
+        comms = layer_comms(model, shard, b, s, dtype, recompute, moe_share=share,
+                            cp_comm=plan.cp_comm, fp8=opts)
+        one_fwd = _time(ops["fwd"], device, dtype, mem_bw_Bps)
+        one_bwd = _time(ops["bwd"], device, dtype, mem_bw_Bps)
+        if i == 0:   # one layer of the run's precision, for splitting into buckets
+            layer_fwd, layer_bwd, main_ops = one_fwd, one_bwd, ops
+        fwd, bwd = fwd + one_fwd * count, bwd + one_bwd * count
+        wgrad = wgrad + _wgrad_time(ops["bwd"], device, dtype, mem_bw_Bps) * count
+        if count or not layers:
+            _merge(comms["fwd"], count, fwd_comms)
+            _merge(comms["bwd"], count, bwd_comms)
     ends = []
     if virtual_stage == 0:
         ends.append((embedding_ops, embedding_comms))
@@ -149,7 +183,7 @@ def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
         wgrad = wgrad + _wgrad_time(extra["bwd"], device, precision, mem_bw_Bps)
         _merge(extra_comms["fwd"], merged=fwd_comms)
         _merge(extra_comms["bwd"], merged=bwd_comms)
-    ring = _ring(model, plan, ops, layers, device, precision, recompute, mem_bw_Bps)
+    ring = _ring(model, plan, main_ops, layers, device, precision, recompute, mem_bw_Bps)
     return ChunkWork(layers, fwd, bwd, tuple(fwd_comms.values()), tuple(bwd_comms.values()),
                      layer_fwd, layer_bwd, wgrad, ring)
 
@@ -208,17 +242,40 @@ def optimizer_state(model: ModelSpec, plan: ParallelPlan, stage: int, precision:
                           act_B)
 
 
+def fp8_weight_casts(model: ModelSpec, plan: ParallelPlan, stage: int,
+                     fp8: FP8Options) -> list:
+    """The step's casts of the FP8 GEMM weights: TE casts each bf16 weight into its fp8
+    cache on the first micro-batch of a step (Megatron-Core passes ``is_first_microbatch``)
+    and reuses it for the others. With ``fp8.param_gather`` the optimizer writes its updated
+    fp32 shard straight to fp8 (Megatron ``quantize_param_shard``) and, where the recipe
+    needs it, the column-wise copy is made from the gathered fp8 weight."""
+    weights = sum(stage_fp8_weights(model, plan, stage))
+    if not fp8.param_gather:
+        return [quantize_op("fp8_weight_cast", weights, fp8, weight=True)]
+    shard = weights * _updated_params(model, plan, stage) / max(
+        1.0, stage_parameters(model, plan, stage).total)
+    ops = [OpCost("fp8_param_quantize", "elementwise", 3 * shard,
+                  shard * (4 + fp8.wire_weight_B))]
+    if fp8.copies > 1:
+        ops.append(OpCost("fp8_weight_transpose", "elementwise", 0.0,
+                          weights * (fp8.wire_weight_B + fp8.weight_copy_B / 2)))
+    return ops
+
+
 @functools.lru_cache(maxsize=1024)
 def optimizer_work(model: ModelSpec, plan: ParallelPlan, stage: int, device, precision: str,
                    optimizer: str = "adam", mem_bw_Bps: float | None = None,
-                   states_on_device: bool = True) -> Work:
+                   states_on_device: bool = True, fp8: FP8Options | None = None) -> Work:
     """The optimizer step of one rank of ``stage`` on its device. With the states offloaded
     (``states_on_device=False``) the device memory sees only the gradient and parameter
-    traffic; the states stream over the offload link (the program builder adds that)."""
+    traffic; the states stream over the offload link (the program builder adds that).
+    ``fp8``: the step's fp8 weight casts come with it (:func:`fp8_weight_casts`)."""
     ops = optimizer_ops(_updated_params(model, plan, stage), precision, optimizer)
     if not states_on_device:
         state = optimizer_state(model, plan, stage, precision, optimizer)
         ops = [replace(op, bytes=op.bytes - 2 * state.total_state_B) for op in ops]
+    if fp8 is not None:
+        ops = ops + fp8_weight_casts(model, plan, stage, fp8)
     return _time(ops, device, precision, mem_bw_Bps)
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from clustersim.workload.fp8 import FP8Options
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard, element_bytes, layer_dims
 
@@ -43,24 +44,30 @@ class CommCost:
 
 
 
-def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str):
+def _tp_block_comms(shard: Shard, buffer_B: float, blocks: int, recompute: str,
+                    gather_B: float | None = None, amax: bool = False):
     """Megatron tensor-parallel collectives of ``blocks`` attention/MLP blocks.
 
     Without SP: an all-reduce after each block's forward and of its input gradient in the
     backward (Shoeybi et al. 2019). With SP (Korthikanti et al. 2022): all-gather before and
     reduce-scatter after each block; the backward all-gathers the output gradient, all-gathers
     the saved sharded input again for the weight gradient, and reduce-scatters the input
-    gradient.
+    gradient. ``gather_B``: the all-gathers' size when they move fp8 data (TE quantises
+    before gathering); ``amax``: current scaling all-reduces the gathered input's fp32 amax
+    over the group first.
     """
     if shard.tp == 1:
         return [], []
     fwd, bwd = [], []
+    gather_B = buffer_B if gather_B is None else gather_B
     for i in range(blocks):
+        if shard.sp and amax:
+            fwd.append(CommCost(f"tp_amax_all_reduce_{i}", "all_reduce", "tp", 4.0, "fwd"))
         if shard.sp:
-            fwd += [CommCost(f"tp_all_gather_{i}", "all_gather", "tp", buffer_B, "fwd"),
+            fwd += [CommCost(f"tp_all_gather_{i}", "all_gather", "tp", gather_B, "fwd"),
                     CommCost(f"tp_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B, "fwd")]
-            bwd += [CommCost(f"tp_grad_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
-                    CommCost(f"tp_input_all_gather_{i}", "all_gather", "tp", buffer_B, "bwd"),
+            bwd += [CommCost(f"tp_grad_all_gather_{i}", "all_gather", "tp", gather_B, "bwd"),
+                    CommCost(f"tp_input_all_gather_{i}", "all_gather", "tp", gather_B, "bwd"),
                     CommCost(f"tp_grad_reduce_scatter_{i}", "reduce_scatter", "tp", buffer_B,
                              "bwd")]
         else:
@@ -139,7 +146,7 @@ def ring_attention_steps(model: ModelSpec, shard: Shard, micro_batch: int, seq_l
 @functools.lru_cache(maxsize=4096)
 def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
                 precision: str, recompute: str = "none", moe_share: float | None = None,
-                cp_comm: str = "p2p") -> MappingProxyType:
+                cp_comm: str = "p2p", fp8: FP8Options | None = None) -> MappingProxyType:
     """The collectives one transformer layer implies for one micro-batch on one rank.
 
     TP: see :func:`_tp_block_comms` (two blocks per layer, one for PaLM's parallel block,
@@ -152,7 +159,10 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     hidden state :func:`ep_copies_per_token` times, scaled by the busiest rank's routed
     factor (:meth:`MoESpec.routed_factor`: imbalance, capacity), and in a model mixing dense
     and MoE layers by the MoE layers' share (the mean layer, as the kernels; ``moe_share``
-    as in :func:`~clustersim.workload.flops.layer_ops`).
+    as in :func:`~clustersim.workload.flops.layer_ops`). ``fp8``: TP all-gathers move the
+    fp8 GEMM inputs and output gradients with their scales, and with ``fp8.dispatch`` the
+    token-to-expert all-to-all of each phase (forward dispatch, backward combine) moves fp8
+    tokens; reductions and the other all-to-all stay bf16 (:mod:`~clustersim.workload.fp8`).
 
     >>> from clustersim.workload.models import get_model
     >>> c = layer_comms(get_model("gpt3-175b"), Shard(tp=8, sp=True), 1, 2048, "bf16")
@@ -161,17 +171,23 @@ def layer_comms(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     """
     d = layer_dims(model, shard, micro_batch, seq_len, precision)
     blocks = 1 if model.parallel_attention else 2
-    fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute)
+    wire_B = fp8.operand_B if fp8 is not None else d.act_B
+    fwd, bwd = _tp_block_comms(shard, d.t * d.h * d.act_B, blocks, recompute,
+                               d.t * d.h * wire_B,
+                               amax=fp8 is not None and fp8.recipe.amax_pass)
     if shard.cp > 1:
         cp_fwd, cp_bwd = _cp_comms(d, cp_comm, recompute)
         fwd += cp_fwd
         bwd += cp_bwd
     if model.moe is not None and shard.ep > 1 and moe_share != 0.0:
-        routed_B = (d.t * ep_copies_per_token(model.moe) * model.moe.routed_factor(shard.ep)
-                    * d.h * d.act_B * (model.moe_fraction if moe_share is None else moe_share))
+        routed = (d.t * ep_copies_per_token(model.moe) * model.moe.routed_factor(shard.ep)
+                  * d.h * (model.moe_fraction if moe_share is None else moe_share))
+        to_experts_B = routed * (wire_B if fp8 is not None and fp8.dispatch else d.act_B)
+        # each phase's first all-to-all carries tokens to the experts (in the backward the
+        # combine's gradient)
         for phase, out in (("fwd", fwd), ("bwd", bwd)):
-            out += [CommCost("ep_dispatch", "all_to_all", "ep", routed_B, phase),
-                    CommCost("ep_combine", "all_to_all", "ep", routed_B, phase)]
+            out += [CommCost("ep_dispatch", "all_to_all", "ep", to_experts_B, phase),
+                    CommCost("ep_combine", "all_to_all", "ep", routed * d.act_B, phase)]
     return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
 
 

@@ -32,6 +32,7 @@ from types import MappingProxyType
 
 from clustersim.errors import InputError
 from clustersim.workload.attention import ATTENTION_KINDS, attention_ops
+from clustersim.workload.fp8 import FP8Options, amax_update_op, quantize_op
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import (ELEMENTWISE_FLOPS, PRECISIONS, LayerDims, OpCost, Shard,
                                      element_bytes, layer_dims)
@@ -56,11 +57,13 @@ def _gemm(name: str, m: float, n: float, k: float, d: LayerDims, groups: int = 1
 
 
 def _gemm_bwd(op: OpCost, m: float, d: LayerDims, groups: int = 1) -> list[OpCost]:
+    """dgrad and wgrad of ``op``; a GEMM kept in bf16 (``op.dtype``) stays so backwards."""
     n, k = op.n, op.k
+    in_B = d.act_B if op.dtype == "bf16" else d.in_B
     dgrad = OpCost(op.name + "_dgrad", "gemm", op.flops,
-                   (m * n + groups * n * k) * d.in_B + m * k * d.act_B, op.m, k, n)
+                   (m * n + groups * n * k) * in_B + m * k * d.act_B, op.m, k, n, op.dtype)
     wgrad = OpCost(op.name + "_wgrad", "gemm", op.flops,
-                   (k * m + m * n) * d.in_B + groups * k * n * d.act_B, k, n, op.m)
+                   (k * m + m * n) * in_B + groups * k * n * d.act_B, k, n, op.m, op.dtype)
     return [dgrad, wgrad]
 
 
@@ -203,10 +206,66 @@ def _forward(model: ModelSpec, d: LayerDims, causal: bool, attn_dtype: str, atte
     return ops
 
 
+def _bf16_gemm(name: str, m: float, n: int, k: int, d: LayerDims, groups: int) -> OpCost:
+    """A GEMM an fp8 run keeps in bf16 (16-bit operands, the bf16 rate)."""
+    return replace(_gemm(name, m, n, k, replace(d, in_B=d.act_B), groups), dtype="bf16")
+
+
+def _fp8_forward(forward: list, d: LayerDims, fp8: FP8Options) -> list:
+    """The forward of an fp8 layer: each FP8 GEMM preceded by the cast of its input (with
+    ``fp8.dispatch`` the expert input is cast once per token before the dispatch, not per
+    routed copy); the router in bf16; delayed scaling's amax update of the layer's input,
+    weight and gradient tensors at the end. Weights are cast once a step (the optimizer's)."""
+    out, gemms = [], 0.0
+    for op, how in forward:
+        if how[0] != "gemm":
+            out.append((op, how))
+            continue
+        _, m, groups, share, raw = how
+        if raw.name == "router":   # Megatron-Core's TopKRouter is a torch linear, not TE
+            raw = _bf16_gemm(raw.name, m, raw.n, raw.k, d, groups)
+            out.append((_scaled(raw, share), ("gemm", m, groups, share, raw)))
+            continue
+        elements = (d.t if fp8.dispatch and raw.name == "expert_up" else m) * raw.k
+        out.append((_scaled(quantize_op(raw.name + "_quantize", elements, fp8, d.act_B),
+                            share), ("fp8",)))
+        out.append((op, how))
+        gemms += share
+    update = amax_update_op("fp8_amax_update", 3 * gemms, fp8)
+    return out + [(update, ("fp8",))] if update else out
+
+
+def _backward(forward: list, d: LayerDims, recompute: str, fp8: FP8Options | None) -> list:
+    """The backward ops of a layer from its forward (see :func:`layer_ops`); under fp8 each
+    FP8 GEMM's output gradient is cast before its dgrad and wgrad."""
+    bwd = []
+    for op, how in reversed(forward):
+        if how[0] == "gemm":
+            _, m, groups, share, raw = how
+            if fp8 is not None and raw.dtype != "bf16":
+                bwd.append(_scaled(quantize_op(raw.name + "_grad_quantize", m * raw.n, fp8,
+                                               d.act_B), share))
+            bwd.extend(_scaled(o, share) for o in _gemm_bwd(raw, m, d, groups))
+        elif how[0] == "core":
+            _, core_fwd, core_bwd = how
+            if recompute == "selective":
+                bwd.extend(replace(o, name=o.name + "_recompute") for o in core_fwd)
+            bwd.extend(core_bwd)
+        elif how[0] in ("in_core", "fp8"):
+            continue
+        else:
+            _, what, elems, reads, writes, extra = how
+            bwd.append(OpCost(op.name + "_bwd", "elementwise",
+                              2 * ELEMENTWISE_FLOPS[what] * elems,
+                              (reads + writes) * elems * d.act_B + extra))
+    return bwd
+
+
 @functools.lru_cache(maxsize=4096)
 def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, precision: str,
               recompute: str = "none", causal: bool = True, attention: str = "flash",
-              moe_share: float | None = None) -> MappingProxyType:
+              moe_share: float | None = None, fp8: FP8Options | None = None
+              ) -> MappingProxyType:
     """The kernels of one transformer layer for one micro-batch on one rank.
 
     Returns a read-only ``{"fwd": (OpCost, ...), "bwd": (OpCost, ...)}``. ``recompute``:
@@ -216,6 +275,9 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
     through memory, see :func:`~clustersim.workload.attention.materialized_attention_ops`;
     dropout on them when ``model.dropout``). ``moe_share``: the share of MoE layers among the
     layers this mean layer stands for (default the model's; a pipeline chunk passes its own).
+    ``fp8`` (with ``precision="fp8"``): the scaling recipe, whose casts and amax updates are
+    priced as memory-bound kernels (:mod:`~clustersim.workload.fp8`); None prices the FP8
+    GEMMs alone.
 
     >>> from clustersim.workload.models import get_model
     >>> ops = layer_ops(get_model("gpt3-175b"), Shard(tp=8), 1, 2048, "bf16", "selective")
@@ -234,26 +296,14 @@ def layer_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int, pr
         raise InputError(f"attention must be {' or '.join(ATTENTION_KINDS)}, got "
                          f"{attention!r}")
     d = layer_dims(model, shard, micro_batch, seq_len, precision)
+    if fp8 is not None:   # the GEMMs read the recipe's scales with their fp8 operands
+        d = replace(d, in_B=fp8.operand_B)
     # Transformer Engine runs GEMMs in fp8 / fp4 but attention in bf16
     forward = _forward(model, d, causal, "bf16" if precision in ("fp8", "fp4") else "",
                        attention, moe_share)
-    fwd, bwd = [op for op, _ in forward], []
-    for op, how in reversed(forward):
-        if how[0] == "gemm":
-            _, m, groups, share, raw = how
-            bwd.extend(_scaled(o, share) for o in _gemm_bwd(raw, m, d, groups))
-        elif how[0] == "core":
-            _, core_fwd, core_bwd = how
-            if recompute == "selective":
-                bwd.extend(replace(o, name=o.name + "_recompute") for o in core_fwd)
-            bwd.extend(core_bwd)
-        elif how[0] == "in_core":
-            continue
-        else:
-            _, what, elems, reads, writes, extra = how
-            bwd.append(OpCost(op.name + "_bwd", "elementwise",
-                              2 * ELEMENTWISE_FLOPS[what] * elems,
-                              (reads + writes) * elems * d.act_B + extra))
+    if fp8 is not None:
+        forward = _fp8_forward(forward, d, fp8)
+    fwd, bwd = [op for op, _ in forward], _backward(forward, d, recompute, fp8)
     if recompute == "full":
         bwd = [replace(op, name=op.name + "_recompute") for op in fwd] + bwd
     return MappingProxyType({"fwd": tuple(fwd), "bwd": tuple(bwd)})
@@ -340,7 +390,9 @@ def logits_ops(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
     """
     d = layer_dims(model, shard, micro_batch, seq_len, precision)
     norm = _elementwise("final_norm", "norm", d.t_norm * d.h, 1, 1, d)
-    logits = _gemm("logits", d.t, d.vocab, d.h, d)
+    # under fp8 the output layer stays bf16 (Megatron-Core's output layer is no TE module)
+    logits = _bf16_gemm("logits", d.t, d.vocab, d.h, d, 1) if precision == "fp8" else \
+        _gemm("logits", d.t, d.vocab, d.h, d)
     entries = d.t * d.vocab
     ce = OpCost("cross_entropy", "elementwise", ELEMENTWISE_FLOPS["softmax"] * entries,
                 entries * (d.act_B + 4))

@@ -35,11 +35,13 @@ import math
 from dataclasses import dataclass
 
 from clustersim.workload.flops import layer_params_on_rank
+from clustersim.workload.fp8 import FP8Options, layer_fp8_weights
 from clustersim.workload.models import ModelSpec
 from clustersim.workload.ops import Shard, element_bytes
 from clustersim.workload.plan import ParallelPlan
 
 __all__ = ["MemoryBreakdown", "StageParameters", "InFlight", "stage_parameters",
+           "stage_fp8_weights",
            "stage_layer_kinds", "layer_activation_bytes", "memory_footprint",
            "kv_cache_bytes_per_token", "kv_cache_bytes", "context_parallel_buffer_bytes"]
 
@@ -138,18 +140,40 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
     return StageParameters(dense, moe_layers * moe_expert if model.moe else 0, tied)
 
 
+def stage_fp8_weights(model: ModelSpec, plan: ParallelPlan, stage: int
+                      ) -> tuple[float, float]:
+    """(dense, expert) parameters of the FP8 GEMMs one rank of ``stage`` holds: its layers'
+    matrices but the router; not the embedding, the output layer or the norms (bf16).
+
+    >>> from clustersim.workload.models import get_model
+    >>> m, plan = get_model("llama3-8b"), ParallelPlan(stage_layers=(32,), seq_len=8192)
+    >>> stage_fp8_weights(m, plan, 0) == (32 * (m.layer_params - m.norm_params), 0.0)
+    True
+    """
+    dense = expert = 0.0
+    for moe_layer, count in zip((False, True), stage_layer_kinds(model, plan, stage)):
+        if count:
+            d, e = layer_fp8_weights(model, *layer_params_on_rank(model, plan.tp, plan.ep,
+                                                                  moe_layer), float(moe_layer))
+            dense, expert = dense + count * d, expert + count * e
+    return dense, float(expert)
+
+
 def _mlp_activation_bytes(model: ModelSpec, shard: Shard, sb: float, act_B: int,
-                          moe_layer: bool) -> float:
+                          moe_layer: bool, gemm_B: float | None = None) -> float:
     """What an MLP stores: the activation input (2f wide for SwiGLU) and the down-projection
     input; an MoE MLP also the permuted expert input, over the tokens the busiest EP rank's
-    experts take (top_k x routed factor), and its shared experts over every token."""
-    widths = 3 if model.ffn == "swiglu" else 2
+    experts take (top_k x routed factor), and its shared experts over every token.
+    ``gemm_B``: bytes per element of the saved GEMM inputs (fp8: TE keeps them quantised)."""
+    act_in = 2 if model.ffn == "swiglu" else 1
+    gemm_B = act_B if gemm_B is None else gemm_B
+    per_width = act_B * act_in + gemm_B        # activation input, down-projection input
     if not moe_layer:
-        return act_B * sb * -(-model.ffn_hidden // shard.tp) * widths
+        return sb * -(-model.ffn_hidden // shard.tp) * per_width
     width = -(-model.expert_ffn_hidden // shard.tp)
     routed = sb * model.moe.top_k * model.moe.routed_factor(shard.ep)
-    shared = act_B * sb * model.moe.shared_experts * width * widths
-    return act_B * routed * (width * widths + model.hidden) + shared
+    shared = sb * model.moe.shared_experts * width * per_width
+    return routed * (width * per_width + gemm_B * model.hidden) + shared
 
 
 def _mla_latent_bytes(model: ModelSpec, sb: float, act_B: int) -> float:
@@ -160,7 +184,7 @@ def _mla_latent_bytes(model: ModelSpec, sb: float, act_B: int) -> float:
 def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq_len: int,
                            precision: str = "bf16", recompute: str = "none",
                            flash_attention: bool = True, moe_layer: bool | None = None,
-                           cp_comm: str = "p2p") -> float:
+                           cp_comm: str = "p2p", gemm_B: float | None = None) -> float:
     """Activation bytes one layer stores for one micro-batch on one rank.
 
     Terms (per layer; s tokens of a sequence on this rank, b micro-batch, e bytes per
@@ -181,7 +205,10 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     and the output-projection input have the widths of its heads (the ModelSpec's head_dim is
     their mean), and the two latents are stored twice each (norm and up-projection inputs).
     Selective recomputation drops the attention core; full recomputation keeps only the
-    layer input ``e sbh`` (/t with SP).
+    layer input ``e sbh`` (/t with SP). ``gemm_B`` (fp8): bytes per element of the inputs of
+    the FP8 GEMMs it saves (attention and MLP inputs, output- and down-projection inputs, the
+    permuted expert input): TE saves the column-wise fp8 copy its wgrad reads; Q, K, V, norm
+    and activation inputs stay 16-bit.
 
     >>> from clustersim.workload.models import get_model
     >>> gpt = get_model("gpt3-175b")
@@ -190,6 +217,7 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
     True
     """
     act_B, _ = element_bytes(precision)
+    gemm_B = act_B if gemm_B is None else gemm_B
     tp = shard.tp
     s_local = seq_len // shard.cp
     sb = s_local * micro_batch
@@ -209,16 +237,16 @@ def layer_activation_bytes(model: ModelSpec, shard: Shard, micro_batch: int, seq
         per_score = act_B + (act_B + 1 if model.dropout else 0)
         core = per_score * heads * s_local * seq_len * micro_batch
     kv_tokens = micro_batch * (seq_len if cp_comm == "all_gather" else s_local)
-    attention = (act_B * (sb * q + kv_tokens * 2 * kv + sb * q) + core
+    attention = (act_B * (sb * q + kv_tokens * 2 * kv) + gemm_B * sb * q + core
                  + _mla_latent_bytes(model, sb, act_B))
     share = model.moe_fraction if moe_layer is None else float(bool(moe_layer))
     mlp = 0.0 if share == 1.0 else (1 - share) * _mlp_activation_bytes(model, shard, sb,
-                                                                          act_B, False)
+                                                                          act_B, False, gemm_B)
     if share > 0.0:
-        mlp += share * _mlp_activation_bytes(model, shard, sb, act_B, True)
+        mlp += share * _mlp_activation_bytes(model, shard, sb, act_B, True, gemm_B)
     if model.parallel_attention:  # one norm, one shared input, one residual mask
-        return act_B * 2 * norm_tokens * h + attention + mlp + mask_B
-    return act_B * 4 * norm_tokens * h + attention + mlp + 2 * mask_B
+        return (act_B + gemm_B) * norm_tokens * h + attention + mlp + mask_B
+    return (act_B + gemm_B) * 2 * norm_tokens * h + attention + mlp + 2 * mask_B
 
 
 @dataclass(frozen=True)
@@ -246,10 +274,12 @@ def _state_bytes(precision: str, optimizer: str) -> tuple[int, int, int]:
 def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | None = None,
                      seq_len: int | None = None, precision: str = "bf16",
                      recompute: str = "none", stage: int = 0, *, optimizer: str = "adam",
-                     flash_attention: bool = True, in_flight: InFlight = InFlight()
-                     ) -> MemoryBreakdown:
+                     flash_attention: bool = True, in_flight: InFlight = InFlight(),
+                     fp8: FP8Options | None = None) -> MemoryBreakdown:
     """Peak memory of one device of pipeline ``stage`` (micro_batch/seq_len default: plan's)
-    holding the activations of ``in_flight`` micro-batches.
+    holding the activations of ``in_flight`` micro-batches. ``fp8``: the run's FP8 recipe:
+    saved GEMM inputs in fp8 (see :func:`layer_activation_bytes`) and the fp8 weight copies
+    (:func:`_fp8_weight_bytes`).
 
     Temporary buffers modelled: the layer being recomputed under full recomputation (its
     whole activations), two layers of ZeRO-3 gathered parameters (current and prefetched) and
@@ -281,9 +311,10 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     shard = plan.shard
     dense_layers, moe_layers = stage_layer_kinds(model, plan, stage)
     kinds = ((False, dense_layers), (True, moe_layers)) if model.moe else ((False, dense_layers),)
+    gemm_B = fp8.operand_B if fp8 is not None else None
     activations = sum(layer_activation_bytes(model, shard, b, s, precision, recompute,
                                              flash_attention, moe_layer=kind,
-                                             cp_comm=plan.cp_comm) * count
+                                             cp_comm=plan.cp_comm, gemm_B=gemm_B) * count
                       for kind, count in kinds if count) * in_flight.stage
     act_B, _ = element_bytes(precision)
     norm_tokens = b * s / plan.cp / (plan.tp if shard.sp else 1)
@@ -301,13 +332,18 @@ def memory_footprint(model: ModelSpec, plan: ParallelPlan, micro_batch: int | No
     if recompute == "full":
         temporary += layer_activation_bytes(model, shard, b, s, precision, "none",
                                             flash_attention, moe_layer=biggest,
-                                            cp_comm=plan.cp_comm)
+                                            cp_comm=plan.cp_comm, gemm_B=gemm_B)
     temporary += context_parallel_buffer_bytes(model, plan, b, s, precision)
     if plan.zero >= 3:
         dense_layer, expert_layer = layer_params_on_rank(model, plan.tp, plan.ep,
                                                          moe_layer=biggest)
         temporary += (dense_layer + expert_layer) * (2 * p_B + g_B)
-    return MemoryBreakdown(parameters_B=state(p_B, 3), gradients_B=state(g_B, 2),
+    parameters = state(p_B, 3)
+    if fp8 is not None:
+        extra_params, extra_temporary = _fp8_weight_bytes(model, plan, stage, fp8, p_B,
+                                                          parameters / (p_B * params.total))
+        parameters, temporary = parameters + extra_params, temporary + extra_temporary
+    return MemoryBreakdown(parameters_B=parameters, gradients_B=state(g_B, 2),
                            optimizer_states_B=state(o_B, 1), activations_B=activations,
                            temporary_B=temporary)
 
@@ -337,6 +373,26 @@ def context_parallel_buffer_bytes(model: ModelSpec, plan: ParallelPlan, micro_ba
     if plan.cp_comm == "p2p":
         return 4 * (2 * tokens * kv * act_B)
     return act_B * tokens * (2 * q + 2 * kv)
+
+
+def _fp8_weight_bytes(model: ModelSpec, plan: ParallelPlan, stage: int, fp8: FP8Options,
+                      param_B: int, kept: float) -> tuple[float, float]:
+    """(parameter, temporary) bytes FP8 adds to a rank of ``stage``. TE keeps an fp8 copy of
+    each GEMM weight for the step (its transpose too on Hopper, both block-scaled copies
+    under blockwise / mxfp8) beside the bf16 parameter; with ``fp8.param_gather`` the fp8
+    copy is the parameter and the bf16 one is gone. Under ZeRO 3 the copies exist for the
+    gathered layers only (two: current and prefetched) and the fp8 parameter shard replaces
+    the bf16 one (``kept``: the share of the stage's parameters a rank keeps)."""
+    weights = sum(stage_fp8_weights(model, plan, stage))
+    if plan.zero < 3:
+        gone = param_B if fp8.param_gather else 0.0
+        return weights * (fp8.weight_copy_B - gone), 0.0
+    biggest = model.moe is not None and stage_layer_kinds(model, plan, stage)[1] > 0
+    layer = sum(layer_fp8_weights(model, *layer_params_on_rank(model, plan.tp, plan.ep,
+                                                               moe_layer=biggest),
+                                  float(biggest)))
+    saved = weights * kept * (param_B - fp8.wire_weight_B) if fp8.param_gather else 0.0
+    return -saved, 2 * layer * fp8.weight_copy_B
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, precision: str = "bf16") -> float:

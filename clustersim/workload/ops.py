@@ -28,8 +28,9 @@ _NVFP4_B = 0.5 + 1.0 / 16
 # Rough arithmetic per element of the memory-bound ops (forward; the backward does twice as
 # much). They only matter on a device whose vector unit is slow next to its memory. Dropout:
 # compare a random number, select, scale (the Philox generator's integer work not counted).
+# FP8 quantize: abs-max, scale, convert.
 ELEMENTWISE_FLOPS = {"norm": 5, "residual": 1, "gelu": 8, "swiglu": 5, "permute": 0,
-                     "softmax": 5, "dropout": 3, "embedding": 0}
+                     "softmax": 5, "dropout": 3, "embedding": 0, "quantize": 3}
 
 
 @dataclass(frozen=True)
