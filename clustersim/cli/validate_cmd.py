@@ -97,7 +97,7 @@ def run(args) -> int:
         front = frontier_validation(fidelity=args.fidelity)
         _print_table(front, ["id", "devices", "tp", "pp", "dp", "schedule", "precision",
                              "measured_step_s", "predicted_step_s", "error", "bubble_s",
-                             "exposed_comm_s", "status"],
+                             "exposed_comm_s", "peak_memory_gib", "measured_memory_gib", "status"],
                      f"frontier runs (never fitted; {args.fidelity}): predicted vs measured "
                      "step time")
         summary = frontier_summary(front)
