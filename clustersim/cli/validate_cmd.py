@@ -21,8 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--csv", default=None, metavar="FILE",
                         help="also write every row (both tables) to FILE")
     parser.add_argument("--fidelity", choices=["flow", "analytic"], default="flow",
-                        help="fidelity for the training runs (default: flow)")
-    parser.add_argument("--only", choices=["collectives", "training", "frontier", "energy"], default=None,
+                        help="fidelity for the training and frontier runs (default: flow)")
+    parser.add_argument("--only", choices=["collectives", "training", "frontier", "energy"],
+                        default=None,
                         help="validate one table only")
     parser.add_argument("--cross", action="store_true",
                         help="training runs, leave one publication out: each predicted by a "
@@ -106,6 +107,9 @@ def run(args) -> int:
                   f"{fam['median_abs_error']:.1%}, max |error| {fam['max_abs_error']:.1%}")
         print(f"summary: {summary['rows']} rows, median |error| "
               f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
+        for row_id, error in summary["conflicting"].items():
+            print(f"  apart: {row_id} {error:+.1%} (its stated configuration contradicts first "
+                  "principles: clustersim.validate.frontier.CONFLICTING_ROWS)")
         tables.append(front.assign(table="frontier"))
     if args.only in (None, "energy"):
         from clustersim.validate.energy import energy_validation
