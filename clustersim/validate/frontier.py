@@ -28,6 +28,9 @@ from typing import Any
 
 import pandas as pd
 
+from clustersim.config.experiment import ExperimentConfig
+from clustersim.experiment.scenario import Scenario, run_scenario
+
 __all__ = ["DATA_FILE", "SOURCES", "SCHEDULES", "KNOWN_OOM", "CONFLICTING_ROWS", "load_runs",
            "row_source", "row_config", "measured_step_s", "measured_memory_gib", "predict_runs",
            "summarize", "frontier_validation"]
@@ -174,9 +177,6 @@ def measured_memory_gib(row) -> float:
 def predict_runs(frame: pd.DataFrame | None = None, fidelity: str = "flow") -> pd.DataFrame:
     """Predicted against measured step time for every frontier row, with the error and the
     predicted breakdown (compute, bubble, exposed communication) to diagnose it."""
-    from clustersim.config.experiment import ExperimentConfig
-    from clustersim.experiment.scenario import Scenario, run_scenario
-
     frame = load_runs() if frame is None else frame
     out = []
     for _, row in frame.iterrows():
