@@ -3,7 +3,9 @@
 Predicts every bundled published measurement and prints predicted against measured with the
 error, then the median and max absolute error: nccl-tests collectives
 (:mod:`clustersim.validate.collectives`), end-to-end training runs
-(:mod:`clustersim.validate.training`) and energy plausibility (:mod:`clustersim.validate.energy`).
+(:mod:`clustersim.validate.training`), frontier runs of zero-bubble schedules and FP8 training
+that no calibration is fitted on (:mod:`clustersim.validate.frontier`) and energy plausibility
+(:mod:`clustersim.validate.energy`).
 ``--cross`` predicts each publication's training runs with a calibration fitted without it
 (:func:`clustersim.calibrate.training.cross_validate`), the figures to quote.
 """
@@ -19,8 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--csv", default=None, metavar="FILE",
                         help="also write every row (both tables) to FILE")
     parser.add_argument("--fidelity", choices=["flow", "analytic"], default="flow",
-                        help="fidelity for the training runs (default: flow)")
-    parser.add_argument("--only", choices=["collectives", "training", "energy"], default=None,
+                        help="fidelity for the training and frontier runs (default: flow)")
+    parser.add_argument("--only", choices=["collectives", "training", "frontier", "energy"],
+                        default=None,
                         help="validate one table only")
     parser.add_argument("--cross", action="store_true",
                         help="training runs, leave one publication out: each predicted by a "
@@ -88,6 +91,26 @@ def run(args) -> int:
             print(f"  apart: {row_id} {error:+.1%} (its published figure contradicts its "
                   "stated configuration: clustersim.validate.training.CONFLICTING_ROWS)")
         tables.append(train.assign(table="training"))
+    if args.only in (None, "frontier"):
+        from clustersim.validate.frontier import frontier_validation
+        from clustersim.validate.frontier import summarize as frontier_summary
+
+        front = frontier_validation(fidelity=args.fidelity)
+        _print_table(front, ["id", "devices", "tp", "pp", "dp", "schedule", "precision",
+                             "measured_step_s", "predicted_step_s", "error", "bubble_s",
+                             "exposed_comm_s", "peak_memory_gib", "measured_memory_gib", "status"],
+                     f"frontier runs (never fitted; {args.fidelity}): predicted vs measured "
+                     "step time")
+        summary = frontier_summary(front)
+        for family, fam in summary["families"].items():
+            print(f"  {family}: {fam['rows']} rows, median |error| "
+                  f"{fam['median_abs_error']:.1%}, max |error| {fam['max_abs_error']:.1%}")
+        print(f"summary: {summary['rows']} rows, median |error| "
+              f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
+        for row_id, error in summary["conflicting"].items():
+            print(f"  apart: {row_id} {error:+.1%} (its stated configuration contradicts first "
+                  "principles: clustersim.validate.frontier.CONFLICTING_ROWS)")
+        tables.append(front.assign(table="frontier"))
     if args.only in (None, "energy"):
         from clustersim.validate.energy import energy_validation
 

@@ -6,4 +6,4 @@ measured (``clustersim validate``).
 True
 """
 
-__all__ = ["collectives", "training", "energy"]
+__all__ = ["collectives", "training", "frontier", "energy"]

@@ -31,6 +31,7 @@ import pandas as pd
 
 from clustersim.config.experiment import ExperimentConfig
 from clustersim.experiment.scenario import Scenario, run_scenario
+from clustersim.validate import frontier
 from clustersim.workload.flops import megatron_flops_per_iteration
 from clustersim.workload.models import ModelSpec
 
@@ -90,8 +91,12 @@ def _interleave(layers_per_stage: int) -> dict[str, Any]:
 
 
 def row_config(row) -> dict[str, Any]:
-    """The experiment (as a plain dict) that reproduces one published run."""
+    """The experiment (as a plain dict) that reproduces one published run; rows of
+    ``frontier_runs.csv`` (:data:`clustersim.validate.frontier.SOURCES`) are built by
+    :func:`clustersim.validate.frontier.row_config`."""
     source = row_source(row)
+    if source in frontier.SOURCES:
+        return frontier.row_config(row)
     hardware = str(row["hardware"])
     devices = int(row["num_accel"])
     tp, pp = int(row["TP"]), int(row["PP"])
