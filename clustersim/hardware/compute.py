@@ -42,6 +42,7 @@ from clustersim.config.quantities import NonNegativeTime
 from clustersim.config.validation import StrictModel, validate
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors
+from clustersim.hardware.memory_power import budgeted_memory_power_W
 
 __all__ = ["ComputeParams", "compute_params", "compute_families", "clear_caches",
            "gemm_efficiency", "attention_efficiency", "op_time_s", "OP_KINDS"]
@@ -255,6 +256,37 @@ def attention_efficiency(rows: int, keys: int, head_dim: int, device,
     return eff * p.attention_bwd_ratio if backward else eff
 
 
+@functools.lru_cache(maxsize=256)
+def power_limited_clock(device) -> float:
+    """The clock (a fraction of the rated one) at which ``device``'s math units run under its
+    ``power_limit``; 1 without one.
+
+    The catalog's energy per FLOP is derived so that GEMMs at their sustained rate bring the
+    device to its TDP with its memory streaming flat out (:mod:`clustersim.hardware.power`).
+    Their dynamic power is C V^2 f (CMOS switching power, Weste & Harris, *CMOS VLSI Design*,
+    4th ed., Sec. 5.1), and DVFS lowers the supply voltage with the clock, so it scales as
+    f^3. Under a limit P the math units get P - idle - memory of the TDP - idle - memory
+    they draw at the rated clock: clock = (that ratio)^(1/3). Memory-bound kernels keep
+    their speed (HBM runs on its own clock).
+
+    >>> from clustersim.hardware.catalog import get_device
+    >>> h100 = get_device("h100-sxm-80gb")
+    >>> power_limited_clock(h100), round(power_limited_clock(
+    ...     h100.with_overrides({"power_limit": "500 W"})), 3)   # ((500-70-86)/(700-70-86))^(1/3)
+    (1.0, 0.858)
+    """
+    limit = device.power_limit_W
+    if limit is None or limit >= device.tdp_W:
+        return 1.0
+    memory_W = budgeted_memory_power_W(device)
+    rated, capped = device.tdp_W - device.idle_W - memory_W, limit - device.idle_W - memory_W
+    if capped <= 0 or rated <= 0:
+        raise InputError(f"device {device.name!r}: power_limit {limit:.0f} W leaves nothing "
+                         f"for its math units once idle ({device.idle_W:.0f} W) and memory at "
+                         f"full bandwidth ({memory_W:.0f} W) are paid; raise power_limit")
+    return (capped / rated) ** (1 / 3)
+
+
 def _vector_flops(device, dtype: str) -> float:
     """Peak of the non-matrix units that run elementwise ops: fp32 where the catalog has it."""
     if "fp32" in device.peak_flops:
@@ -297,6 +329,6 @@ def op_time_s(op, device, dtype: str, mem_bw_Bps: float | None = None,
         rate = _vector_flops(device, dt)
     else:
         raise ValueError(f"unknown op kind {kind!r}; allowed: {', '.join(OP_KINDS)}")
-    sustained = p.training_efficiency if in_training else 1.0
+    sustained = (p.training_efficiency if in_training else 1.0) * power_limited_clock(device)
     compute_s = op.flops / (rate * sustained) if op.flops > 0 else 0.0
     return max(compute_s, memory_s) + p.kernel_overhead_s

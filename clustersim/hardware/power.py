@@ -39,30 +39,12 @@ from __future__ import annotations
 import functools
 
 from clustersim.errors import InputError
-from clustersim.hardware.catalog import device_presets, get_link
-from clustersim.hardware.compute import compute_params
+from clustersim.hardware.catalog import device_presets
+from clustersim.hardware.compute import compute_params, power_limited_clock
+from clustersim.hardware.memory_power import (budgeted_memory_power_W, joules_per_memory_byte,
+                                              memory_power_at_peak_W)
 
 __all__ = ["memory_power_at_peak_W", "joules_per_flop", "joules_per_memory_byte"]
-
-
-def joules_per_memory_byte(device, technology: str | None = None) -> float:
-    """Energy to move one byte to or from the device's memory (its technology's J/bit x 8)."""
-    return 8.0 * get_link(technology or device.memory.technology).energy_J_per_bit
-
-
-def memory_power_at_peak_W(device) -> float:
-    """Power of streaming the device's memory at its full bandwidth."""
-    return device.memory.bw_Bps * joules_per_memory_byte(device)
-
-
-def _budgeted_memory_power_W(device) -> float:
-    """Memory power the device's TDP was specified with: the catalog entry's when ``device``
-    is that entry with only its memory changed, else the device's own."""
-    base = device_presets().get(device.name)
-    if base is not None and (base.tdp_W, base.idle_W, base.peak_flops) == (
-            device.tdp_W, device.idle_W, device.peak_flops):
-        return memory_power_at_peak_W(base)
-    return memory_power_at_peak_W(device)
 
 
 @functools.lru_cache(maxsize=256)
@@ -74,9 +56,11 @@ def joules_per_flop(device, dtype: str) -> float:
     units: that is an InputError (the energy of its FLOPs would silently be zero). A device on
     the same silicon as another with its math units capped (``same_die_as``: H20 is a GH100 at
     148 of 989 TFLOP/s) spends that device's energy per FLOP (the same transistors switch),
-    or less where its own rating would be exceeded.
+    or less where its own rating would be exceeded. Under a ``power_limit`` the FLOP costs
+    ``clock^2`` of that (:func:`~clustersim.hardware.compute.power_limited_clock`), so a
+    sustained GEMM draws exactly the limit.
     """
-    memory_W = _budgeted_memory_power_W(device)
+    memory_W = budgeted_memory_power_W(device)
     budget = device.tdp_W - device.idle_W - memory_W
     if budget <= 0:
         raise InputError(
@@ -87,5 +71,7 @@ def joules_per_flop(device, dtype: str) -> float:
     sustained = family.max_efficiency(dtype) * family.training_efficiency
     own = budget / (device.flops_for(dtype) * sustained)
     if device.same_die_as:
-        return min(own, joules_per_flop(device_presets()[device.same_die_as], dtype))
-    return own
+        own = min(own, joules_per_flop(device_presets()[device.same_die_as], dtype))
+    # under a power limit the die runs at a lower clock and supply voltage: CV^2 per
+    # operation, with V scaling as the clock (hardware.compute.power_limited_clock)
+    return own * power_limited_clock(device) ** 2

@@ -151,6 +151,10 @@ class DeviceSpec(_Sourced):
     nic: str | None = Field(None, description="default scale-out NIC link technology")
     tdp_W: Power = Field(alias="tdp")
     idle_W: NonNegativePower = Field(alias="idle_power")
+    power_limit_W: Power | None = Field(
+        None, alias="power_limit", description="a board power limit below tdp (nvidia-smi "
+        "-pl, or a lower-power variant of the same die): its math units run at the clock "
+        "the limit allows (clustersim.hardware.compute.power_limited_clock)")
     sram_B: Size | None = Field(None, alias="sram", description="largest on-chip SRAM level")
     same_die_as: str | None = Field(None, description="a catalog device on the same silicon "
                                     "whose math units it runs at a cut rate: it spends that "
@@ -174,6 +178,12 @@ class DeviceSpec(_Sourced):
         if self.idle_W >= self.tdp_W:
             raise ValueError(f"idle_power ({format_quantity(self.idle_W, 'power')}) must be "
                              f"below tdp ({format_quantity(self.tdp_W, 'power')})")
+        limit = self.power_limit_W
+        if limit is not None and not self.idle_W < limit <= self.tdp_W:
+            raise ValueError(f"power_limit ({format_quantity(limit, 'power')}) must lie "
+                             f"between idle_power ({format_quantity(self.idle_W, 'power')}) "
+                             f"and tdp ({format_quantity(self.tdp_W, 'power')}); a device "
+                             f"rated above its tdp is a new design: raise tdp instead")
         return self
 
     def flops_for(self, dtype: str) -> float:

@@ -53,11 +53,11 @@ _ZB24_VOCAB = 32000
 
 # TT24: the source's H100s are the 96 GB HBM2e variant (2.4 TB/s) run at a 500 W power
 # limit; those stated figures replace the catalog H100's. Its peak FLOP/s "lies between SXM
-# and NVL" and is not known: the SXM peak is kept (so predictions err fast). The power limit
-# only prices energy here: the simulator has no power-capped clock model.
+# and NVL" and is not known: the SXM die is kept, run at the 500 W limit (its math units at
+# the clock the limit allows, hardware.compute.power_limited_clock).
 _TT24_DEVICE = {"device_overrides.memory.capacity": "96 GB",
                 "device_overrides.memory.bandwidth": "2.4 TB/s",
-                "device_overrides.tdp": "500 W"}
+                "device_overrides.power_limit": "500 W"}
 
 
 def load_runs(path: str | Path = DATA_FILE) -> pd.DataFrame:

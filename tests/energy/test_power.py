@@ -99,3 +99,38 @@ def test_parts_add_up_and_pue_scales_the_total():
     assert e1["energy_memory_j"] == pytest.approx(1e12 * 8 * 3.2e-12)
     assert e12["energy_j"] == pytest.approx(1.2 * e1["energy_j"], rel=1e-12)
     assert e12["avg_power_w"] == pytest.approx(e12["energy_j"] / 2.0)
+
+
+@pytest.mark.parametrize("limit_W", [350, 500, 650])
+def test_a_power_limited_device_flat_out_draws_exactly_its_limit(limit_W):
+    """Under ``power_limit`` the math units run at clock c = ((P - idle - mem) / (TDP - idle -
+    mem))^(1/3) (dynamic power C V^2 f with V following f): a sustained GEMM runs c times as
+    fast and each FLOP costs c^2 the energy, so the device draws exactly the limit; kernels
+    bound by memory keep their speed."""
+    from clustersim.hardware.compute import (compute_params, op_time_s,  # noqa: local,
+                                             power_limited_clock)      # as above
+    from clustersim.workload.flops import OpCost
+
+    h100 = get_device("h100-sxm-80gb")
+    capped = h100.with_overrides({"power_limit": f"{limit_W} W"})
+    mem = memory_power_at_peak_W(h100)
+    clock = power_limited_clock(capped)
+    assert clock == pytest.approx(((limit_W - 70 - mem) / (700 - 70 - mem)) ** (1 / 3))
+    family = compute_params(capped)
+    sustained = 989.4e12 * family.max_efficiency("bf16") * family.training_efficiency * clock
+    assert (capped.idle_W + sustained * joules_per_flop(capped, "bf16") + mem
+            == pytest.approx(limit_W, rel=1e-12))
+    gemm = OpCost("gemm", "gemm", 2 * 8192 ** 3, 3 * 2 * 8192 ** 2, m=8192, n=8192, k=8192)
+    assert op_time_s(gemm, capped, "bf16") - family.kernel_overhead_s == pytest.approx(
+        (op_time_s(gemm, h100, "bf16") - family.kernel_overhead_s) / clock, rel=1e-9)
+    copy = OpCost("copy", "elementwise", 0.0, 8e9)
+    assert op_time_s(copy, capped, "bf16") == op_time_s(copy, h100, "bf16")
+
+
+def test_a_power_limit_outside_idle_to_tdp_is_refused():
+    h100 = get_device("h100-sxm-80gb")
+    with pytest.raises(InputError, match="power_limit"):
+        h100.with_overrides({"power_limit": "800 W"})
+    from clustersim.hardware.compute import power_limited_clock  # noqa: local, as above
+    with pytest.raises(InputError, match="leaves nothing"):
+        power_limited_clock(h100.with_overrides({"power_limit": "100 W"}))
