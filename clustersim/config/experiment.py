@@ -141,7 +141,7 @@ class ParallelismConfig(StrictModel):
     zero: int = Field(0, ge=0, le=3, description="0-3; 3 = FSDP")
     shard_group: PositiveInt | None = Field(
         None, description="hybrid sharding: shard within groups of N data-parallel ranks")
-    schedule: Literal["gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2",
+    schedule: Literal["gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "zb-v",
                       "dualpipe"] = "1f1b"
     virtual_stages: PositiveInt = 1
     placement: list[Literal["tp", "cp", "ep", "dp", "pp"]] = Field(

@@ -14,6 +14,14 @@
   ``(p - 1)(T_F + T_B - T_W)``. ZB-H2 runs ``2 (p - s - 1)`` warm-up forwards and delays
   ``W`` by ``2 s``: every stage holds ``2p - 1`` micro-batches and the bubble is
   ``(p - 1)(T_F + T_B - 2 T_W)``, zero when the three are equal.
+- ``zb-v`` (Qi et al., "Pipeline Parallelism with Controllable Memory", NeurIPS 2024,
+  arXiv 2405.15362): the model in ``2p`` chunks laid out as a V, chunk ``s`` and chunk
+  ``2p - 1 - s`` on stage ``s``, so the first and last chunk share stage 0 and the turn
+  (chunks ``p - 1`` and ``p``) stays on stage ``p - 1``. The order is built as the paper
+  builds its schedules (:func:`_zb_v_orders`): a greedy list schedule of unit-time F, B
+  and W, B first, F while the stage holds less than 1F1B's peak of ``p`` micro-batches,
+  W to fill what is left, so the memory stays 1F1B's and the bubble nearly vanishes when
+  ``T_F = T_B = T_W``.
 - ``dualpipe`` (DeepSeek-V3 technical report, Sec. 3.2.1, Fig. 5): a bidirectional pipeline.
   Half the micro-batches enter at stage 0 and run model stages ``0 .. p-1`` on stages
   ``0 .. p-1`` (chunk 0), the other half enter at stage ``p - 1`` and run them on stages
@@ -23,11 +31,10 @@
   forward of one direction paired with a backward of the other (:func:`paired_actions`:
   the pair's compute hides the other's communication), some backwards split into B and a
   deferred W to fill the drain. Table 2 of the report: bubble
-  ``(p/2 - 1)(T_F&B + T_B - 3 T_W)``, ``p + 1`` micro-batches of activations. What the step
-  plan leaves out: the gradient all-reduce between stages ``s`` and ``p - 1 - s`` (which
-  both hold model stages ``s`` and ``p - 1 - s``) and, in the memory, the second copy of the
-  embedding and output layer on the end stages; a pair runs its forward and backward one
-  after the other on the compute stream (only their all-to-alls overlap), not as DeepSeek's
+  ``(p/2 - 1)(T_F&B + T_B - 3 T_W)``, ``p + 1`` micro-batches of activations. Stages ``s``
+  and ``p - 1 - s`` hold the same two model stages and sum their gradients
+  (:mod:`~clustersim.step.dataparallel`); a pair runs its forward and backward one after
+  the other on the compute stream (only their all-to-alls overlap), not as DeepSeek's
   interleaved kernels.
 
 The warm-up count (:func:`warmup_forwards`) is the one place these formulas live: the orders
@@ -71,7 +78,7 @@ def warmup_forwards(name: str, stage: int, stages: int, microbatches: int,
     """
     if name == "gpipe":
         return microbatches * chunks
-    if name == "dualpipe":   # every forward before its first backward (phases 1, 2, 4)
+    if name in ("dualpipe", "zb-v"):   # read off the built order
         order = schedule(name, stages, microbatches, chunks)[stage]
         return next(i for i, action in enumerate(order) if action[0] == "B")
     if name in ("1f1b", "zb-h1"):
@@ -83,7 +90,7 @@ def warmup_forwards(name: str, stage: int, stages: int, microbatches: int,
 
 def splits_backward(name: str) -> bool:
     """Whether ``name`` runs the weight gradient (``W``) apart from the backward (``B``)."""
-    return name in ("zb-h1", "zb-h2", "dualpipe")
+    return name in ("zb-h1", "zb-h2", "zb-v", "dualpipe")
 
 
 def model_stage(name: str, stage: int, chunk: int, stages: int) -> int:
@@ -91,9 +98,13 @@ def model_stage(name: str, stage: int, chunk: int, stages: int) -> int:
 
     >>> model_stage("1f1b-interleaved", 1, 1, 4), model_stage("dualpipe", 1, 1, 4)
     (5, 2)
+    >>> model_stage("zb-v", 1, 1, 4)    # the V's way back: chunk 2p - 1 - s
+    6
     """
     if name == "dualpipe":
         return stage if chunk == 0 else stages - 1 - stage
+    if name == "zb-v":
+        return stage if chunk == 0 else 2 * stages - 1 - stage
     return chunk * stages + stage
 
 
@@ -209,6 +220,71 @@ def _dualpipe_stage(stage: int, stages: int, microbatches: int) -> _DualPipeStag
     return st
 
 
+def _zb_v_ready(kind: str, j: int, mb: int, t: int, done: dict, last: int) -> bool:
+    """Whether ``kind`` of virtual stage ``j`` (model order) for ``mb`` can start at ``t``:
+    a forward after the previous chunk's, a backward after the next chunk's (the last
+    chunk's after its own forward)."""
+    if kind == "F":
+        return j == 0 or done.get(("F", j - 1, mb), t + 1) <= t
+    before = ("F", j, mb) if j == last else ("B", j + 1, mb)
+    return done.get(before, t + 1) <= t
+
+
+def _zb_v_pick(s: int, stages: int, t: int, state, done: dict, microbatches: int):
+    """The action stage ``s`` starts at ``t``: a ready B (the earlier micro-batch, then the
+    later chunk), else a ready F while it holds fewer than ``2p`` chunk-micro-batches (1F1B's
+    ``p`` whole ones), else its oldest deferred W; None to wait."""
+    next_f, next_b, pending, held = state
+    last = 2 * stages - 1
+    chunks = ((1, last - s), (0, s))
+    ready_b = [(next_b[c], -c, c, j) for c, j in chunks if next_b[c] < microbatches
+               and _zb_v_ready("B", j, next_b[c], t, done, last)]
+    if ready_b:
+        mb, _, c, j = min(ready_b)
+        return "B", c, j, mb
+    if held < 2 * stages:
+        for c, j in chunks:
+            if next_f[c] < microbatches and _zb_v_ready("F", j, next_f[c], t, done, last):
+                return "F", c, j, next_f[c]
+    if pending:
+        return pending[0]
+    return None
+
+
+@lru_cache(maxsize=64)
+def _zb_v_orders(stages: int, microbatches: int) -> tuple[tuple[Action, ...], ...]:
+    """ZB-V's per-stage orders: the greedy list schedule of Qi et al. (2405.15362, Sec. 3)
+    over unit-time F, B and W (their design point, ``T_F = T_B = T_W``), stage by stage
+    at each tick (:func:`_zb_v_pick`)."""
+    states = [([0, 0], [0, 0], [], 0) for _ in range(stages)]
+    orders: list[list[Action]] = [[] for _ in range(stages)]
+    done: dict = {}
+    t, total = 0, 6 * microbatches
+    while any(len(o) < total for o in orders):
+        if t > 12 * microbatches * stages:   # a bug, never a plan: the greedy always ends
+            raise RuntimeError(f"zb-v schedule for p={stages}, m={microbatches} stalled")
+        for s in range(stages):
+            next_f, next_b, pending, held = states[s]
+            picked = _zb_v_pick(s, stages, t, states[s], done, microbatches)
+            if picked is None:
+                continue
+            kind, c, j, mb = picked
+            if kind == "F":
+                next_f[c] += 1
+                held += 1
+            elif kind == "B":
+                next_b[c] += 1
+                pending.append(("W", c, j, mb))
+            else:
+                pending.pop(0)
+                held -= 1
+            states[s] = (next_f, next_b, pending, held)
+            done[(kind, j, mb)] = t + 1
+            orders[s].append((kind, c, mb))
+        t += 1
+    return tuple(tuple(o) for o in orders)
+
+
 @lru_cache(maxsize=256)
 def paired_actions(name: str, stages: int, microbatches: int, chunks: int = 1
                    ) -> tuple[frozenset[int], ...]:
@@ -238,6 +314,11 @@ def schedule(name: str, stages: int, microbatches: int, chunks: int = 1
                              f"stages={stages}, micro-batches={microbatches}")
         return tuple(tuple(_dualpipe_stage(s, stages, microbatches).order)
                      for s in range(stages))
+    if name == "zb-v":
+        if chunks != 2 or stages < 2:
+            raise ValueError(f"zb-v runs 2 chunks on >= 2 stages; got chunks={chunks}, "
+                             f"stages={stages}")
+        return _zb_v_orders(stages, microbatches)
     if name != "1f1b-interleaved" and chunks != 1:
         raise ValueError(f"schedule {name!r} runs one model chunk per stage, got {chunks}")
     if name == "1f1b-interleaved":
@@ -270,6 +351,10 @@ def previous_virtual_stage(stage: int, chunk: int, stages: int, name: str = ""
     """
     if name == "dualpipe" and chunk == 1:   # the second direction flows down the stages
         return (stage + 1, 1) if stage < stages - 1 else None
+    if name == "zb-v":   # down the stages in chunk 0, back up in chunk 1 (the turn stays)
+        if chunk == 1:
+            return (stage + 1, 1) if stage < stages - 1 else (stage, 0)
+        return (stage - 1, 0) if stage > 0 else None
     if stage > 0:
         return stage - 1, chunk
     if chunk > 0:
@@ -289,6 +374,10 @@ def next_virtual_stage(stage: int, chunk: int, stages: int, chunks: int, name: s
     if name == "dualpipe":
         step = 1 if chunk == 0 else -1
         return (stage + step, chunk) if 0 <= stage + step < stages else None
+    if name == "zb-v":
+        if chunk == 0:
+            return (stage + 1, 0) if stage < stages - 1 else (stage, 1)
+        return (stage - 1, 1) if stage > 0 else None
     if stage < stages - 1:
         return stage + 1, chunk
     if chunk < chunks - 1:

@@ -77,6 +77,9 @@ class StageContext:
         t, plan = self.training, self.plan
         if plan.schedule == "dualpipe":   # two directions over the same p model stages
             plan = replace(plan, virtual_stages=1, stage_layers=plan.stage_layers[:plan.pp])
+        elif plan.schedule == "zb-v":     # the V's 2p chunks back in model order
+            layers = plan.stage_layers
+            plan = replace(plan, stage_layers=layers[:plan.pp] + layers[plan.pp:][::-1])
         return chunk_work(self.model, plan, model_stage(self.plan.schedule, stage, chunk,
                                                         self.plan.pp),
                           self.device, t.precision, t.recompute, self.mem_bw_Bps,
@@ -204,9 +207,13 @@ def _transfers(ctx: StageContext, kind: str, stage: int, chunk: int):
     receive = send = None
     calls: tuple[Call, ...] = ()
     # a stream carries one kind of tensor from (or to) one neighbour, in the order both ends
-    # post it; DualPipe sends activations and gradients both ways, so its streams also name
-    # the neighbour
-    bidirectional = plan.schedule == "dualpipe"
+    # post it; DualPipe and ZB-V send activations and gradients both ways, so their streams
+    # also name the neighbour
+    bidirectional = plan.schedule in ("dualpipe", "zb-v")
+    # ZB-V's turn (chunk 0 to chunk 1 of the last stage) stays on the device: the main
+    # stream's order carries it
+    source = None if source is not None and source[0] == stage else source
+    target = None if target is not None and target[0] == stage else target
     if source is not None:
         side = f"{what}-{'prev' if source[0] < stage else 'next'}" if bidirectional else what
         receive = Transfer("recv", source[0], what, here, size,

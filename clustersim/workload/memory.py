@@ -98,7 +98,8 @@ def stage_layer_kinds(model: ModelSpec, plan: ParallelPlan, stage: int) -> tuple
     layers = plan.layers_on_stage(stage)
     if model.moe is None:
         return layers, 0
-    if model.moe_layers == model.layers or sum(plan.stage_layers) != model.layers:
+    if (model.moe_layers == model.layers or sum(plan.stage_layers) != model.layers
+            or plan.schedule == "zb-v"):   # ZB-V's chunks are not stored in model order
         moe = round(layers * model.moe_fraction)   # a plan not cut from this model: the mean
         return layers - moe, moe
     starts = [sum(plan.stage_layers[:j]) for j in range(len(plan.stage_layers))]
@@ -114,7 +115,8 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
     final norm; with tied embeddings and pp > 1 the last stage holds a copy of the embedding
     (Megatron-LM), with pp = 1 the one table serves both. Under DualPipe both end stages
     hold model stages 0 and pp - 1 (one per direction, DeepSeek-V3 report Sec. 3.2.1), so
-    each holds the embedding and the output projection.
+    each holds the embedding and the output projection; under ZB-V stage 0 holds both (the
+    first and the last chunk of the V).
 
     >>> from clustersim.workload.models import get_model
     >>> plan = ParallelPlan(stage_layers=(32,), seq_len=8192)
@@ -129,6 +131,8 @@ def stage_parameters(model: ModelSpec, plan: ParallelPlan, stage: int = 0) -> St
     first, last = stage == 0, stage == plan.pp - 1
     if plan.schedule == "dualpipe":
         first = last = first or last
+    elif plan.schedule == "zb-v":   # the V starts and ends on stage 0
+        first = last = stage == 0
     if first:
         dense += table
     if last:

@@ -27,7 +27,7 @@ __all__ = ["Infeasible", "ParallelPlan", "resolve_plan", "split_layers", "SCHEDU
 
 # The pipeline schedules a plan may name; their orders are the step plan's
 # (:mod:`clustersim.step.schedules`).
-SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "dualpipe")
+SCHEDULES = ("gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe")
 # How context-parallel ranks exchange what attention needs (Transformer Engine's
 # ``cp_comm_type``, Megatron-Core's ``--cp-comm-type``, default p2p): ``p2p`` ring attention,
 # ``a2a`` Ulysses, ``all_gather`` K/V gathered before attention (Llama 3). Their collectives
@@ -206,12 +206,32 @@ def _check_dualpipe(model: ModelSpec, pp: int, vs: int, micro: int, stage_layers
     return split + split[::-1]
 
 
+def _check_zb_v(model: ModelSpec, pp: int, vs: int, stage_layers) -> tuple[int, ...]:
+    """ZB-V's plan: the model in 2 pp chunks, stage ``s`` holding chunks ``s`` and
+    ``2pp - 1 - s`` (a V: down the stages and back up), so its stage layers read
+    ``chunks[:pp] + reversed(chunks[pp:])`` (two chunks per stage, the second flowing back)."""
+    if pp < 2 or vs not in (1, 2):
+        raise Infeasible(f"the zb-v schedule runs two chunks per stage on pp >= 2 stages "
+                         f"(got pp={pp}, virtual_stages={vs}); leave virtual_stages out")
+    if 2 * pp > model.layers:
+        raise Infeasible(f"zb-v cuts {model.name!r} into 2 x pp = {2 * pp} chunks, more "
+                         f"than its {model.layers} layers; lower pp")
+    chunks = split_layers(model.layers, 2 * pp) if stage_layers is None else tuple(stage_layers)
+    if len(chunks) != 2 * pp or sum(chunks) != model.layers:
+        raise Infeasible(f"with zb-v, stage_layers lists the {2 * pp} chunks in model order "
+                         f"(summing to the {model.layers} layers of {model.name!r}); got "
+                         f"{list(chunks)}")
+    return chunks[:pp] + chunks[pp:][::-1]
+
+
 def _check_pipeline(model: ModelSpec, pp: int, vs: int, schedule: str, micro: int,
                     stage_layers) -> tuple[int, ...]:
     if schedule not in SCHEDULES:
         raise Infeasible(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if schedule == "dualpipe":
         return _check_dualpipe(model, pp, vs, micro, stage_layers)
+    if schedule == "zb-v":
+        return _check_zb_v(model, pp, vs, stage_layers)
     if schedule == "1f1b-interleaved":
         if pp == 1:
             raise Infeasible("the interleaved 1F1B schedule needs pp > 1; got pp=1 (use "
@@ -302,8 +322,8 @@ def resolve_plan(training, model: ModelSpec, devices: int) -> ParallelPlan:
                          f"try global_batch {hint}")
     micro = training.global_batch // per_step
     stage_layers = _check_pipeline(model, pp, vs, par.schedule, micro, par.stage_layers)
-    if par.schedule == "dualpipe":
-        vs = 2   # a chunk per direction
+    if par.schedule in ("dualpipe", "zb-v"):
+        vs = 2   # a chunk per direction (DualPipe) or per arm of the V (ZB-V)
     shard_group = par.shard_group or dp
     if dp % shard_group:
         raise Infeasible(f"shard_group={shard_group} does not divide dp={dp}; hybrid "

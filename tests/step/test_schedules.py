@@ -15,11 +15,12 @@ from clustersim.step.schedules import (SCHEDULES, held_microbatches, in_flight_m
 from clustersim.workload import Infeasible, get_model, resolve_plan
 from clustersim.workload.plan import SCHEDULES as PLAN_SCHEDULES
 
-CHUNKS = {"1f1b-interleaved": 2, "dualpipe": 2}
+CHUNKS = {"1f1b-interleaved": 2, "dualpipe": 2, "zb-v": 2}
 SHAPES = [(name, p, m, CHUNKS.get(name, 1))
           for name, p, m in itertools.product(SCHEDULES, (1, 2, 4, 8), (1, 4, 8, 16))
           if (name != "1f1b-interleaved" or (p > 1 and m % p == 0))
-          and (name != "dualpipe" or (p % 2 == 0 and m >= 2 * p))]
+          and (name != "dualpipe" or (p % 2 == 0 and m >= 2 * p))
+          and (name != "zb-v" or p > 1)]
 
 
 def _microbatches(name, chunk, m):
@@ -75,6 +76,8 @@ def test_the_warmup_forwards_precede_the_first_forward_backward_pair(name, p, m,
         if name == "dualpipe":   # counted up to the first backward: p, p + 1 in the middle
             assert first_b == warmup_forwards(name, stage, p, m, v) == \
                 p + (min(stage, p - 1 - stage) == p // 2 - 1)
+        elif name == "zb-v":     # read off the greedy order
+            assert first_b == warmup_forwards(name, stage, p, m, v)
         else:
             assert first_b == min(warmup_forwards(name, stage, p, m, v) + 1, m * v)
 
@@ -164,3 +167,36 @@ def test_a_dualpipe_plan_holds_two_model_stages_a_device():
     plan = resolve_plan(t, get_model("llama3-8b"), 4)
     assert plan.virtual_stages == 2 and plan.stage_layers == (8, 8, 8, 8) * 2
     assert [plan.layers_on_stage(s) for s in range(4)] == [16] * 4
+
+
+def _unit_makespan(name, p, m, v):
+    """Replay with unit-time F, B and W of a whole stage (a chunk takes 1 / v), each action
+    as soon as its stage is free and its input has arrived: the step's length."""
+    acts, end, pos, free = schedule(name, p, m, v), {}, [0] * p, [0.0] * p
+    while any(pos[s] < len(acts[s]) for s in range(p)):
+        for s in range(p):
+            while pos[s] < len(acts[s]):
+                kind, c, mb = acts[s][pos[s]]
+                src = (previous_virtual_stage(s, c, p, name) if kind == "F"
+                       else next_virtual_stage(s, c, p, v, name) if kind == "B" else None)
+                if src is not None and (kind, *src, mb) not in end:
+                    break
+                start = max(free[s], end[(kind, *src, mb)] if src is not None else 0.0)
+                free[s] = end[(kind, s, c, mb)] = start + 1 / v
+                pos[s] += 1
+    return max(free)
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 16), (8, 16), (8, 32)])
+def test_zb_v_keeps_1f1b_memory_and_idles_only_for_the_fill(p, m):
+    """Qi et al. 2024 (arXiv 2405.15362): ZB-V holds 1F1B's peak activations (p whole
+    micro-batches: 2p chunk-micro-batches of half a stage each) on every stage, and with
+    T_F = T_B = T_W its only idle time is the fill, (p - 1) chunk forwards = (p - 1) T_F / 2,
+    where ZB-H1 idles (p - 1)(T_F + T_B - T_W) = p - 1 and 1F1B (p - 1)(T_F + T_B + T_W)."""
+    assert [in_flight_microbatches("zb-v", s, p, m, 2) for s in range(p)] == [p] * p
+    assert in_flight_microbatches("1f1b", 0, p, m) == p
+    work = 3 * m   # F + B + W of every micro-batch, unit time each
+    assert _unit_makespan("zb-v", p, m, 2) - work == pytest.approx((p - 1) / 2)
+    assert _unit_makespan("zb-h1", p, m, 1) - work == pytest.approx(p - 1)
+    assert [model_stage("zb-v", s, c, p) for s in (0, p - 1) for c in (0, 1)] == \
+        [0, 2 * p - 1, p - 1, p]

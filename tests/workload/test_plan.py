@@ -199,3 +199,25 @@ def test_layers_on_stage_sums_its_virtual_stages():
     assert plan.layers_on_stage(0) == 1 + 3 and plan.layers_on_stage(1) == 2 + 4
     with pytest.raises(ValueError):
         plan.layers_on_stage(2)
+
+
+def test_zb_v_cuts_the_model_in_2p_chunks_laid_out_as_a_v():
+    """Stage s holds chunks s and 2p - 1 - s: stored as chunks[:p] + reversed(chunks[p:]),
+    so stage 0 holds the first and the last chunk (embedding and output layer); a plan that
+    cannot be cut so is refused with the fix."""
+    from clustersim.workload.memory import stage_parameters  # noqa: local, beside its use
+    model = get_model("llama3-8b")
+    t = TrainingConfig(global_batch=16, parallelism={"pp": 4, "schedule": "zb-v"})
+    plan = resolve_plan(t, model, 4)
+    chunks = split_layers(32, 8)
+    assert plan.virtual_stages == 2 and plan.stage_layers == chunks[:4] + chunks[4:][::-1]
+    params = [stage_parameters(model, plan, s).total for s in range(4)]
+    table = model.vocab * model.hidden
+    assert params[0] - params[1] == pytest.approx(2 * table + model.hidden, rel=1e-9)
+    bad = TrainingConfig(global_batch=16, parallelism={"pp": 4, "schedule": "zb-v",
+                                                       "stage_layers": [8, 8, 8, 8]})
+    with pytest.raises(Infeasible, match="lists the 8 chunks in model order"):
+        resolve_plan(bad, model, 4)
+    with pytest.raises(Infeasible, match="pp >= 2"):
+        resolve_plan(TrainingConfig(global_batch=16, parallelism={"schedule": "zb-v"}),
+                     model, 1)
