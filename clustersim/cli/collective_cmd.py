@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--algorithm", default="auto",
                         help="auto (default: the fastest), nccl (as NCCL's tuner would choose), ring, tree, "
                              "rhd, direct, hierarchical, multidim, "
-                             "nvls, sharp; optionally /ll or /simple")
+                             "nvls, sharp, pat, pxn; optionally /ll128, /ll or /simple")
     parser.add_argument("--skew", type=float, default=1.0,
                         help="all_to_all imbalance: hottest / coldest destination (1 = uniform)")
     parser.add_argument("--explain", action="store_true",

@@ -3,7 +3,7 @@ one entry point :func:`expand` that turns a collective into its phases
 (:class:`~clustersim.collectives.phase.Phase`).
 
 Algorithm names are ``NAME`` or ``NAME/PROTOCOL``: ``ring``, ``tree``, ``rhd``, ``direct``,
-``hierarchical``, ``multidim``, ``nvls``, ``sharp``, ``pat``; protocols ``simple`` (bulk, the default),
+``hierarchical``, ``multidim``, ``nvls``, ``sharp``, ``pat``, ``pxn``; protocols ``simple`` (bulk, the default),
 ``ll128`` and ``ll`` (NCCL's low-latency protocols: lower per-step latency, fewer payload bytes
 per wire byte). Transfers carry **wire** bytes: payload divided by the protocol's efficiency (see
 ``calibration.yaml``), so the flow engine needs no protocol knowledge. Each phase records its
@@ -35,6 +35,7 @@ from clustersim.collectives.hierarchical import expand_hierarchical, expand_mult
 from clustersim.collectives.innetwork import expand_nvls, expand_sharp
 from clustersim.collectives.op_types import all_to_all_matrix, check_op
 from clustersim.collectives.phase import Phase
+from clustersim.collectives.pxn import expand_pxn
 from clustersim.collectives.rhd import expand_pat, expand_rhd
 from clustersim.collectives.ring import expand_ring
 from clustersim.collectives.tree import expand_tree
@@ -46,9 +47,9 @@ __all__ = ["ALGORITHMS", "PROTOCOLS", "expand", "split_algorithm", "valid_algori
 _EXPANDERS = {"ring": expand_ring, "tree": expand_tree, "rhd": expand_rhd,
               "direct": expand_direct, "hierarchical": expand_hierarchical,
               "multidim": expand_multidim, "nvls": expand_nvls, "sharp": expand_sharp,
-              "pat": expand_pat}
+              "pat": expand_pat, "pxn": expand_pxn}
 ALGORITHMS = tuple(_EXPANDERS)
-SIMPLE_ONLY = ("nvls", "sharp", "pat")   # NCCL runs these with the Simple protocol only
+SIMPLE_ONLY = ("nvls", "sharp", "pat", "pxn")   # NCCL runs these with Simple only
 
 
 def split_algorithm(algorithm: str) -> tuple[str, str]:

@@ -56,7 +56,9 @@ __all__ = ["auto_candidates", "candidates", "candidate_times", "price", "select_
 def auto_candidates(cluster, group, op: str) -> list[str]:
     """Algorithm names (without protocol) ``auto`` considers for ``op`` on ``group``."""
     info = group_info(cluster, group)
-    if op in ("all_to_all", "send_recv"):
+    if op == "all_to_all":
+        wanted = ["direct", "pxn"]   # NCCL forwards cross-rail messages over NVLink (PXN)
+    elif op == "send_recv":
         wanted = ["direct"]
     elif info.torus is not None:
         wanted = ["ring", "multidim"]
