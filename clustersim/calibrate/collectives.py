@@ -25,7 +25,7 @@ import numpy as np
 from clustersim.calibrate.nelder_mead import nelder_mead, squash, unsquash
 from clustersim.collectives.calibration import BOUNDS, Calibration, default_calibration
 from clustersim.validate.collectives import (HOLD_OUT_EVERY, held_out_ids, load_measurements,
-                                             predict_rows)
+                                             never_fitted_mask, predict_rows)
 
 __all__ = ["FIT_PLAN", "HOLD_OUT_EVERY", "held_out_ids", "fit_calibration",
            "calibration_report", "fit_loss", "fit_ranges"]
@@ -38,6 +38,9 @@ _PROTOS = ("simple", "ll128", "ll")
 
 
 def _rows_for(frame, patterns):
+    """The rows of ``frame`` an id prefix (ending in ``-``) or id of ``patterns`` names, never
+    one tagged validation-only (:func:`clustersim.validate.collectives.never_fitted_mask`)."""
+    frame = frame[~never_fitted_mask(frame)]
     ids = frame["id"].astype(str)
     mask = np.zeros(len(frame), dtype=bool)
     for pat in patterns:

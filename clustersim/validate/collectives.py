@@ -3,17 +3,24 @@ of the project's ground-truth file with its source columns) and report the error
 
 How a row becomes a prediction:
 
-- the system: A100 rows on ``dgx-a100``, H100 rows on ``dgx-h100``, sized to the row's
-  accelerator count; rows whose nodes had 4 NICs per 8 GPUs get
+- the system: A100 rows on ``dgx-a100``, H100 rows on ``dgx-h100``, MI300X rows on
+  ``mi300x-node``, MI325X rows on ``mi325x-node``, MI250X rows on ``mi250x-frontier``, sized to
+  the row's accelerator count; rows whose nodes had 4 NICs per 8 GPUs get
   ``scale_out.nics_per_node: 4``;
 - the algorithm: ``nccl`` (what NCCL's tuner would pick, charged at this model's price;
   :mod:`clustersim.collectives.nccl_tuner`) for "NCCL default" rows, ``nvls`` where a
   row names NVLS/SHARP on H100, ``ring`` where it names NCCL_ALGO=RING or "no SHARP";
+  "RCCL default" rows are priced as ``nccl`` too (RCCL shares NCCL's tuner; its MSCCL/MSCCL++
+  paths for small sizes on MI300X are not modelled);
 - the size: the row's ``msg_bytes``; rows reporting a peak without a size are priced at
   ``PEAK_SIZE_B`` (4 GiB, past every bandwidth knee) unless the row states one (``up to 1 GB``
   -> 1 GiB, ``up to 128 MB`` -> 128 MiB, ``~1 GB/device`` -> 1 GiB);
 - busbw as nccl-tests defines it; the NDR row reports busbw per NIC, so the prediction is
   divided by the NICs per node.
+
+Rows whose ``source`` starts with :data:`NEVER_FITTED_TAG` (the RCCL rows on MI300X/MI325X) are
+validation only: no calibration is fitted on them, they are never picked as held-out rows, and
+they are reported under their own role, ``never fitted (tagged)``.
 
 >>> frame = predict_rows(load_measurements().head(2))
 >>> list(frame.columns)[:4]
@@ -32,11 +39,18 @@ from clustersim.collectives.op_types import bus_factor
 from clustersim.collectives.select import price
 from clustersim.network.cluster import build_cluster
 
-__all__ = ["DATA_FILE", "PEAK_SIZE_B", "HOLD_OUT_EVERY", "load_measurements", "held_out_ids",
-           "row_spec", "predict_rows", "collective_validation", "summarize"]
+__all__ = ["DATA_FILE", "PEAK_SIZE_B", "HOLD_OUT_EVERY", "NEVER_FITTED_TAG", "TAGGED_ROLE",
+           "load_measurements", "held_out_ids", "never_fitted_mask", "row_spec", "predict_rows",
+           "collective_validation", "summarize"]
 
 DATA_FILE = Path(__file__).parent / "data" / "collectives.csv"
 PEAK_SIZE_B = 4 * 2**30
+# A row whose ``source`` starts with this is validation only: never fitted, never held out.
+NEVER_FITTED_TAG = "[never fitted]"
+TAGGED_ROLE = "never fitted (tagged)"
+# Accelerator-name substring -> the preset its rows are priced on (first match wins).
+_TOPOLOGY_BY_ACCEL = (("H100", "dgx-h100"), ("MI300X", "mi300x-node"), ("MI325X", "mi325x-node"),
+                      ("MI250X", "mi250x-frontier"))
 
 # Rows whose text needs reading by a human: (size, algorithm, overrides, busbw divisor, note)
 _SPECIAL = {
@@ -58,16 +72,27 @@ def load_measurements(path: str | Path = DATA_FILE) -> pd.DataFrame:
 HOLD_OUT_EVERY = 5
 
 
+def never_fitted_mask(frame: pd.DataFrame) -> np.ndarray:
+    """True on the rows tagged :data:`NEVER_FITTED_TAG` (validation only).
+
+    >>> int(never_fitted_mask(load_measurements()).sum()) > 0
+    True
+    """
+    return frame["source"].astype(str).str.startswith(NEVER_FITTED_TAG).to_numpy()
+
+
 def held_out_ids(frame: pd.DataFrame | None = None) -> list[str]:
     """Ids of the rows no calibration is fitted on: in every sweep (rows sharing an id prefix)
     of at least :data:`HOLD_OUT_EVERY` rows, ordered by size, every fifth row starting at the
-    third, so both ends of a sweep (which pin latency and bandwidth) stay fitted.
+    third, so both ends of a sweep (which pin latency and bandwidth) stay fitted. Rows tagged
+    :data:`NEVER_FITTED_TAG` are not candidates (they are outside every fit already).
 
     >>> ids = held_out_ids()
     >>> len(ids), ids[:2]
     (10, ['AZ-A100-AR-4K', 'AZ-A100-AR-132K'])
     """
     frame = load_measurements() if frame is None else frame
+    frame = frame[~never_fitted_mask(frame)]
     sweep = frame["id"].astype(str).str.rsplit("-", n=1).str[0]
     out = []
     for _, rows in frame.groupby(sweep, sort=False):
@@ -80,7 +105,7 @@ def held_out_ids(frame: pd.DataFrame | None = None) -> list[str]:
 def row_spec(row) -> dict:
     """How to predict one row: topology, devices, overrides, op, size, algorithm, divisor."""
     accel = str(row["accel"])
-    topology = "dgx-h100" if "H100" in accel else "dgx-a100"
+    topology = next((t for key, t in _TOPOLOGY_BY_ACCEL if key in accel), "dgx-a100")
     op = str(row["collective"])
     op = "send_recv" if op == "sendrecv" else "all_reduce" if "allreduce" in op.replace(
         "_", "") or op.startswith("non-allreduce") else op
@@ -143,6 +168,7 @@ def predict_rows(frame: pd.DataFrame, calibration=None) -> pd.DataFrame:
     fitted = {i for t in cal.techs.values() for i in t.fitted_on}
     held = out["id"].isin(set(held_out_ids()))
     role = np.where(held, "held out", np.where(out["id"].isin(fitted), "fitted", "never fitted"))
+    role = np.where(never_fitted_mask(frame), TAGGED_ROLE, role)
     return out.assign(held_out=held, role=role)
 
 
