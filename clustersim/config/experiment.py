@@ -21,8 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from clustersim.config.quantities import Count, Whole
 from clustersim.config.validation import StrictModel, validate
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 
@@ -39,7 +40,7 @@ DEFAULT_PLACEMENT = ["tp", "cp", "ep", "dp", "pp"]  # innermost (closest devices
 
 class ClusterConfig(StrictModel):
     topology: str = Field(description="a preset in topologies/, or a path to a topology YAML")
-    devices: PositiveInt | None = Field(None, description="number of compute devices (ranks)")
+    devices: Count | None = Field(None, description="number of compute devices (ranks)")
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="dotted topology parameters")
 
@@ -49,23 +50,23 @@ class ImbalanceConfig(StrictModel):
 
     distribution: Literal["none", "zipf", "lognormal"] = "none"
     param: float = Field(0.0, ge=0, description="zipf exponent or lognormal sigma")
-    seed: int = Field(0, ge=0)
+    seed: Whole = Field(0, ge=0)
 
 
 class MoEConfig(StrictModel):
-    experts: PositiveInt = Field(description="routed experts per MoE layer")
-    top_k: PositiveInt = 2
+    experts: Count = Field(description="routed experts per MoE layer")
+    top_k: Count = 2
     capacity_factor: float = Field(1.0, gt=0, description="without token_drop: expert work "
                                    "over a balanced router (padding); with it: the cap on "
                                    "tokens per expert")
-    shared_experts: int = Field(0, ge=0, description="experts every token visits")
-    expert_ffn_hidden: PositiveInt | None = Field(None, description="width of one expert "
+    shared_experts: Whole = Field(0, ge=0, description="experts every token visits")
+    expert_ffn_hidden: Count | None = Field(None, description="width of one expert "
                                                   "(default: ffn_hidden)")
-    dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP")
-    every: PositiveInt = Field(1, description="after dense_layers, layer i is MoE when "
+    dense_layers: Whole = Field(0, ge=0, description="leading layers with a dense MLP")
+    every: Count = Field(1, description="after dense_layers, layer i is MoE when "
                                "i % every == 0")
     token_drop: bool = False
-    max_nodes_per_token: PositiveInt | None = Field(None, description="node-limited routing")
+    max_nodes_per_token: Count | None = Field(None, description="node-limited routing")
     imbalance: ImbalanceConfig | None = None
 
     @model_validator(mode="after")
@@ -79,11 +80,11 @@ class MoEConfig(StrictModel):
 class MLAConfig(StrictModel):
     """Multi-head latent attention (clustersim.workload.models.MLASpec)."""
 
-    kv_lora_rank: PositiveInt
-    q_lora_rank: int = Field(0, ge=0, description="0: full query projection")
-    qk_rope_head_dim: int = Field(64, ge=0)
-    qk_nope_head_dim: PositiveInt = 128
-    v_head_dim: PositiveInt = 128
+    kv_lora_rank: Count
+    q_lora_rank: Whole = Field(0, ge=0, description="0: full query projection")
+    qk_rope_head_dim: Whole = Field(64, ge=0)
+    qk_nope_head_dim: Count = 128
+    v_head_dim: Count = 128
 
 
 class ModelConfig(StrictModel):
@@ -91,18 +92,18 @@ class ModelConfig(StrictModel):
 
     preset: str | None = None
     name: str | None = None
-    layers: PositiveInt | None = None
-    hidden: PositiveInt | None = None
-    heads: PositiveInt | None = None
-    kv_heads: PositiveInt | None = None
-    head_dim: PositiveInt | None = None
-    ffn_hidden: PositiveInt | None = None
-    vocab: PositiveInt | None = None
-    seq_len: PositiveInt | None = None
+    layers: Count | None = None
+    hidden: Count | None = None
+    heads: Count | None = None
+    kv_heads: Count | None = None
+    head_dim: Count | None = None
+    ffn_hidden: Count | None = None
+    vocab: Count | None = None
+    seq_len: Count | None = None
     ffn: Literal["gelu", "swiglu"] | None = None
     moe: MoEConfig | None = None
     mla: MLAConfig | None = None
-    attention_window: int | None = Field(None, ge=0, description="sliding-window attention: "
+    attention_window: Whole | None = Field(None, ge=0, description="sliding-window attention: "
                                          "keys each query sees (0: full)")
     parallel_attention: bool | None = None
     tied_embeddings: bool | None = None
@@ -126,28 +127,28 @@ class ModelConfig(StrictModel):
 
 
 class ParallelismConfig(StrictModel):
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    dp: PositiveInt | None = Field(None, description="default: devices / (tp*pp*cp)")
-    cp: PositiveInt = 1
+    tp: Count = 1
+    pp: Count = 1
+    dp: Count | None = Field(None, description="default: devices / (tp*pp*cp)")
+    cp: Count = 1
     # Transformer Engine / Megatron-Core --cp-comm-type (Megatron spells the last `allgather`);
     # Megatron-LM's arguments.py defaults it to p2p
     cp_comm: Literal["p2p", "a2a", "all_gather"] = Field(
         "p2p", description="context parallelism: p2p (ring attention, K/V rotated around "
         "the cp ring under the attention blocks), a2a (Ulysses: all-to-all of Q, K, V and the "
         "output, heads split over cp), all_gather (K/V all-gathered before attention, Llama 3)")
-    ep: PositiveInt = 1
+    ep: Count = 1
     sp: bool = False
-    zero: int = Field(0, ge=0, le=3, description="0-3; 3 = FSDP")
-    shard_group: PositiveInt | None = Field(
+    zero: Whole = Field(0, ge=0, le=3, description="0-3; 3 = FSDP")
+    shard_group: Count | None = Field(
         None, description="hybrid sharding: shard within groups of N data-parallel ranks")
     schedule: Literal["gpipe", "1f1b", "1f1b-interleaved", "zb-h1", "zb-h2", "zb-v",
                       "dualpipe"] = "1f1b"
-    virtual_stages: PositiveInt = 1
+    virtual_stages: Count = 1
     placement: list[Literal["tp", "cp", "ep", "dp", "pp"]] = Field(
         default_factory=lambda: list(DEFAULT_PLACEMENT),
         description="mesh axes from innermost (closest devices) outwards")
-    stage_layers: list[PositiveInt] | None = Field(
+    stage_layers: list[Count] | None = Field(
         None, description="layers per pipeline stage when they are not equal")
 
     @field_validator("placement")
@@ -181,9 +182,9 @@ class OverlapConfig(StrictModel):
 
 
 class TrainingConfig(StrictModel):
-    global_batch: PositiveInt = Field(description="sequences per step")
-    micro_batch: PositiveInt = 1
-    seq_len: PositiveInt | None = None
+    global_batch: Count = Field(description="sequences per step")
+    micro_batch: Count = 1
+    seq_len: Count | None = None
     precision: Literal["bf16", "fp16", "fp8", "fp4", "fp32"] = "bf16"
     recompute: Literal["none", "selective", "full"] = "none"
     attention: Literal["flash", "materialized"] = Field(
@@ -269,11 +270,11 @@ class JobPlacement(StrictModel):
     [4, 5, 6, 7, 12, 13, 14, 15]
     """
 
-    first: int = Field(0, ge=0, description="index of the job's first device")
-    count: PositiveInt = Field(description="devices the job holds")
-    block: PositiveInt | None = Field(None, description="consecutive devices per block "
+    first: Whole = Field(0, ge=0, description="index of the job's first device")
+    count: Count = Field(description="devices the job holds")
+    block: Count | None = Field(None, description="consecutive devices per block "
                                       "(default: count, one block)")
-    stride: PositiveInt | None = Field(None, description="distance between block starts "
+    stride: Count | None = Field(None, description="distance between block starts "
                                        "(default: block, no gap)")
 
     @model_validator(mode="after")

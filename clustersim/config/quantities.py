@@ -14,12 +14,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from annotated_types import Gt
 from pydantic import AfterValidator, BeforeValidator
 
 from clustersim.units import format_quantity, parse
 
 __all__ = ["Bandwidth", "Size", "FlopRate", "Power", "Energy", "EnergyPerBit",
-           "NonNegativeTime", "NonNegativePower"]
+           "NonNegativeTime", "NonNegativePower", "Whole", "Count"]
+
+
+def _not_a_boolean(value):
+    """YAML's ``true`` is not a count: pydantic's lax mode would read ``tp: true`` as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got the boolean {str(value).lower()} "
+                         f"(write the number itself, e.g. 1)")
+    return value
+
+
+# Whole numbers the user writes (parallel degrees, counts, indices); Count is positive.
+Whole = Annotated[int, BeforeValidator(_not_a_boolean)]
+Count = Annotated[int, BeforeValidator(_not_a_boolean), Gt(0)]
 
 
 def _quantity(kind: str, allow_zero: bool = False):

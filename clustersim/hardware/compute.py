@@ -36,9 +36,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
-from clustersim.config.quantities import NonNegativeTime
+from clustersim.config.quantities import Count, NonNegativeTime
 from clustersim.config.validation import StrictModel, validate
 from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors
@@ -60,8 +60,8 @@ class ComputeParams(StrictModel):
 
     name: str
     devices: list[str] = Field(default_factory=list)
-    compute_units: PositiveInt
-    tile: tuple[PositiveInt, PositiveInt]
+    compute_units: Count
+    tile: tuple[Count, Count]
     gemm_max_efficiency: dict[str, float]
     gemm_dim_overhead: float = Field(ge=0)
     gemm_k_overhead: float | dict[str, float] = Field(

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from clustersim.config.quantities import (Bandwidth, EnergyPerBit, FlopRate, NonNegativePower,
-                                          NonNegativeTime, Power, Size)
+from clustersim.config.quantities import (Bandwidth, Count, EnergyPerBit, FlopRate,
+                                          NonNegativePower, NonNegativeTime, Power, Size)
 from clustersim.config.validation import StrictModel, validate
 from clustersim.errors import InputError, closest
 from clustersim.units import format_quantity
@@ -92,7 +92,7 @@ class LinkTech(_Sourced):
     category: LinkCategory
     bw_Bps: Bandwidth = Field(alias="bandwidth", description="per direction, one link unit")
     unit: str = Field(description="what one link unit is, e.g. 'x16 port', 'one HBM3 stack'")
-    lanes: PositiveInt | None = Field(None, description="lanes in one unit (PCIe/CXL/UCIe)")
+    lanes: Count | None = Field(None, description="lanes in one unit (PCIe/CXL/UCIe)")
     latency_s: NonNegativeTime = Field(alias="latency", description="one traversal, no switch")
     energy_J_per_bit: EnergyPerBit = Field(alias="energy_per_bit",
                                            description="one bit across the link, both ends")
@@ -113,7 +113,7 @@ class MemorySpec(CatalogModel):
     """A device's memory: ``stacks`` stacks/packages of one technology."""
 
     technology: str = Field(description="a memory link technology, e.g. hbm3")
-    stacks: PositiveInt = Field(description="stacks, devices or packages")
+    stacks: Count = Field(description="stacks, devices or packages")
     capacity_B: Size = Field(alias="capacity")
     bw_Bps: Bandwidth = Field(alias="bandwidth", description="peak, all stacks together")
 
@@ -127,14 +127,14 @@ class ScaleUpSpec(CatalogModel):
     """The device's scale-up ports: ``links`` units of one link technology."""
 
     technology: str
-    links: PositiveInt
+    links: Count
 
 
 class HostLinkSpec(CatalogModel):
     """The link to the host CPU; ``lanes`` for lane-based links (PCIe), else one unit."""
 
     technology: str
-    lanes: PositiveInt | None = None
+    lanes: Count | None = None
 
 
 class DeviceSpec(_Sourced):
@@ -225,7 +225,7 @@ class SwitchSpec(_Sourced):
 
     name: str
     description: str
-    ports: PositiveInt = Field(description="ports of one port_technology unit each")
+    ports: Count = Field(description="ports of one port_technology unit each")
     port_technology: str = Field(description="a link technology name")
     latency_s: NonNegativeTime = Field(alias="latency", description="port to port")
     in_network_reduction: Literal["nvls", "sharp"] | None = None

@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import networkx as nx
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from clustersim.config.quantities import Bandwidth, NonNegativeTime
+from clustersim.config.quantities import Bandwidth, Count, NonNegativeTime
 from clustersim.config.validation import StrictModel
 from clustersim.hardware.catalog import get_switch
 from clustersim.topology.graph import DragonflyFabric, add_fabric, add_link, add_node, attach
@@ -44,10 +44,10 @@ __all__ = ["DragonflyParams", "add_dragonfly", "dragonfly_groups", "global_links
 class DragonflyParams(StrictModel):
     """Shape of a dragonfly; the defaults are Slingshot's largest (De Sensi et al. SC20)."""
 
-    endpoints_per_switch: PositiveInt = Field(16, description="p: NIC ports per switch")
-    switches_per_group: PositiveInt = Field(32, description="a: switches per group")
-    global_links_per_switch: PositiveInt = Field(17, description="h: global ports per switch")
-    local_links: PositiveInt = Field(1, description="links between two switches of a group")
+    endpoints_per_switch: Count = Field(16, description="p: NIC ports per switch")
+    switches_per_group: Count = Field(32, description="a: switches per group")
+    global_links_per_switch: Count = Field(17, description="h: global ports per switch")
+    local_links: Count = Field(1, description="links between two switches of a group")
     global_technology: str | None = Field(None, description="default: the local technology")
     routing: Literal["minimal", "valiant", "ugal"] = "minimal"
     switch_latency: NonNegativeTime | None = Field(None, description="port to port override")

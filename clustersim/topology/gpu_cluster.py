@@ -20,9 +20,10 @@ import math
 from typing import Any, Literal
 
 import networkx as nx
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
+from clustersim.config.quantities import (Bandwidth, Count, NonNegativePower, NonNegativeTime,
+                                          Size)
 from clustersim.config.validation import StrictModel
 from clustersim.errors import InputError, InputErrors
 from clustersim.hardware.catalog import get_device, get_link, override_device
@@ -39,20 +40,20 @@ __all__ = ["GpuClusterParams", "build_gpu_cluster", "resolve_device"]
 
 
 class PackageParams(StrictModel):
-    dies: PositiveInt = Field(1, description="compute dies per package (1 = monolithic)")
-    grid: list[PositiveInt] | None = Field(None, description="die mesh shape, e.g. [2, 2]")
+    dies: Count = Field(1, description="compute dies per package (1 = monolithic)")
+    grid: list[Count] | None = Field(None, description="die mesh shape, e.g. [2, 2]")
     d2d: str = Field("ucie-advanced", description="die-to-die link technology")
-    d2d_links: PositiveInt = Field(1, description="modules between two adjacent dies")
+    d2d_links: Count = Field(1, description="modules between two adjacent dies")
     d2d_bandwidth: Bandwidth | None = Field(None, description="per-module override")
 
 
 class ScaleUpParams(StrictModel):
     topology: Literal["switch", "mesh", "none"] = "switch"
     technology: str = "nvlink4"
-    links_per_device: PositiveInt = 18
+    links_per_device: Count = 18
     switch: str = "nvswitch3"
-    switches: PositiveInt = Field(4, description="switch planes per domain")
-    domain_size: PositiveInt = Field(8, description="devices per scale-up domain")
+    switches: Count = Field(4, description="switch planes per domain")
+    domain_size: Count = Field(8, description="devices per scale-up domain")
     bandwidth: Bandwidth | None = Field(None, description="per-link override")
     latency: NonNegativeTime | None = Field(None, description="per-link latency override")
 
@@ -61,13 +62,13 @@ class ScaleOutParams(StrictModel):
     topology: Literal["fat-tree", "rail-only", "dragonfly"] = Field(
         "fat-tree", description="fat-tree (planes > 1: multi-plane), rail-only, dragonfly")
     technology: str = "ib-ndr"
-    nics_per_node: PositiveInt = 8
+    nics_per_node: Count = 8
     switch: str = "quantum2-ndr"
-    radix: PositiveInt | None = None
+    radix: Count | None = None
     oversubscription: float = Field(1.0, ge=1)
     levels: Literal[1, 2, 3] | None = None
     rail_optimized: bool = True
-    planes: PositiveInt = Field(1, description="independent fat-tree planes, one NIC port each")
+    planes: Count = Field(1, description="independent fat-tree planes, one NIC port each")
     dragonfly: DragonflyParams = Field(default_factory=DragonflyParams)
     bandwidth: Bandwidth | None = Field(None, description="per-port override")
     latency: NonNegativeTime | None = Field(None, description="per-link latency override")
@@ -75,9 +76,9 @@ class ScaleOutParams(StrictModel):
 
 class HostParams(StrictModel):
     link: str = "pcie5"
-    links_per_device: PositiveInt = 1
+    links_per_device: Count = 1
     memory: str = "ddr5"
-    memory_channels: PositiveInt = 16
+    memory_channels: Count = 16
     memory_capacity: Size = 2 * 2**40
     power: NonNegativePower = Field(0.0, description="CPUs and DRAM of one node's host")
 
@@ -85,10 +86,10 @@ class HostParams(StrictModel):
 class MemoryPoolParams(StrictModel):
     technology: str = "cxl2"
     switch: str = "cxl-switch"
-    expanders: PositiveInt = 4
+    expanders: Count = 4
     expander_capacity: Size = 512 * 2**30
-    expander_links: PositiveInt = 1
-    device_links: PositiveInt = 1
+    expander_links: Count = 1
+    device_links: Count = 1
     per: Literal["node", "domain"] = "node"
     bandwidth: Bandwidth | None = Field(None, description="per-link override")
 
@@ -96,7 +97,7 @@ class MemoryPoolParams(StrictModel):
 class GpuClusterParams(StrictModel):
     device: str = "h100-sxm-80gb"
     device_overrides: dict[str, Any] = Field(default_factory=dict)
-    devices_per_node: PositiveInt = 8
+    devices_per_node: Count = 8
     package: PackageParams = Field(default_factory=PackageParams)
     scale_up: ScaleUpParams = Field(default_factory=ScaleUpParams)
     scale_out: ScaleOutParams | None = Field(default_factory=ScaleOutParams)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import networkx as nx
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, field_validator
 
-from clustersim.config.quantities import (Bandwidth, EnergyPerBit, NonNegativePower,
+from clustersim.config.quantities import (Bandwidth, Count, EnergyPerBit, NonNegativePower,
                                           NonNegativeTime, Size)
 from clustersim.config.validation import StrictModel, validate
 from clustersim.errors import InputError, InputErrors, unknown_name
@@ -74,7 +74,7 @@ class GraphNode(StrictModel):
 class GraphLink(StrictModel):
     between: list[str] = Field(min_length=2, max_length=2, description="the two node ids")
     technology: str = Field(description="a link technology (`clustersim presets`)")
-    count: PositiveInt = Field(1, description="parallel links")
+    count: Count = Field(1, description="parallel links")
     bandwidth: Bandwidth | None = Field(None, description="per-link override, per direction")
     latency: NonNegativeTime | None = Field(None, description="per-link latency override")
     energy_per_bit: EnergyPerBit | None = None

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field, PositiveInt
+from pydantic import BaseModel, Field
 
+from clustersim.config.quantities import Count
 from clustersim.config.validation import StrictModel, nested_model, validate
 from clustersim.config.yamlio import YamlDocument, load_yaml_file
 from clustersim.errors import InputError, InputErrors, closest, unknown_name
@@ -45,7 +46,7 @@ class TopologyPreset(StrictModel):
     name: str
     description: str
     builder: str
-    devices: PositiveInt = Field(description="default device count")
+    devices: Count = Field(description="default device count")
     source: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
 

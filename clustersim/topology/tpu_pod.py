@@ -16,9 +16,10 @@ import math
 from typing import Any
 
 import networkx as nx
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from clustersim.config.quantities import Bandwidth, NonNegativePower, NonNegativeTime, Size
+from clustersim.config.quantities import (Bandwidth, Count, NonNegativePower, NonNegativeTime,
+                                          Size)
 from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.gpu_cluster import HostParams, resolve_device
@@ -31,9 +32,9 @@ __all__ = ["TpuPodParams", "build_tpu_pod"]
 
 class DcnParams(StrictModel):
     technology: str = "dcn"
-    nics_per_host: PositiveInt = 1
+    nics_per_host: Count = 1
     switch: str = "eth-51t"
-    radix: PositiveInt | None = None
+    radix: Count | None = None
     oversubscription: float = Field(1.0, ge=1)
     bandwidth: Bandwidth | None = Field(None, description="per-NIC override")
 
@@ -41,9 +42,9 @@ class DcnParams(StrictModel):
 class TpuHostParams(HostParams):
     """A TPU host: the GPU-cluster host with its chip count and TPU v4 defaults."""
 
-    chips: PositiveInt = Field(4, description="chips per host")
+    chips: Count = Field(4, description="chips per host")
     link: str = "pcie4"
-    memory_channels: PositiveInt = 8
+    memory_channels: Count = 8
     memory_capacity: Size = 512 * 2**30
 
 
@@ -51,14 +52,14 @@ class TpuPodParams(StrictModel):
     device: str = "tpu-v4"
     device_overrides: dict[str, Any] = Field(default_factory=dict)
     ici: str = "ici-v4"
-    ici_links: PositiveInt = Field(1, description="links between torus neighbours")
+    ici_links: Count = Field(1, description="links between torus neighbours")
     ici_bandwidth: Bandwidth | None = Field(None, description="per-link override")
-    cube: list[PositiveInt] = Field(default_factory=lambda: [4, 4, 4])
+    cube: list[Count] = Field(default_factory=lambda: [4, 4, 4])
     optical: bool = Field(True, description="join cubes through optical circuit switches")
     ocs_latency: NonNegativeTime = 0.0
-    pod: list[PositiveInt] = Field(default_factory=lambda: [16, 16, 16],
+    pod: list[Count] = Field(default_factory=lambda: [16, 16, 16],
                                    description="largest torus of one pod")
-    shape: list[PositiveInt] | None = Field(None, description="explicit slice shape")
+    shape: list[Count] | None = Field(None, description="explicit slice shape")
     host: TpuHostParams = Field(default_factory=TpuHostParams)
     dcn: DcnParams = Field(default_factory=DcnParams)
 
