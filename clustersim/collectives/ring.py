@@ -16,7 +16,11 @@ orders chosen so that they load different links:
   down to ``k``, so each hop between nodes joins equal local ranks (with an odd number of
   nodes the one hop that closes the ring changes rail). The channels start on different
   local ranks, so together they use every NIC of a node in both directions, which is how
-  NCCL reaches a node's aggregate NIC bandwidth.
+  NCCL reaches a node's aggregate NIC bandwidth. On full-mesh nodes (MI300X) the walk inside
+  a node is channel ``k``'s own Hamiltonian path from local rank ``k`` (:func:`mesh_paths`:
+  the ``L`` paths share no directed link, and end on distinct ranks, so the NICs stay one
+  channel each way), reversed on odd nodes; a walk by ``+1`` would send every channel over
+  the same ``i -> i+1`` links.
 
 Per channel, all_reduce sends ``2(p-1)/p * S/c`` from each rank to its successor in
 ``2(p-1)`` steps; reduce_scatter and all_gather ``(p-1)/p * S/c`` in ``p-1`` steps;
@@ -38,30 +42,26 @@ from clustersim.collectives.phase import Phase, make_phase
 from clustersim.errors import InputError
 from clustersim.topology.graph import DirectFabric
 
-__all__ = ["ring_orders", "expand_ring", "ring_phase", "mesh_rings"]
+__all__ = ["ring_orders", "expand_ring", "ring_phase", "mesh_rings", "mesh_paths"]
 
 _SEARCH_BUDGET = 200_000  # ring extensions tried before falling back to coprime strides
 
 RING_OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")
 
 
-@functools.lru_cache(maxsize=64)
-def mesh_rings(p: int) -> tuple[tuple[int, ...], ...]:
-    """Rings over ``p`` fully connected ranks that share no directed link: ``p-1`` of them
-    when a depth-first search finds a Hamiltonian decomposition within its budget, else the
-    rings of every stride coprime to ``p``.
-
-    >>> rings = mesh_rings(8)
-    >>> len(rings), len({(r[i], r[(i + 1) % 8]) for r in rings for i in range(8)})
-    (7, 56)
-    """
+def _link_disjoint(p: int, closed: bool) -> tuple[tuple[int, ...], ...] | None:
+    """A depth-first search, within :data:`_SEARCH_BUDGET` extensions, for orders of ``p``
+    fully connected ranks that share no directed link: ``p - 1`` Hamiltonian cycles from rank
+    0 (``closed``), or ``p`` Hamiltonian paths, the k-th from rank k, ending on distinct
+    ranks. None when the budget runs out (or no such set exists: cycles for p = 4, 6)."""
     used: set = set()
+    ends: set = set()
     found: list = []
     budget = [_SEARCH_BUDGET]
 
-    def cycles(path, seen):
+    def extensions(path, seen):
         if len(path) == p:
-            if (path[-1], path[0]) not in used:
+            if (path[-1], path[0]) not in used if closed else path[-1] not in ends:
                 yield list(path)
             return
         for v in range(p):
@@ -71,27 +71,56 @@ def mesh_rings(p: int) -> tuple[tuple[int, ...], ...]:
             if v not in seen and (path[-1], v) not in used:
                 seen.add(v)
                 path.append(v)
-                yield from cycles(path, seen)
+                yield from extensions(path, seen)
                 path.pop()
                 seen.discard(v)
 
     def solve(k):
-        if k == p - 1:
+        if k == (p - 1 if closed else p):
             return True
-        for cyc in cycles([0], {0}):
-            edges = [(cyc[i], cyc[(i + 1) % p]) for i in range(p)]
+        first = 0 if closed else k
+        for order in extensions([first], {first}):
+            edges = [(order[i], order[(i + 1) % p]) for i in range(p if closed else p - 1)]
             used.update(edges)
-            found.append(tuple(cyc))
+            ends.add(order[-1])
+            found.append(tuple(order))
             if solve(k + 1):
                 return True
             used.difference_update(edges)
+            ends.discard(order[-1])
             found.pop()
         return False
 
-    if p > 2 and solve(0):
-        return tuple(found)
+    return tuple(found) if solve(0) else None
+
+
+@functools.lru_cache(maxsize=64)
+def mesh_rings(p: int) -> tuple[tuple[int, ...], ...]:
+    """Rings over ``p`` fully connected ranks that share no directed link: ``p-1`` of them
+    when the search finds a Hamiltonian decomposition within its budget, else the rings of
+    every stride coprime to ``p``.
+
+    >>> rings = mesh_rings(8)
+    >>> len(rings), len({(r[i], r[(i + 1) % 8]) for r in rings for i in range(8)})
+    (7, 56)
+    """
+    found = _link_disjoint(p, closed=True) if p > 2 else None
+    if found is not None:
+        return found
     strides = [s for s in range(1, p) if _gcd(s, p) == 1]
     return tuple(tuple((i * s) % p for i in range(p)) for s in strides)
+
+
+@functools.lru_cache(maxsize=64)
+def mesh_paths(p: int) -> tuple[tuple[int, ...], ...] | None:
+    """``p`` Hamiltonian paths over ``p`` fully connected ranks, the k-th from rank k, ending
+    on distinct ranks and sharing no directed link (together every link once), or None.
+
+    >>> paths = mesh_paths(8)
+    >>> [q[0] for q in paths], len({(q[i], q[i + 1]) for q in paths for i in range(7)})
+    ([0, 1, 2, 3, 4, 5, 6, 7], 56)
+    """
+    return _link_disjoint(p, closed=False) if p > 2 else None
 
 
 def _gcd(a: int, b: int) -> int:
@@ -112,8 +141,12 @@ def ring_orders(info) -> list[list[int]]:
         # uneven nodes: one channel in group order, node by node
         return [[i for node in info.nodes for i in node]]
     L = info.local_size
+    paths = mesh_paths(L) if isinstance(info.inner, DirectFabric) else None
 
     def visit(i, node, k):  # even nodes walk up from k, odd nodes down from k-1
+        if paths is not None:   # full-mesh nodes: channel k's own links (the reverse on odd)
+            path = paths[k] if i % 2 == 0 else paths[k][::-1]
+            return [node[j] for j in path]
         return [node[(k + j) % L] if i % 2 == 0 else node[(k - 1 - j) % L] for j in range(L)]
 
     return [[r for i, node in enumerate(info.nodes) for r in visit(i, node, k)]
