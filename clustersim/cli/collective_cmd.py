@@ -65,6 +65,9 @@ def parse_sizes(text: str) -> list[float]:
                              f"1KiB:8GiB or 1MiB,4MiB") from None
         if value <= 0:
             raise InputError(f"--sizes: sizes must be positive, got {s!r}")
+        if value != int(value):   # a buffer holds whole bytes: 0.5B is a typo, not 0 bytes
+            raise InputError(f"--sizes: {s!r} is {value:g} bytes, not a whole number of "
+                             f"bytes; write e.g. 512B or 1KiB")
         return value
 
     text = str(text).strip()
@@ -143,6 +146,9 @@ def run(args) -> int:
     if not 1 <= ranks <= len(cluster.devices):
         raise InputError(f"--ranks {ranks}: the group must hold 1 to {len(cluster.devices)} "
                          f"devices (the topology was built with {len(cluster.devices)})")
+    if ranks < 2:
+        raise InputError(f"a collective on {ranks} device moves nothing (its bandwidth would "
+                         f"be inf/NaN); give --devices or --ranks of 2 or more")
     group = cluster.devices[:ranks]
     table = collective_table(cluster, group, args.op, sizes, args.algorithm, args.skew)
     print(f"# {args.op} on {ranks} of {len(cluster.devices)} x {cluster.device.name} "

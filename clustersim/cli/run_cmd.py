@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep scenarios already stored in the output directory")
     parser.add_argument("--trace", action="store_true",
                         help="write a Chrome/Perfetto trace per scenario to DIR/traces")
+    parser.add_argument("--max-scenarios", type=_positive, metavar="N", default=None,
+                        help="refuse a sweep of more points (default 1,000,000)")
 
 
 def summary_table(frame, swept_keys: Sequence[str] = (), max_rows: int = SUMMARY_ROWS) -> str:
@@ -94,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the experiment; print the summary and where the files are."""
     # imported on use (pandas, the simulator): `clustersim --help` loads every subcommand
     from clustersim.experiment.runner import run_experiment
+    from clustersim.experiment.sweep import MAX_SCENARIOS
 
     executor = args.executor or ("dask" if args.scheduler else "local")
     if args.scheduler and executor != "dask":
         raise InputError(f"--scheduler needs --executor dask (got --executor {executor})")
     frame = run_experiment(args.experiment, out_dir=args.out, workers=args.workers,
                            executor=executor, scheduler=args.scheduler, resume=args.resume,
-                           trace=args.trace)
+                           trace=args.trace, max_scenarios=args.max_scenarios or MAX_SCENARIOS)
     print(summary_table(frame, frame.attrs.get("swept_keys", ())))
     counts = frame["status"].value_counts()
     print(f"\n{len(frame)} scenarios: " + ", ".join(f"{n} {s}" for s, n in counts.items()))

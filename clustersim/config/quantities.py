@@ -44,6 +44,8 @@ def _quantity(kind: str, allow_zero: bool = False):
         if value < 0 or (value == 0 and not allow_zero):
             bound = "non-negative" if allow_zero else "positive"
             raise ValueError(f"must be {bound}, got {format_quantity(value, kind)}")
+        if kind == "size" and value != int(value):   # memory holds whole bytes
+            raise ValueError(f"must be a whole number of bytes, got {value:g} B")
         return value
 
     return Annotated[float, BeforeValidator(reader), AfterValidator(check)]

@@ -84,17 +84,28 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return value
 
 
-def _construct(node: yaml.Node, loc: Location, doc: YamlDocument) -> Any:
+# Values a document may expand to: aliases share nodes, so a few lines of anchors that repeat
+# anchors ("billion laughs") expand exponentially; an experiment file holds a few hundred.
+MAX_VALUES = 1_000_000
+
+
+def _construct(node: yaml.Node, loc: Location, doc: YamlDocument, budget: list) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InputError(f"the document expands to more than {MAX_VALUES:,} values (aliases "
+                         f"that repeat aliases?); write the values out or split the file",
+                         doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
     doc.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.ScalarNode):
         return _scalar(node)
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, loc + (i,), doc) for i, child in enumerate(node.value)]
+        return [_construct(child, loc + (i,), doc, budget)
+                for i, child in enumerate(node.value)]
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                merged = _construct(value_node, loc, doc)
+                merged = _construct(value_node, loc, doc, budget)
                 for part in merged if isinstance(merged, list) else [merged]:
                     for k, v in part.items():
                         out.setdefault(k, v)
@@ -106,7 +117,7 @@ def _construct(node: yaml.Node, loc: Location, doc: YamlDocument) -> Any:
             if key in out:
                 raise InputError(f"key {key!r} appears twice in the same mapping", doc.file,
                                  key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, loc + (key,), doc)
+            out[key] = _construct(value_node, loc + (key,), doc, budget)
             # a key's own position is a better place to point than its value's
             doc.positions[loc + (key,)] = (key_node.start_mark.line + 1,
                                            key_node.start_mark.column + 1)
@@ -135,7 +146,7 @@ def load_yaml(text: str, file: str = "<string>") -> YamlDocument:
                          file, line, col) from None
     except yaml.YAMLError as exc:
         raise InputError(f"malformed YAML: {exc}", file) from None
-    doc.data = {} if node is None else _construct(node, (), doc)
+    doc.data = {} if node is None else _construct(node, (), doc, [MAX_VALUES])
     return doc
 
 

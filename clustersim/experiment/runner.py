@@ -47,7 +47,7 @@ from clustersim.experiment.headline import render
 from clustersim.experiment.report import write_report
 from clustersim.experiment.scenario import Scenario
 from clustersim.experiment.store import PartId, ResultStore, config_hash
-from clustersim.experiment.sweep import Expansion, expand
+from clustersim.experiment.sweep import MAX_SCENARIOS, Expansion, expand
 
 __all__ = ["run_experiment", "output_directory", "load_document"]
 
@@ -98,7 +98,7 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
                    workers: int | None = None, executor: str = "local",
                    scheduler: str | None = None, resume: bool = False,
                    progress: bool | None = None, trace: bool = False,
-                   run_fn: RunFunction | None = None):
+                   run_fn: RunFunction | None = None, max_scenarios: int = MAX_SCENARIOS):
     """Run every scenario of an experiment and return the results as one DataFrame.
 
     ``source`` is a path to an experiment file, or a mapping of an already-loaded one.
@@ -107,6 +107,7 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
     scenarios an earlier run of the same experiment already stored in the output directory.
     ``progress`` shows a progress bar (default: when stderr is a terminal). ``run_fn`` replaces
     :func:`clustersim.experiment.scenario.run_scenario` (it must be importable by the workers).
+    A sweep of more than ``max_scenarios`` points is refused before any is built.
 
     Raises InputErrors when the file itself is invalid; a scenario that fails is a row. The
     frame's ``attrs`` hold ``experiment``, ``output_dir``, ``swept_keys`` and ``headline`` (the
@@ -114,7 +115,7 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
     """
     check_options(executor, workers, scheduler)
     doc = load_document(source)
-    sweep = expand(doc)
+    sweep = expand(doc, max_scenarios)
     out = output_directory(sweep, out_dir)
     run_fn = run_fn or _scenario_module.run_scenario
     store = ResultStore(out, resume=resume)

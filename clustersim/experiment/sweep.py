@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import types
 import typing
@@ -63,9 +64,12 @@ from clustersim.errors import InputError, InputErrors, closest
 from clustersim.experiment import scenario as _scenario_module
 from clustersim.experiment.scenario import Scenario
 
-__all__ = ["SWEEPABLE", "InvalidScenario", "Expansion", "expand", "key_path"]
+__all__ = ["SWEEPABLE", "MAX_SCENARIOS", "InvalidScenario", "Expansion", "expand", "key_path"]
 
 # A case may carry ``label: text``: it names the scenario and fills the ``case`` column.
+# Scenarios one run expands (each holds a validated config in memory): a million is hours of
+# flow runs and about a gigabyte; a larger sweep is split, or the cap raised on purpose.
+MAX_SCENARIOS = 1_000_000
 CASE_LABEL = "label"
 CASE_COLUMN = "case"
 
@@ -239,8 +243,24 @@ def _scenario_name(experiment: str, index: int, overrides: list[_Override]) -> s
     return f"{name} {suffix}" if suffix else name
 
 
-def _parse_sweep(doc: YamlDocument, sweep: dict) -> tuple[list, list[str], list[InputError]]:
-    """The sweep as a list of factors (each a list of override lists), and its keys."""
+def _too_many(doc: YamlDocument, count: int, cap: int) -> InputError:
+    return doc.error(("sweep",), f"the sweep declares {count:,} scenarios, more than the "
+                                 f"{cap:,} one run takes; split it, or raise the cap with "
+                                 f"--max-scenarios")
+
+
+def _overlaps(doc: YamlDocument, paths: dict[str, tuple[str, ...]]) -> list[InputError]:
+    """One error per pair of swept keys of which one lies inside the other."""
+    return [doc.error(("sweep",), f"swept keys {a!r} and {b!r} overlap: {b!r} lies inside "
+                                  f"{a!r}; sweep one of them")
+            for a, b in itertools.permutations(paths, 2)
+            if len(paths[a]) < len(paths[b]) and paths[b][:len(paths[a])] == paths[a]]
+
+
+def _parse_sweep(doc: YamlDocument, sweep: dict, max_scenarios: int = MAX_SCENARIOS
+                 ) -> tuple[list, list[str], list[InputError]]:
+    """The sweep as a list of factors (each a list of override lists), and its keys; more
+    than ``max_scenarios`` points is an error before any is built."""
     errors: list[InputError] = []
     paths: dict[str, tuple[str, ...]] = {}
     kind_of_key: dict[str, str] = {}
@@ -303,15 +323,14 @@ def _parse_sweep(doc: YamlDocument, sweep: dict) -> tuple[list, list[str], list[
                 row.append(_Override(key, path, value, loc))
         case_rows.append(row)
 
-    ordered = list(paths)
-    for a, b in itertools.permutations(ordered, 2):
-        pa, pb = paths[a], paths[b]
-        if len(pa) < len(pb) and pb[:len(pa)] == pa:
-            errors.append(doc.error(("sweep",), f"swept keys {a!r} and {b!r} overlap: "
-                                                f"{b!r} lies inside {a!r}; sweep one of them"))
-    keys = [k for kind in ("grid", "zip", "cases") for k in ordered if kind_of_key[k] == kind]
+    errors += _overlaps(doc, paths)
+    keys = [k for kind in ("grid", "zip", "cases") for k in paths if kind_of_key[k] == kind]
     if labelled:
         keys.insert(0, CASE_COLUMN)
+    count = math.prod(len(f) for f in grid_factors) * len(zip_rows or [[]]) * len(
+        case_rows or [[]])
+    if count > max_scenarios:   # counted before anything is expanded
+        return [], keys, errors + [_too_many(doc, count, max_scenarios)]
     factors = [case_rows or [[]], zip_rows or [[]],
                [list(itertools.chain.from_iterable(p)) for p in
                 itertools.product(*grid_factors)]]
@@ -390,11 +409,11 @@ def _validated(doc: YamlDocument, data: dict, overrides: list[_Override]
         return None, exc.errors
 
 
-def expand(doc: YamlDocument) -> Expansion:
+def expand(doc: YamlDocument, max_scenarios: int = MAX_SCENARIOS) -> Expansion:
     """Every scenario of the experiment in ``doc``, validated; see the module docstring."""
     base = validate(ExperimentConfig, doc)
     raw_sweep = doc.data.get("sweep") or {}
-    factors, keys, errors = _parse_sweep(doc, raw_sweep)
+    factors, keys, errors = _parse_sweep(doc, raw_sweep, max_scenarios)
     if errors:
         raise InputErrors(errors)
 
