@@ -18,7 +18,8 @@ from clustersim.collectives.algorithms import expand
 from clustersim.collectives.cost import effective_capacity_Bps, phase_latency_s
 from clustersim.collectives.select import price, select_algorithm
 from clustersim.engine.program import CollectiveCall, TransferCall
-from clustersim.network.flows import FlowSet, flow_set
+from clustersim.network.flows import FlowSet, flow_set_csr
+from clustersim.network.symmetry import family_class
 
 __all__ = ["CommModel", "BatchSpec", "p2p_cost"]
 
@@ -35,6 +36,7 @@ class CommModel:
         self.cluster = cluster
         self.capacity_Bps = capacity_Bps
         self._algorithms: dict = {}
+        self._classes: dict = {}      # a call's groups -> their class (symmetry.family_class)
         self._p2p: dict = {}          # p2p_cost's cache for this cluster
         self._expanded: dict = {}
         self._pair_flows: dict = {}
@@ -45,7 +47,12 @@ class CommModel:
         protocols of the named algorithm otherwise), exactly as the analytic price picks."""
         if "/" in call.algorithm:
             return call.algorithm
-        key = (call.op, call.size_B, call.algorithm, call.groups[0], len(call.groups))
+        # one choice per class of equivalent families (every stage's copy of a collective)
+        family = self._classes.get(call.groups)
+        if family is None:
+            family = self._classes[call.groups] = (family_class(self.cluster, call.groups)
+                                                   or (call.groups[0], len(call.groups)))
+        key = (call.op, call.size_B, call.algorithm, family)
         found = self._algorithms.get(key)
         if found is None:
             found = str(price(self.cluster, list(call.groups[0]), call.op, [call.size_B],
@@ -73,22 +80,29 @@ class CommModel:
         algorithm = self.algorithm(call)
         first = list(call.groups[0])
         out = []
+        ranks = self._ranks(call.groups)
         for phase in expand(self.cluster, first, call.op, call.size_B, algorithm):
-            routes, nbytes = [], []
-            for group in call.groups:
-                for s, d, b in zip(phase.src, phase.dst, phase.bytes):
-                    links, weights, _ = self.cluster.route(group[s], group[d])
-                    routes.append((links, weights))
-                    nbytes.append(b)
+            # every group's transfers at once, group after group (routing in arrays)
+            ptr, links, weights, _ = self.cluster.device_routes(
+                ranks[:, phase.src].reshape(-1), ranks[:, phase.dst].reshape(-1))
             latency = phase_latency_s(self.cluster, first, phase)
-            out.append((flow_set(routes), np.asarray(nbytes), latency,
-                        f"{algorithm} {phase.label}"))
+            out.append((flow_set_csr(ptr, links, weights), np.tile(phase.bytes, len(ranks)),
+                        latency, f"{algorithm} {phase.label}"))
         return out
+
+    def _ranks(self, groups) -> np.ndarray:
+        """``[group, position]`` device ranks of a call's groups (all of one size)."""
+        rank_of = self.cluster.rank_of
+        if len({len(g) for g in groups}) > 1:
+            raise ValueError("a collective call's groups must all have the same size")
+        return np.array([[rank_of[m] for m in g] for g in groups], dtype=np.int64)
 
     def _transfer(self, call: TransferCall) -> BatchSpec:
         flows = self._pair_flows.get(call.pairs)
         if flows is None:  # pipeline sends repeat the same pairs every micro-batch
-            flows = flow_set([self.cluster.route(src, dst)[:2] for src, dst in call.pairs])
+            ptr, links, weights, _ = self.cluster.routes([a for a, _ in call.pairs],
+                                                          [b for _, b in call.pairs])
+            flows = flow_set_csr(ptr, links, weights)
             self._pair_flows[call.pairs] = flows
         wire_B, latency = p2p_cost(self.cluster, *call.pairs[0], call.size_B, self._p2p)
         nbytes = np.full(len(flows.lengths), wire_B * call.repeat)
