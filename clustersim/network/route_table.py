@@ -53,41 +53,50 @@ class RouteTable:
         self._leaf_code: dict = {}
         self._middle: dict = {}
         self._caps: dict = {}
-        self._parts: list = []          # segment id -> (links, weights, latency)
-        self._flat = None               # (ptr, links, weights, latency) of every segment
+        self._parts: list = []          # segments not yet in the flat table
+        self._count = 0                 # segments made so far
+        # (ptr, links, weights, latency) of every segment, grown as segments are made
+        self._flat = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
     # -- segments ---------------------------------------------------------------------------
     def _add(self, pairs) -> int:
-        self._parts.append(self.cluster._edge_links(tuple(pairs)))
-        self._flat = None
-        return len(self._parts) - 1
+        """A new segment of weighted edges; edges of one link (a bundle, a half-duplex pair)
+        merge as in ``Cluster._edge_links``. Plain lists: segments are a few links long."""
+        index = self.cluster.links.edge_index
+        merged: dict = {}
+        for e, w in pairs:
+            link = index[e]
+            merged[link] = merged.get(link, 0.0) + w
+        self._parts.append(merged)
+        self._count += 1
+        return self._count - 1
 
-    def _device(self, i: int) -> None:
-        """Build device ``i``'s segments into and out of every fabric it joins."""
+    def _device(self, i: int, k: int) -> None:
+        """Build device ``i``'s segments into and out of the fabric of its attachment k."""
         c = self.cluster
         G = c.graph
-        for k, att in enumerate(G.nodes[c.devices[i]]["attach"]):
-            f = c.router.fabrics[att.fabric]
-            up = list(zip(att.up, att.up[1:]))
-            down = [(v, u) for u, v in reversed(up)]
-            if isinstance(f, FatTreeFabric):
-                leaf = f.leaf_of[att.entry]
-                self.leaf[i, k] = self._leaf_code.setdefault((f.id, leaf), len(self._leaf_code))
-                into = [((u, v), 1.0) for u, v in up] + [((att.entry, leaf), 1.0)]
-                out = [((leaf, att.entry), 1.0)] + [((u, v), 1.0) for u, v in down]
-            else:  # a switch: striped over its planes by the entry's port bandwidth
-                caps = [G.edges[att.entry, s]["bw_Bps"] for s in f.planes]
-                total = sum(caps)
-                # Cluster.route splits the way out by the *sender's* ports: equal only when
-                # every entry has the same ports
-                if self._caps.setdefault(f.id, caps) != caps:
-                    self.ok = False
-                into = [((u, v), 1.0) for u, v in up] + [
-                    ((att.entry, s), cap / total) for s, cap in zip(f.planes, caps)]
-                out = [((s, att.entry), cap / total) for s, cap in zip(f.planes, caps)] + [
-                    ((u, v), 1.0) for u, v in down]
-            self.seg_in[i, k] = self._add(into)
-            self.seg_out[i, k] = self._add(out)
+        att = G.nodes[c.devices[i]]["attach"][k]
+        f = c.router.fabrics[att.fabric]
+        up = list(zip(att.up, att.up[1:]))
+        down = [(v, u) for u, v in reversed(up)]
+        if isinstance(f, FatTreeFabric):
+            leaf = f.leaf_of[att.entry]
+            self.leaf[i, k] = self._leaf_code.setdefault((f.id, leaf), len(self._leaf_code))
+            into = [((u, v), 1.0) for u, v in up] + [((att.entry, leaf), 1.0)]
+            out = [((leaf, att.entry), 1.0)] + [((u, v), 1.0) for u, v in down]
+        else:  # a switch: striped over its planes by the entry's port bandwidth
+            caps = [G.edges[att.entry, s]["bw_Bps"] for s in f.planes]
+            total = sum(caps)
+            # Cluster.route splits the way out by the *sender's* ports: equal only when
+            # every entry has the same ports
+            if self._caps.setdefault(f.id, caps) != caps:
+                self.ok = False
+            into = [((u, v), 1.0) for u, v in up] + [
+                ((att.entry, s), cap / total) for s, cap in zip(f.planes, caps)]
+            out = [((s, att.entry), cap / total) for s, cap in zip(f.planes, caps)] + [
+                ((u, v), 1.0) for u, v in down]
+        self.seg_in[i, k] = self._add(into)
+        self.seg_out[i, k] = self._add(out)
 
     def _middles(self, la: np.ndarray, lb: np.ndarray, level: np.ndarray, ia, ib):
         """Segment ids of the leaf-pair middles (-1 inside one leaf or off fat-trees)."""
@@ -116,14 +125,24 @@ class RouteTable:
         return out
 
     def _table(self):
-        if self._flat is None:
-            lengths = np.array([len(p[0]) for p in self._parts], dtype=np.int64)
-            ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=ptr[1:])
-            links = np.concatenate([p[0] for p in self._parts]).astype(np.int64)
-            weights = np.concatenate([p[1] for p in self._parts]).astype(np.float64)
-            latency = np.array([p[2] for p in self._parts], dtype=np.float64)
-            self._flat = (ptr, links, weights, latency)
+        """The flat table, with the segments made since the last call appended."""
+        if self._parts:
+            ptr, links, weights, latency = self._flat
+            lat = self.cluster.links.latency_s
+            new_links = np.array([x for p in self._parts for x in p], dtype=np.int64)
+            new_weights = np.array([w for p in self._parts for w in p.values()])
+            lengths = np.array([len(p) for p in self._parts], dtype=np.int64)
+            bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=bounds[1:])
+            # a segment's latency: its weighted link latencies (as Cluster._edge_links)
+            new_lat = np.add.reduceat(new_weights * lat[new_links], bounds[:-1]) \
+                if len(new_links) else np.zeros(len(lengths))
+            new_lat[lengths == 0] = 0.0
+            self._flat = (np.concatenate([ptr, ptr[-1] + bounds[1:]]),
+                          np.concatenate([links, new_links]),
+                          np.concatenate([weights, new_weights]),
+                          np.concatenate([latency, new_lat]))
+            self._parts = []
         return self._flat
 
     # -- public -----------------------------------------------------------------------------
@@ -134,15 +153,18 @@ class RouteTable:
             return None
         ia = np.asarray(ia, dtype=np.int64)
         ib = np.asarray(ib, dtype=np.int64)
-        for i in np.unique(np.concatenate([ia, ib])).tolist():
-            if self.seg_in[i, 0] < 0:
-                self._device(i)
-        if not self.ok:
-            return None
         shared = self.fabric[ia] == self.fabric[ib]
         if not shared.any(axis=1).all():
             raise ValueError("two devices share no fabric")
         level = np.argmax(shared, axis=1)
+        ends = np.concatenate([ia, ib]) * self.levels + np.concatenate([level, level])
+        need = np.unique(ends)
+        need = need[self.seg_in.reshape(-1)[need] < 0]
+        for i, k in zip((need // self.levels).tolist(), (need % self.levels).tolist()):
+            if self.seg_in[i, k] < 0:
+                self._device(i, k)
+        if not self.ok:
+            return None
         la, lb = self.leaf[ia, level], self.leaf[ib, level]
         pieces = np.stack([self.seg_in[ia, level], self._middles(la, lb, level, ia, ib),
                            self.seg_out[ib, level]], axis=1).reshape(-1)
