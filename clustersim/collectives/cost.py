@@ -229,12 +229,13 @@ _PROFILES: dict = {}
 
 
 def profile(cluster, groups, op: str, algorithm: str, calibration: Calibration | None = None,
-            root: int = 0, skew: float = 1.0) -> Profile:
-    """The cached :class:`Profile` of ``algorithm`` (with a protocol) for a family of groups."""
+            root: int = 0, skew: float = 1.0, symmetric: bool = True) -> Profile:
+    """The cached :class:`Profile` of ``algorithm`` (with a protocol) for a family of groups.
+    ``symmetric``: families that are images of each other under the fabric's symmetry (the
+    same collective on every pipeline stage) share one profile, priced once per class
+    (:func:`clustersim.network.symmetry.family_class`); else each family on its own."""
     cal = calibration or default_calibration()
-    # Families that are images of each other under the fabric's symmetry (the same
-    # collective on every pipeline stage) share one profile: priced once per class.
-    members = family_class(cluster, groups) or tuple(tuple(g) for g in groups)
+    members = (symmetric and family_class(cluster, groups)) or tuple(tuple(g) for g in groups)
     key = (id(cluster), members, op, algorithm, id(cal), root, skew)
     hit = _PROFILES.get(key)
     if hit is not None and hit[0] is cluster and hit[1] is cal:

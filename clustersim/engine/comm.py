@@ -29,8 +29,12 @@ BatchSpec = tuple[FlowSet, np.ndarray, float, str]
 class CommModel:
     """Expands calls into flow batches on one cluster (caching what repeats)."""
 
-    def __init__(self, cluster, capacity_Bps: np.ndarray | None = None):
-        """``capacity_Bps`` defaults to the calibrated effective capacity of every link."""
+    def __init__(self, cluster, capacity_Bps: np.ndarray | None = None,
+                 symmetric: bool = True):
+        """``capacity_Bps`` defaults to the calibrated effective capacity of every link;
+        ``symmetric`` chooses and prices a collective once per class of equivalent group
+        families (``simulation.network: symmetric``), else once per family (``exact``)."""
+        self.symmetric = symmetric
         if capacity_Bps is None:
             capacity_Bps = effective_capacity_Bps(cluster)
         self.cluster = cluster
@@ -50,14 +54,16 @@ class CommModel:
         # one choice per class of equivalent families (every stage's copy of a collective)
         family = self._classes.get(call.groups)
         if family is None:
-            family = self._classes[call.groups] = (family_class(self.cluster, call.groups)
-                                                   or (call.groups[0], len(call.groups)))
+            family = self._classes[call.groups] = (
+                (self.symmetric and family_class(self.cluster, call.groups))
+                or (call.groups[0], len(call.groups)))
         key = (call.op, call.size_B, call.algorithm, family)
         found = self._algorithms.get(key)
         if found is None:
             found = str(price(self.cluster, list(call.groups[0]), call.op, [call.size_B],
                               call.algorithm,
-                              groups=[list(g) for g in call.groups[1:]])[1][0])
+                              groups=[list(g) for g in call.groups[1:]],
+                              symmetric=self.symmetric)[1][0])
             self._algorithms[key] = found
         return found
 
