@@ -50,8 +50,14 @@ class RouteTable:
         self.seg_in = np.full((self.n, self.levels), -1, dtype=np.int64)
         self.seg_out = np.full((self.n, self.levels), -1, dtype=np.int64)
         self.leaf = np.full((self.n, self.levels), -1, dtype=np.int64)
-        self._leaf_code: dict = {}
-        self._middle: dict = {}
+        self.pod = np.full((self.n, self.levels), -1, dtype=np.int64)
+        self._leaf_code: dict = {}      # (fabric id, leaf) -> code
+        self._leaves: list = []         # code -> (fabric, leaf)
+        self._pod_code: dict = {}
+        self._pods: list = []           # code -> (fabric, pod)
+        self.leaf_up = np.zeros(0, np.int64)     # leaf code -> segment up to its aggs
+        self.leaf_down = np.zeros(0, np.int64)   # leaf code -> segment down from them
+        self._middle: dict = {}         # (pod code, pod code) -> segment across pods
         self._caps: dict = {}
         self._parts: list = []          # segments not yet in the flat table
         self._count = 0                 # segments made so far
@@ -59,6 +65,14 @@ class RouteTable:
         self._flat = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
     # -- segments ---------------------------------------------------------------------------
+    @staticmethod
+    def _code(codes: dict, items: list, key, item) -> int:
+        found = codes.get(key)
+        if found is None:
+            found = codes[key] = len(items)
+            items.append(item)
+        return found
+
     def _add(self, pairs) -> int:
         """A new segment of weighted edges; edges of one link (a bundle, a half-duplex pair)
         merge as in ``Cluster._edge_links``. Plain lists: segments are a few links long."""
@@ -81,7 +95,9 @@ class RouteTable:
         down = [(v, u) for u, v in reversed(up)]
         if isinstance(f, FatTreeFabric):
             leaf = f.leaf_of[att.entry]
-            self.leaf[i, k] = self._leaf_code.setdefault((f.id, leaf), len(self._leaf_code))
+            self.leaf[i, k] = self._code(self._leaf_code, self._leaves, (f.id, leaf), (f, leaf))
+            self.pod[i, k] = self._code(self._pod_code, self._pods, (f.id, f.pod_of[leaf]),
+                                        (f, f.pod_of[leaf]))
             into = [((u, v), 1.0) for u, v in up] + [((att.entry, leaf), 1.0)]
             out = [((leaf, att.entry), 1.0)] + [((u, v), 1.0) for u, v in down]
         else:  # a switch: striped over its planes by the entry's port bandwidth
@@ -98,30 +114,63 @@ class RouteTable:
         self.seg_in[i, k] = self._add(into)
         self.seg_out[i, k] = self._add(out)
 
-    def _middles(self, la: np.ndarray, lb: np.ndarray, level: np.ndarray, ia, ib):
-        """Segment ids of the leaf-pair middles (-1 inside one leaf or off fat-trees)."""
-        out = np.full(len(la), -1, dtype=np.int64)
+    def _leaf_shares(self, f: FatTreeFabric, leaf) -> list[float]:
+        """The fraction of a flow leaving ``leaf`` on each of its pod's aggregation switches;
+        the router spreads by the *sender's* uplinks, so every leaf must have the same."""
+        G = self.cluster.graph
+        caps = [G.edges[leaf, agg]["bw_Bps"] for agg in f.aggs[f.pod_of[leaf]]]
+        if self._caps.setdefault(f.id, caps) != caps:
+            self.ok = False
+        total = sum(caps)
+        return [cap / total for cap in caps]
+
+    def _leaf_segments(self, code: int) -> None:
+        """A leaf's way up to its pod's aggregation switches and down from them."""
+        f, leaf = self._leaves[code]
+        aggs = f.aggs[f.pod_of[leaf]]
+        shares = self._leaf_shares(f, leaf)
+        self.leaf_up[code] = self._add([((leaf, agg), w) for agg, w in zip(aggs, shares)])
+        self.leaf_down[code] = self._add([((agg, leaf), w) for agg, w in zip(aggs, shares)])
+
+    def _pod_pair(self, key: tuple) -> int:
+        """Aggregation switches of one pod, up to the cores, down to those of another."""
+        found = self._middle.get(key)
+        if found is None:
+            (f, pa), (_, pb) = self._pods[key[0]], self._pods[key[1]]
+            caps = self._caps[f.id]
+            total = sum(caps)
+            pairs = []
+            for j, (agg_a, agg_b) in enumerate(zip(f.aggs[pa], f.aggs[pb])):
+                cores = f.cores[j]
+                w = caps[j] / total / len(cores)
+                pairs += [((agg_a, core), w) for core in cores]
+                pairs += [((core, agg_b), w) for core in cores]
+            found = self._middle[key] = self._add(pairs)
+        return found
+
+    def _middles(self, la: np.ndarray, lb: np.ndarray, pa: np.ndarray, pb: np.ndarray):
+        """``[route, 3]`` segment ids between two leaves: up from the sender's leaf, across
+        pods, down to the receiver's (-1: not crossed; all -1 inside one leaf)."""
+        out = np.full((len(la), 3), -1, dtype=np.int64)
         across = (la >= 0) & (la != lb)
         if not across.any():
             return out
-        key = la[across] * (len(self._leaf_code) + 1) + lb[across]
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        rows = np.nonzero(across)[0]
-        ids = np.empty(len(uniq), dtype=np.int64)
-        c = self.cluster
-        for u, (kk, f0) in enumerate(zip(uniq.tolist(), first.tolist())):
-            r = rows[f0]
-            found = self._middle.get(kk)
-            if found is None:
-                att_a = c.graph.nodes[c.devices[ia[r]]]["attach"][level[r]]
-                att_b = c.graph.nodes[c.devices[ib[r]]]["attach"][level[r]]
-                f = c.router.fabrics[att_a.fabric]
-                a, b = att_a.entry, att_b.entry
-                skip = {(a, f.leaf_of[a]), (f.leaf_of[b], b)}
-                found = self._middle[kk] = self._add(
-                    [(e, w) for e, w in c.router.fabric_edges(f, a, b) if e not in skip])
-            ids[u] = found
-        out[rows] = ids[inverse.reshape(-1)]
+        grow = len(self._leaves) - len(self.leaf_up)
+        if grow > 0:
+            self.leaf_up = np.concatenate([self.leaf_up, np.full(grow, -1, np.int64)])
+            self.leaf_down = np.concatenate([self.leaf_down, np.full(grow, -1, np.int64)])
+        ends = np.unique(np.concatenate([la[across], lb[across]]))
+        for code in ends[self.leaf_up[ends] < 0].tolist():
+            self._leaf_segments(code)
+        out[across, 0] = self.leaf_up[la[across]]
+        out[across, 2] = self.leaf_down[lb[across]]
+        pods = across & (pa != pb)
+        if pods.any():
+            key = pa[pods] * len(self._pods) + pb[pods]
+            uniq, inverse = np.unique(key, return_inverse=True)
+            ids = np.array([self._pod_pair(divmod(k, len(self._pods))) for k in uniq.tolist()],
+                           dtype=np.int64)
+            out[pods, 1] = ids[inverse.reshape(-1)]
         return out
 
     def _table(self):
@@ -165,9 +214,12 @@ class RouteTable:
                 self._device(i, k)
         if not self.ok:
             return None
-        la, lb = self.leaf[ia, level], self.leaf[ib, level]
-        pieces = np.stack([self.seg_in[ia, level], self._middles(la, lb, level, ia, ib),
-                           self.seg_out[ib, level]], axis=1).reshape(-1)
+        middles = self._middles(self.leaf[ia, level], self.leaf[ib, level],
+                                self.pod[ia, level], self.pod[ib, level])
+        if not self.ok:
+            return None
+        pieces = np.concatenate([self.seg_in[ia, level][:, None], middles,
+                                 self.seg_out[ib, level][:, None]], axis=1).reshape(-1)
         seg_ptr, seg_links, seg_weights, seg_lat = self._table()
         used = pieces >= 0
         count = np.where(used, seg_ptr[pieces + 1] - seg_ptr[np.maximum(pieces, 0)], 0)
@@ -177,8 +229,9 @@ class RouteTable:
         offset = np.zeros(len(count), dtype=np.int64)
         np.cumsum(count[:-1], out=offset[1:])
         idx = np.repeat(start - offset, count) + np.arange(total)
-        per_route = count.reshape(-1, 3).sum(axis=1)
+        per_route = count.reshape(-1, 5).sum(axis=1)
         ptr = np.zeros(len(ia) + 1, dtype=np.int64)
         np.cumsum(per_route, out=ptr[1:])
-        latency = np.where(used, seg_lat[np.maximum(pieces, 0)], 0.0).reshape(-1, 3).sum(axis=1)
+        latency = np.where(used, seg_lat[np.maximum(pieces, 0)], 0.0)
+        latency = latency.reshape(-1, 5).sum(axis=1)
         return ptr, seg_links[idx], seg_weights[idx], latency
