@@ -30,15 +30,24 @@ class CommModel:
     """Expands calls into flow batches on one cluster (caching what repeats)."""
 
     def __init__(self, cluster, capacity_Bps: np.ndarray | None = None,
-                 symmetric: bool = True):
+                 symmetric: bool = True, link_classes: bool | None = None):
         """``capacity_Bps`` defaults to the calibrated effective capacity of every link;
         ``symmetric`` chooses and prices a collective once per class of equivalent group
-        families (``simulation.network: symmetric``), else once per family (``exact``)."""
+        families (``simulation.network: symmetric``), else once per family (``exact``);
+        ``link_classes`` (default: as ``symmetric``) carries the flows over link classes
+        (``RouteTable``: a fat-tree leaf's up- or downlinks as one link of their summed
+        capacity, exact for max-min), so the network's arrays extend past the links."""
         self.symmetric = symmetric
         if capacity_Bps is None:
             capacity_Bps = effective_capacity_Bps(cluster)
         self.cluster = cluster
-        self.capacity_Bps = capacity_Bps
+        table = cluster.route_table if (symmetric if link_classes is None
+                                        else link_classes) else None
+        self.table = table if table is not None and table.ok and table.class_members \
+            else None
+        self.classes = self.table is not None
+        self.capacity_Bps = (self.table.class_capacity(np.asarray(capacity_Bps))
+                             if self.classes else capacity_Bps)
         self._algorithms: dict = {}
         self._classes: dict = {}      # a call's groups -> their class (symmetry.family_class)
         self._p2p: dict = {}          # p2p_cost's cache for this cluster
@@ -90,10 +99,32 @@ class CommModel:
         for phase in expand(self.cluster, first, call.op, call.size_B, algorithm):
             # every group's transfers at once, group after group (routing in arrays)
             ptr, links, weights, _ = self.cluster.device_routes(
-                ranks[:, phase.src].reshape(-1), ranks[:, phase.dst].reshape(-1))
+                ranks[:, phase.src].reshape(-1), ranks[:, phase.dst].reshape(-1),
+                self.classes)
             latency = phase_latency_s(self.cluster, first, phase)
             out.append((flow_set_csr(ptr, links, weights), np.tile(phase.bytes, len(ranks)),
                         latency, f"{algorithm} {phase.label}"))
+        return out
+
+    def physical(self, per_link: np.ndarray, spread: bool) -> np.ndarray:
+        """A per-link statistic of the network's arrays on the cluster's links (link classes
+        divided among their links when ``spread``, else repeated on each)."""
+        return self.table.physical(per_link, spread) if self.classes else per_link
+
+    def physical_samples(self, samples: list) -> list:
+        """Trace samples ``(time, links, utilisation)`` on the cluster's links."""
+        if not self.classes:
+            return samples
+        first, members = self.table._first_class, self.table.class_members
+        out = []
+        for t, links, util in samples:
+            virtual = links >= first
+            if virtual.any():
+                extra = [members[x - first] for x in links[virtual].tolist()]
+                util = np.concatenate([util[~virtual]] + [np.full(len(m), u) for m, u in
+                                                          zip(extra, util[virtual])])
+                links = np.concatenate([links[~virtual]] + extra)
+            out.append((t, links, util))
         return out
 
     def _ranks(self, groups) -> np.ndarray:
@@ -107,7 +138,8 @@ class CommModel:
         flows = self._pair_flows.get(call.pairs)
         if flows is None:  # pipeline sends repeat the same pairs every micro-batch
             ptr, links, weights, _ = self.cluster.routes([a for a, _ in call.pairs],
-                                                          [b for _, b in call.pairs])
+                                                          [b for _, b in call.pairs],
+                                                          self.classes)
             flows = flow_set_csr(ptr, links, weights)
             self._pair_flows[call.pairs] = flows
         wire_B, latency = p2p_cost(self.cluster, *call.pairs[0], call.size_B, self._p2p)

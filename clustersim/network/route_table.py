@@ -59,10 +59,64 @@ class RouteTable:
         self.leaf_down = np.zeros(0, np.int64)   # leaf code -> segment down from them
         self._middle: dict = {}         # (pod code, pod code) -> segment across pods
         self._caps: dict = {}
+        self._pod_classes()
         self._parts: list = []          # segments not yet in the flat table
         self._count = 0                 # segments made so far
         # (ptr, links, weights, latency) of every segment, grown as segments are made
         self._flat = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+
+    # -- link classes -----------------------------------------------------------------------
+    def _pod_classes(self) -> None:
+        """The link classes of every pod of a 3-level fat-tree: the links from its
+        aggregation switches up to the cores, and those down to them. Every flow leaving
+        (entering) the pod crosses each of them with the same fraction (up/down ECMP spreads
+        by capacity, and the capacities are equal), and no other flow crosses them, so they
+        always carry equal loads and max-min sharing on one class link of their summed
+        capacity is exact. Class ``c`` is link ``len(links) + c`` of the extended arrays
+        (:meth:`class_capacity`). A leaf's own uplinks are one bundled link already."""
+        c = self.cluster
+        index, cap, tech = c.links.edge_index, c.links.capacity_Bps, c.links.tech_id
+        self.class_members: list[np.ndarray] = []
+        self._class_of: dict = {}       # (fabric id, pod, "up" | "down") -> class
+        weights = []
+        trees = {x.fabric for x in c.graph.nodes[c.devices[0]]["attach"]} if self.n else set()
+        for f in (c.router.fabrics[t] for t in sorted(trees)):
+            if not isinstance(f, FatTreeFabric) or not f.cores:
+                continue
+            for pod, aggs in f.aggs.items():
+                for way in ("up", "down"):
+                    share: dict = {}    # link -> the fraction of a unit flow it carries
+                    for j, agg in enumerate(aggs):
+                        for core in f.cores[j]:
+                            link = index[(agg, core) if way == "up" else (core, agg)]
+                            share[link] = share.get(link, 0.0) + 1.0 / len(f.cores[j])
+                    links = np.array(sorted(share), dtype=np.int64)
+                    w = np.array([share[x] for x in links.tolist()])
+                    if len(links) < 2 or np.ptp(w) > 1e-12 * w.max() or \
+                            np.ptp(cap[links]) > 0 or len(set(tech[links].tolist())) > 1:
+                        continue   # not a class: these routes stay on the links themselves
+                    self._class_of[(f.id, pod, way)] = len(self.class_members)
+                    self.class_members.append(links)
+                    weights.append(w / w.sum())
+        self._first_class = len(c.links.capacity_Bps)
+        self._latency = np.concatenate([c.links.latency_s, [
+            float(np.dot(w, c.links.latency_s[x])) for x, w in zip(self.class_members, weights)
+        ]]) if self.class_members else c.links.latency_s
+
+    def class_capacity(self, capacity_Bps: np.ndarray) -> np.ndarray:
+        """``capacity_Bps`` of every link, then of every link class (its links' sum)."""
+        return np.concatenate([capacity_Bps, [float(capacity_Bps[x].sum())
+                                              for x in self.class_members]])
+
+    def physical(self, per_link: np.ndarray, spread: bool) -> np.ndarray:
+        """A statistic of the extended links back on the links: each class's value on each
+        of its links, divided among them (``spread``: bytes) or as it is (busy time, peak
+        utilisation: equal on every link of a class)."""
+        out = np.array(per_link[:self._first_class], dtype=np.float64, copy=True)
+        for k, members in enumerate(self.class_members):
+            value = per_link[self._first_class + k]
+            out[members] += value / len(members) if spread else value
+        return out
 
     # -- segments ---------------------------------------------------------------------------
     @staticmethod
@@ -81,6 +135,10 @@ class RouteTable:
         for e, w in pairs:
             link = index[e]
             merged[link] = merged.get(link, 0.0) + w
+        return self._add_links(merged)
+
+    def _add_links(self, merged: dict) -> int:
+        """A new segment of ``{link: weight}`` (links of the extended arrays)."""
         self._parts.append(merged)
         self._count += 1
         return self._count - 1
@@ -132,11 +190,17 @@ class RouteTable:
         self.leaf_up[code] = self._add([((leaf, agg), w) for agg, w in zip(aggs, shares)])
         self.leaf_down[code] = self._add([((agg, leaf), w) for agg, w in zip(aggs, shares)])
 
-    def _pod_pair(self, key: tuple) -> int:
-        """Aggregation switches of one pod, up to the cores, down to those of another."""
-        found = self._middle.get(key)
+    def _pod_pair(self, key: tuple, classes: bool) -> int:
+        """Aggregation switches of one pod, up to the cores, down to those of another (over
+        the two pods' link classes, when asked and they have them)."""
+        found = self._middle.get(key + (classes,))
+        (f, pa), (_, pb) = self._pods[key[0]], self._pods[key[1]]
+        up, down = self._class_of.get((f.id, pa, "up")), self._class_of.get((f.id, pb, "down"))
+        even = len(set(self._caps[f.id])) == 1   # every aggregation switch takes an equal share
+        if found is None and classes and even and up is not None and down is not None:
+            found = self._middle[key + (classes,)] = self._add_links(
+                {self._first_class + up: 1.0, self._first_class + down: 1.0})
         if found is None:
-            (f, pa), (_, pb) = self._pods[key[0]], self._pods[key[1]]
             caps = self._caps[f.id]
             total = sum(caps)
             pairs = []
@@ -145,10 +209,11 @@ class RouteTable:
                 w = caps[j] / total / len(cores)
                 pairs += [((agg_a, core), w) for core in cores]
                 pairs += [((core, agg_b), w) for core in cores]
-            found = self._middle[key] = self._add(pairs)
+            found = self._middle[key + (classes,)] = self._add(pairs)
         return found
 
-    def _middles(self, la: np.ndarray, lb: np.ndarray, pa: np.ndarray, pb: np.ndarray):
+    def _middles(self, la: np.ndarray, lb: np.ndarray, pa: np.ndarray, pb: np.ndarray,
+                 classes: bool):
         """``[route, 3]`` segment ids between two leaves: up from the sender's leaf, across
         pods, down to the receiver's (-1: not crossed; all -1 inside one leaf)."""
         out = np.full((len(la), 3), -1, dtype=np.int64)
@@ -157,8 +222,9 @@ class RouteTable:
             return out
         grow = len(self._leaves) - len(self.leaf_up)
         if grow > 0:
-            self.leaf_up = np.concatenate([self.leaf_up, np.full(grow, -1, np.int64)])
-            self.leaf_down = np.concatenate([self.leaf_down, np.full(grow, -1, np.int64)])
+            for name in ("leaf_up", "leaf_down"):
+                setattr(self, name, np.concatenate([getattr(self, name),
+                                                    np.full(grow, -1, np.int64)]))
         ends = np.unique(np.concatenate([la[across], lb[across]]))
         for code in ends[self.leaf_up[ends] < 0].tolist():
             self._leaf_segments(code)
@@ -168,8 +234,8 @@ class RouteTable:
         if pods.any():
             key = pa[pods] * len(self._pods) + pb[pods]
             uniq, inverse = np.unique(key, return_inverse=True)
-            ids = np.array([self._pod_pair(divmod(k, len(self._pods))) for k in uniq.tolist()],
-                           dtype=np.int64)
+            ids = np.array([self._pod_pair(divmod(k, len(self._pods)), classes)
+                            for k in uniq.tolist()], dtype=np.int64)
             out[pods, 1] = ids[inverse.reshape(-1)]
         return out
 
@@ -177,7 +243,7 @@ class RouteTable:
         """The flat table, with the segments made since the last call appended."""
         if self._parts:
             ptr, links, weights, latency = self._flat
-            lat = self.cluster.links.latency_s
+            lat = self._latency
             new_links = np.array([x for p in self._parts for x in p], dtype=np.int64)
             new_weights = np.array([w for p in self._parts for w in p.values()])
             lengths = np.array([len(p) for p in self._parts], dtype=np.int64)
@@ -195,9 +261,11 @@ class RouteTable:
         return self._flat
 
     # -- public -----------------------------------------------------------------------------
-    def device_routes(self, ia: np.ndarray, ib: np.ndarray) -> tuple:
+    def device_routes(self, ia: np.ndarray, ib: np.ndarray, classes: bool = False) -> tuple:
         """CSR ``(ptr, links, weights, latency_s)`` from device ranks ``ia[k]`` to ``ib[k]``
-        (distinct devices); None when this cluster's routes cannot be cut into segments."""
+        (empty from a device to itself); ``classes``: through the link classes (links of the
+        extended arrays, see :meth:`class_capacity`). None when this cluster's routes cannot
+        be cut into segments."""
         if not self.ok:
             return None
         ia = np.asarray(ia, dtype=np.int64)
@@ -215,11 +283,13 @@ class RouteTable:
         if not self.ok:
             return None
         middles = self._middles(self.leaf[ia, level], self.leaf[ib, level],
-                                self.pod[ia, level], self.pod[ib, level])
+                                self.pod[ia, level], self.pod[ib, level], classes)
         if not self.ok:
             return None
         pieces = np.concatenate([self.seg_in[ia, level][:, None], middles,
-                                 self.seg_out[ib, level][:, None]], axis=1).reshape(-1)
+                                 self.seg_out[ib, level][:, None]], axis=1)
+        pieces[ia == ib] = -1
+        pieces = pieces.reshape(-1)
         seg_ptr, seg_links, seg_weights, seg_lat = self._table()
         used = pieces >= 0
         count = np.where(used, seg_ptr[pieces + 1] - seg_ptr[np.maximum(pieces, 0)], 0)

@@ -17,6 +17,8 @@ CASES = [  # topology, devices, model, parallelism, global batch
     ("dgx-h100", 256, "llama3-8b", {"tp": 4, "pp": 4, "dp": 16}, 128),
     ("dgx-a100", 128, "llama3-8b", {"tp": 8, "pp": 4, "dp": 4}, 32),
     ("tpu-v4-pod", 64, "llama3-8b", {"tp": 4, "pp": 2, "dp": 8}, 32),
+    # a 3-level fat-tree: the pods' links to the cores go through link classes
+    ("dgx-h100", 4096, "llama3-8b", {"tp": 8, "pp": 2, "dp": 256}, 512),
 ]
 
 

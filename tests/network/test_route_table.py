@@ -72,3 +72,33 @@ def test_family_class_is_an_exact_price_key():
     own = _build_profile(c, stage1, "all_reduce", "ring/simple", default_calibration())
     for name in ("steps", "alpha_s", "coef", "rate_Bps", "reduce_coef", "reduce_Bps"):
         assert np.allclose(getattr(shared, name), getattr(own, name), rtol=1e-12)
+
+
+def test_link_classes_are_exact_for_max_min():
+    """Flows over the pods' link classes get the rates they get on the links themselves,
+    and per-link statistics come back unchanged."""
+    from clustersim.network.maxmin import max_min_rates
+
+    c = build_cluster("dgx-h100", 4096)
+    table = c.route_table
+    assert table.ok and table.class_members
+    rnd = np.random.default_rng(3)
+    ia = rnd.integers(0, 4096, 3000)
+    ib = rnd.integers(0, 4096, 3000)
+    cap = c.links.capacity_Bps
+    rates = []
+    for classes in (False, True):
+        ptr, links, weights, latency = c.device_routes(ia, ib, classes)
+        capacity = table.class_capacity(cap) if classes else cap
+        rates.append(max_min_rates(ptr, links, weights, capacity))
+        if classes:
+            assert ptr[-1] < physical_entries and latency == pytest.approx(physical_latency)
+        else:
+            physical_entries, physical_latency = ptr[-1], latency
+            load = np.bincount(links, weights=weights * np.repeat(rates[0], np.diff(ptr)),
+                               minlength=len(cap))
+    assert np.allclose(rates[0], rates[1], rtol=1e-9)
+    ptr, links, weights, _ = c.device_routes(ia, ib, True)
+    extended = np.bincount(links, weights=weights * np.repeat(rates[1], np.diff(ptr)),
+                           minlength=len(table.class_capacity(cap)))
+    assert np.allclose(table.physical(extended, spread=True), load, rtol=1e-9, atol=1e-3)
