@@ -115,7 +115,7 @@ class CommModel:
         """Trace samples ``(time, links, utilisation)`` on the cluster's links."""
         if not self.classes:
             return samples
-        first, members = self.table._first_class, self.table.class_members
+        first, members = self.table.first_class, self.table.class_members
         out = []
         for t, links, util in samples:
             virtual = links >= first

@@ -1,13 +1,15 @@
 """Routes of many device pairs at once, in arrays.
 
-Between two devices of a switched or fat-tree cluster a route is three *segments*: the
+Between two devices of a switched or fat-tree cluster a route is up to five *segments*: the
 sender's way into the fabric they share (its up path, and on a fat-tree the link to its leaf;
-on a switch, the links to every plane), the fabric's middle (on a fat-tree the route between
-the two leaves, nothing inside one leaf or on a switch), and the receiver's way out. There are
-a few segments per device and one middle per leaf pair, so they are built once, stored as one
-flat table, and a batch of pairs is assembled by array gathers: no Python per transfer
-(speed: a 16,384-GPU step routes millions of transfers). Routes equal :meth:`Cluster.route`'s
-(the same links, weights and latency; the order of links inside a route may differ).
+on a switch, the links to every plane), on a fat-tree the sender's leaf up to its pod's
+aggregation switches, across the cores to the receiver's pod, down to the receiver's leaf
+(none inside one leaf, no crossing inside one pod), and the receiver's way out. There are a
+few segments per device, leaf and pod pair, so they are built once, stored as one flat table,
+and a batch of pairs is assembled by array gathers: no Python per transfer (speed: a
+16,384-GPU step routes millions of transfers). Routes equal :meth:`Cluster.route`'s (the same
+links, weights and latency; the order of links inside a route may differ). On request the
+crossing goes over *link classes* instead (:meth:`RouteTable._pod_classes`).
 
 Pairs this cannot cut into segments (a direct edge, non-devices, tori, dragonflies, graph
 fabrics) are routed one by one with :meth:`Cluster.route`.
@@ -98,7 +100,7 @@ class RouteTable:
                     self._class_of[(f.id, pod, way)] = len(self.class_members)
                     self.class_members.append(links)
                     weights.append(w / w.sum())
-        self._first_class = len(c.links.capacity_Bps)
+        self.first_class = len(c.links.capacity_Bps)
         self._latency = np.concatenate([c.links.latency_s, [
             float(np.dot(w, c.links.latency_s[x])) for x, w in zip(self.class_members, weights)
         ]]) if self.class_members else c.links.latency_s
@@ -112,9 +114,9 @@ class RouteTable:
         """A statistic of the extended links back on the links: each class's value on each
         of its links, divided among them (``spread``: bytes) or as it is (busy time, peak
         utilisation: equal on every link of a class)."""
-        out = np.array(per_link[:self._first_class], dtype=np.float64, copy=True)
+        out = np.array(per_link[:self.first_class], dtype=np.float64, copy=True)
         for k, members in enumerate(self.class_members):
-            value = per_link[self._first_class + k]
+            value = per_link[self.first_class + k]
             out[members] += value / len(members) if spread else value
         return out
 
@@ -199,7 +201,7 @@ class RouteTable:
         even = len(set(self._caps[f.id])) == 1   # every aggregation switch takes an equal share
         if found is None and classes and even and up is not None and down is not None:
             found = self._middle[key + (classes,)] = self._add_links(
-                {self._first_class + up: 1.0, self._first_class + down: 1.0})
+                {self.first_class + up: 1.0, self.first_class + down: 1.0})
         if found is None:
             caps = self._caps[f.id]
             total = sum(caps)
