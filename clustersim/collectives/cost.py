@@ -48,6 +48,7 @@ from clustersim.collectives.phase import Phase
 from clustersim.collectives.routes import routes_of_pairs, transfer_routes
 from clustersim.hardware.catalog import get_device
 from clustersim.network.maxmin import max_min_rates
+from clustersim.network.symmetry import family_class
 
 __all__ = ["effective_capacity_Bps", "phase_latency_s", "phase_rates", "phase_time_s",
            "reduce_bw_Bps", "Profile", "profile", "family_phases"]
@@ -228,10 +229,14 @@ _PROFILES: dict = {}
 
 
 def profile(cluster, groups, op: str, algorithm: str, calibration: Calibration | None = None,
-            root: int = 0, skew: float = 1.0) -> Profile:
-    """The cached :class:`Profile` of ``algorithm`` (with a protocol) for a family of groups."""
+            root: int = 0, skew: float = 1.0, symmetric: bool = True) -> Profile:
+    """The cached :class:`Profile` of ``algorithm`` (with a protocol) for a family of groups.
+    ``symmetric``: families that are images of each other under the fabric's symmetry (the
+    same collective on every pipeline stage) share one profile, priced once per class
+    (:func:`clustersim.network.symmetry.family_class`); else each family on its own."""
     cal = calibration or default_calibration()
-    key = (id(cluster), tuple(tuple(g) for g in groups), op, algorithm, id(cal), root, skew)
+    members = (symmetric and family_class(cluster, groups)) or tuple(tuple(g) for g in groups)
+    key = (id(cluster), members, op, algorithm, id(cal), root, skew)
     hit = _PROFILES.get(key)
     if hit is not None and hit[0] is cluster and hit[1] is cal:
         return hit[2]

@@ -23,16 +23,8 @@ _CACHE: dict = {}
 
 def routes_of_pairs(cluster, pairs) -> tuple:
     """``(ptr, links, weights, latency_s)``: CSR routes of the node ``pairs``."""
-    ptr, links, weights, lat = [0], [], [], []
-    for a, b in pairs:
-        lk, w, latency = cluster.route(a, b)
-        links.append(lk)
-        weights.append(w)
-        lat.append(latency)
-        ptr.append(ptr[-1] + len(lk))
-    link = np.concatenate(links) if links else np.zeros(0, np.int64)
-    weight = np.concatenate(weights) if weights else np.zeros(0)
-    return np.array(ptr, np.int64), link, weight, np.array(lat, dtype=np.float64)
+    pairs = list(pairs)
+    return cluster.routes([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def transfer_routes(cluster, members, src, dst) -> tuple:

@@ -104,8 +104,10 @@ def _check_forced(cluster, group, op, algorithm):
 
 
 def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
-          calibration: Calibration | None = None, root: int = 0, skew: float = 1.0):
-    """``(times_s, algorithm per size)`` for ``op`` at every size of ``sizes`` (bytes)."""
+          calibration: Calibration | None = None, root: int = 0, skew: float = 1.0,
+          symmetric: bool = True):
+    """``(times_s, algorithm per size)`` for ``op`` at every size of ``sizes`` (bytes);
+    ``symmetric`` as for :func:`~clustersim.collectives.cost.profile`."""
     cal = calibration or default_calibration()
     _check_forced(cluster, group, op, algorithm)
     sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
@@ -113,7 +115,8 @@ def price(cluster, group, op: str, sizes, algorithm: str = "auto", groups=None,
         raise InputError("collective sizes must be finite numbers of bytes >= 0")
     family = [list(group)] + [list(g) for g in (groups or []) if list(g) != list(group)]
     names = candidates(cluster, group, op, "auto" if algorithm == "nccl" else algorithm)
-    profs = [profile(cluster, family, op, name, cal, root=root, skew=skew) for name in names]
+    profs = [profile(cluster, family, op, name, cal, root=root, skew=skew, symmetric=symmetric)
+             for name in names]
     ptr = np.zeros(len(profs) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(pr.steps) for pr in profs])
 

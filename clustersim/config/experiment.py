@@ -241,6 +241,10 @@ class TrainingConfig(StrictModel):
 class SimulationConfig(StrictModel):
     fidelity: Literal["flow", "analytic"] = "flow"
     ranks: Literal["representative", "all"] = "representative"
+    network: Literal["symmetric", "exact"] = Field(
+        "symmetric", description="flow fidelity: price each collective once per class of "
+        "groups the fabric's symmetry maps onto each other (symmetric), or every group "
+        "family on its own members (exact)")
     pue: float = Field(1.0, ge=1.0, le=3.0,
                        description="facility power usage effectiveness applied to energy")
 

@@ -18,7 +18,8 @@ from clustersim.collectives.algorithms import expand
 from clustersim.collectives.cost import effective_capacity_Bps, phase_latency_s
 from clustersim.collectives.select import price, select_algorithm
 from clustersim.engine.program import CollectiveCall, TransferCall
-from clustersim.network.flows import FlowSet, flow_set
+from clustersim.network.flows import FlowSet, flow_set_csr
+from clustersim.network.symmetry import family_class
 
 __all__ = ["CommModel", "BatchSpec", "p2p_cost"]
 
@@ -28,13 +29,27 @@ BatchSpec = tuple[FlowSet, np.ndarray, float, str]
 class CommModel:
     """Expands calls into flow batches on one cluster (caching what repeats)."""
 
-    def __init__(self, cluster, capacity_Bps: np.ndarray | None = None):
-        """``capacity_Bps`` defaults to the calibrated effective capacity of every link."""
+    def __init__(self, cluster, capacity_Bps: np.ndarray | None = None,
+                 symmetric: bool = True, link_classes: bool | None = None):
+        """``capacity_Bps`` defaults to the calibrated effective capacity of every link;
+        ``symmetric`` chooses and prices a collective once per class of equivalent group
+        families (``simulation.network: symmetric``), else once per family (``exact``);
+        ``link_classes`` (default: as ``symmetric``) carries the flows over link classes
+        (``RouteTable``: a fat-tree leaf's up- or downlinks as one link of their summed
+        capacity, exact for max-min), so the network's arrays extend past the links."""
+        self.symmetric = symmetric
         if capacity_Bps is None:
             capacity_Bps = effective_capacity_Bps(cluster)
         self.cluster = cluster
-        self.capacity_Bps = capacity_Bps
+        table = cluster.route_table if (symmetric if link_classes is None
+                                        else link_classes) else None
+        self.table = table if table is not None and table.ok and table.class_members \
+            else None
+        self.classes = self.table is not None
+        self.capacity_Bps = (self.table.class_capacity(np.asarray(capacity_Bps))
+                             if self.classes else capacity_Bps)
         self._algorithms: dict = {}
+        self._classes: dict = {}      # a call's groups -> their class (symmetry.family_class)
         self._p2p: dict = {}          # p2p_cost's cache for this cluster
         self._expanded: dict = {}
         self._pair_flows: dict = {}
@@ -45,12 +60,19 @@ class CommModel:
         protocols of the named algorithm otherwise), exactly as the analytic price picks."""
         if "/" in call.algorithm:
             return call.algorithm
-        key = (call.op, call.size_B, call.algorithm, call.groups[0], len(call.groups))
+        # one choice per class of equivalent families (every stage's copy of a collective)
+        family = self._classes.get(call.groups)
+        if family is None:
+            family = self._classes[call.groups] = (
+                (self.symmetric and family_class(self.cluster, call.groups))
+                or (call.groups[0], len(call.groups)))
+        key = (call.op, call.size_B, call.algorithm, family)
         found = self._algorithms.get(key)
         if found is None:
             found = str(price(self.cluster, list(call.groups[0]), call.op, [call.size_B],
                               call.algorithm,
-                              groups=[list(g) for g in call.groups[1:]])[1][0])
+                              groups=[list(g) for g in call.groups[1:]],
+                              symmetric=self.symmetric)[1][0])
             self._algorithms[key] = found
         return found
 
@@ -73,22 +95,52 @@ class CommModel:
         algorithm = self.algorithm(call)
         first = list(call.groups[0])
         out = []
+        ranks = self._ranks(call.groups)
         for phase in expand(self.cluster, first, call.op, call.size_B, algorithm):
-            routes, nbytes = [], []
-            for group in call.groups:
-                for s, d, b in zip(phase.src, phase.dst, phase.bytes):
-                    links, weights, _ = self.cluster.route(group[s], group[d])
-                    routes.append((links, weights))
-                    nbytes.append(b)
+            # every group's transfers at once, group after group (routing in arrays)
+            ptr, links, weights, _ = self.cluster.device_routes(
+                ranks[:, phase.src].reshape(-1), ranks[:, phase.dst].reshape(-1),
+                self.classes)
             latency = phase_latency_s(self.cluster, first, phase)
-            out.append((flow_set(routes), np.asarray(nbytes), latency,
-                        f"{algorithm} {phase.label}"))
+            out.append((flow_set_csr(ptr, links, weights), np.tile(phase.bytes, len(ranks)),
+                        latency, f"{algorithm} {phase.label}"))
         return out
+
+    def physical(self, per_link: np.ndarray, spread: bool) -> np.ndarray:
+        """A per-link statistic of the network's arrays on the cluster's links (link classes
+        divided among their links when ``spread``, else repeated on each)."""
+        return self.table.physical(per_link, spread) if self.classes else per_link
+
+    def physical_samples(self, samples: list) -> list:
+        """Trace samples ``(time, links, utilisation)`` on the cluster's links."""
+        if not self.classes:
+            return samples
+        first, members = self.table.first_class, self.table.class_members
+        out = []
+        for t, links, util in samples:
+            virtual = links >= first
+            if virtual.any():
+                extra = [members[x - first] for x in links[virtual].tolist()]
+                util = np.concatenate([util[~virtual]] + [np.full(len(m), u) for m, u in
+                                                          zip(extra, util[virtual])])
+                links = np.concatenate([links[~virtual]] + extra)
+            out.append((t, links, util))
+        return out
+
+    def _ranks(self, groups) -> np.ndarray:
+        """``[group, position]`` device ranks of a call's groups (all of one size)."""
+        rank_of = self.cluster.rank_of
+        if len({len(g) for g in groups}) > 1:
+            raise ValueError("a collective call's groups must all have the same size")
+        return np.array([[rank_of[m] for m in g] for g in groups], dtype=np.int64)
 
     def _transfer(self, call: TransferCall) -> BatchSpec:
         flows = self._pair_flows.get(call.pairs)
         if flows is None:  # pipeline sends repeat the same pairs every micro-batch
-            flows = flow_set([self.cluster.route(src, dst)[:2] for src, dst in call.pairs])
+            ptr, links, weights, _ = self.cluster.routes([a for a, _ in call.pairs],
+                                                          [b for _, b in call.pairs],
+                                                          self.classes)
+            flows = flow_set_csr(ptr, links, weights)
             self._pair_flows[call.pairs] = flows
         wire_B, latency = p2p_cost(self.cluster, *call.pairs[0], call.size_B, self._p2p)
         nbytes = np.full(len(flows.lengths), wire_B * call.repeat)

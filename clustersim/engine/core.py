@@ -139,6 +139,8 @@ def simulate(program: Program, cluster, comm: CommModel | None = None,
     env.run()
     if np.isnan(end).any():
         raise Deadlock(_deadlock_message(program, end, posted))
-    return SimResult(program, float(np.max(end)) if n else 0.0, start, end, net.link_bytes,
-                     net.link_busy_s, net.link_peak_util, net.reshares, net.samples,
-                     algorithms, call_start)
+    return SimResult(program, float(np.max(end)) if n else 0.0, start, end,
+                     comm.physical(net.link_bytes, spread=True),
+                     comm.physical(net.link_busy_s, spread=False),
+                     comm.physical(net.link_peak_util, spread=False), net.reshares,
+                     comm.physical_samples(net.samples), algorithms, call_start)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clustersim.engine.comm import CommModel
 from clustersim.engine.core import simulate
 from clustersim.engine.program import Program
 from clustersim.fidelity.lowering import Request, lower_stage
@@ -168,7 +169,8 @@ def build_program(step, cluster, representative: bool = True) -> Program:
 def simulate_flow(step, cluster, simulation, trace: bool = False) -> StepOutcome:
     """Run ``step`` through the engine; the :class:`StepOutcome` of the critical rank."""
     program = build_program(step, cluster, simulation.ranks == "representative")
-    result = simulate(program, cluster, record_links=trace)
+    comm = CommModel(cluster, symmetric=simulation.network == "symmetric")
+    result = simulate(program, cluster, comm, record_links=trace)
     return step_outcome(program, result, step, cluster, trace=trace)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from clustersim.errors import InputError
 from clustersim.network.links import LinkTable
+from clustersim.network.route_table import RouteTable
 from clustersim.network.routing import Router
 from clustersim.topology.graph import FatTreeFabric
 from clustersim.topology.presets import build_graph
@@ -112,6 +113,56 @@ class Cluster:
         found = (links, weights, latency)
         self._routes[key] = found
         return found
+
+    def routes(self, src, dst, classes: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """CSR ``(ptr, links, weights, latency_s)`` of the routes ``src[k] -> dst[k]`` (nodes):
+        what :meth:`route` gives for each pair, assembled in arrays between distinct devices
+        (:meth:`device_routes`, where ``classes`` is read), one pair at a time otherwise."""
+        rank_of = self.rank_of
+        ia = np.fromiter((rank_of.get(a, -1) for a in src), dtype=np.int64, count=len(src))
+        ib = np.fromiter((rank_of.get(b, -1) for b in dst), dtype=np.int64, count=len(dst))
+        if len(ia) and (ia >= 0).all() and (ib >= 0).all():
+            return self.device_routes(ia, ib, classes)
+        return self._routes_one_by_one(src, dst)
+
+    @property
+    def route_table(self) -> RouteTable:
+        """The routes' segments and link classes (built once per cluster)."""
+        return self.memo("route_table", lambda: RouteTable(self))
+
+    def device_routes(self, ia, ib, classes: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`routes` between device *ranks* ``ia[k] -> ib[k]``: cut into cached segments
+        and gathered in arrays (:class:`~clustersim.network.route_table.RouteTable`) where the
+        fabric allows, else one by one. ``classes``: through the table's link classes
+        (indices past the links, see ``RouteTable.class_capacity``) where it has them."""
+        ia = np.asarray(ia, dtype=np.int64)
+        ib = np.asarray(ib, dtype=np.int64)
+        found = None
+        if len(ia):
+            found = self.route_table.device_routes(ia, ib, classes)
+        if found is not None:
+            return found
+        if classes and self.route_table.ok and self.route_table.class_members:
+            raise RuntimeError("these routes cannot go through link classes (the fabric is "
+                               "not regular after all); use simulation.network: exact")
+        devices = self.devices
+        return self._routes_one_by_one([devices[i] for i in ia.tolist()],
+                                       [devices[i] for i in ib.tolist()])
+
+    def _routes_one_by_one(self, src, dst):
+        ptr, links, weights, latency = [0], [], [], []
+        for a, b in zip(src, dst):
+            lk, w, lat = self.route(a, b)
+            links.append(lk)
+            weights.append(w)
+            latency.append(lat)
+            ptr.append(ptr[-1] + len(lk))
+        return (np.array(ptr, np.int64),
+                np.concatenate(links).astype(np.int64) if links else np.zeros(0, np.int64),
+                np.concatenate(weights) if weights else np.zeros(0),
+                np.array(latency, dtype=np.float64))
 
     def _edge_links(self, pairs) -> tuple[np.ndarray, np.ndarray, float]:
         """Weighted edges -> (links, weights, latency); edges of one bundle become one link."""

@@ -37,7 +37,7 @@ import simpy
 
 from clustersim.network.maxmin import max_min_rates
 
-__all__ = ["FlowNetwork", "Batch", "FlowSet", "flow_set"]
+__all__ = ["FlowNetwork", "Batch", "FlowSet", "flow_set", "flow_set_csr"]
 
 # A flow has finished when less than this many bytes, or 1 ns of transfer, are left.
 _DONE_BYTES = 1e-6
@@ -64,6 +64,14 @@ def flow_set(routes: Sequence[tuple[np.ndarray, np.ndarray]]) -> FlowSet:
     links = links.astype(np.int64, copy=False)
     uniq, local = np.unique(links, return_inverse=True)
     return FlowSet(lengths, links, weights, uniq, local)
+
+
+def flow_set_csr(ptr: np.ndarray, links: np.ndarray, weights: np.ndarray) -> FlowSet:
+    """A FlowSet from CSR routes (``Cluster.routes``): flow ``f`` on ``links[ptr[f]:ptr[f+1]]``."""
+    links = np.asarray(links, dtype=np.int64)
+    uniq, local = np.unique(links, return_inverse=True)
+    return FlowSet(np.diff(ptr).astype(np.int64), links, np.asarray(weights, np.float64),
+                   uniq, local.reshape(-1))
 
 
 class Batch:
