@@ -30,7 +30,8 @@ import numpy as np
 
 from clustersim.engine.core import Deadlock
 from clustersim.fidelity.analytic.arrays import encode
-from clustersim.fidelity.analytic.kernel import breakdown_kernel, timeline_kernel
+from clustersim.fidelity.analytic.kernel import (critical_breakdown_kernel,
+                                                 timeline_kernel)
 from clustersim.fidelity.analytic.prices import prices_for
 
 from clustersim.result.outcome import StepOutcome
@@ -50,14 +51,11 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
         raise Deadlock("deadlock: the step plan cannot finish (a receive whose send never "
                        "comes, or a call one of its stages never posts)")
     step_s = float(ends.max())
-    critical = int(np.argmax(ends))   # the first of equals
-    mine = stage == critical
-    compute_s, comm_s, exposed = breakdown_kernel(start[mine], end[mine], compute[mine])
     framework = FRAMEWORKS[step.training.framework]
-    on_sms = np.array([slows_compute(name, framework)
-                       for name in arrays.reg_names])[arrays.op_reg[op]]
-    both = mine & (compute | on_sms)
-    _, sm_s, sm_exposed = breakdown_kernel(start[both], end[both], compute[both])
+    on_sms = np.array([slows_compute(name, framework) for name in arrays.reg_names])
+    compute_s, comm_s, exposed, sm_s, sm_exposed = critical_breakdown_kernel(
+        int(np.argmax(ends)), start, end, stage, op, compute,   # the first of equals
+        on_sms[arrays.op_reg])
     link_bytes = np.zeros(len(cluster.links))
     for key, scale in arrays.link_terms.items():
         (links, unit), _ = prices.units[key]
