@@ -70,13 +70,31 @@ def _offload_memory(cluster, where: str) -> float | None:
 
 def plan_step(model, plan: ParallelPlan, cluster, training) -> StepPlan:
     """The :class:`StepPlan` of one training step of ``model`` under ``plan`` on
-    ``cluster`` (its device times the compute; ``training`` is the experiment's section)."""
+    ``cluster`` (its device times the compute; ``training`` is the experiment's section).
+
+    The cluster enters only through its device, its memory bandwidth and the offload
+    memory, so the step plan is kept for those (a sweep over the network prices the same
+    plan on several clusters): equal inputs give the same :class:`StepPlan` object."""
     if len(cluster.devices) < plan.devices:
         raise ValueError(f"the plan needs {plan.devices} devices, the cluster has "
                          f"{len(cluster.devices)}")
-    ctx = StageContext.of(model, plan, training, cluster.device,
-                       cluster.memory_bw_Bps(cluster.devices[0]))
     host_dram = _offload_memory(cluster, training.offload.optimizer)
+    key = (model, plan, training.model_dump_json(), cluster.device,
+           cluster.memory_bw_Bps(cluster.devices[0]), host_dram)
+    found = _STEPS.get(key)
+    if found is None:
+        if len(_STEPS) >= 64:   # a sweep revisits a plan soon or never: keep it bounded
+            _STEPS.pop(next(iter(_STEPS)))
+        found = _STEPS[key] = _plan_step(model, plan, training, *key[3:])
+    return found
+
+
+_STEPS: dict = {}   # (model, plan, training JSON, device, memory bandwidth, host DRAM) -> plan
+
+
+def _plan_step(model, plan: ParallelPlan, training, device, mem_bw_Bps: float,
+               host_dram: float | None) -> StepPlan:
+    ctx = StageContext.of(model, plan, training, device, mem_bw_Bps)
     stages = []
     for s in range(plan.pp):
         slots, order, prologue = stage_slots(ctx, s)
