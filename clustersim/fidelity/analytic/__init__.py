@@ -35,8 +35,6 @@ from clustersim.fidelity.analytic.kernel import (critical_breakdown_kernel,
 from clustersim.fidelity.analytic.prices import prices_for
 
 from clustersim.result.outcome import StepOutcome
-from clustersim.result.overlap import slows_compute
-from clustersim.step.frameworks import FRAMEWORKS
 
 __all__ = ["estimate_step"]
 
@@ -51,11 +49,9 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
         raise Deadlock("deadlock: the step plan cannot finish (a receive whose send never "
                        "comes, or a call one of its stages never posts)")
     step_s = float(ends.max())
-    framework = FRAMEWORKS[step.training.framework]
-    on_sms = np.array([slows_compute(name, framework) for name in arrays.reg_names])
     compute_s, comm_s, exposed, sm_s, sm_exposed = critical_breakdown_kernel(
         int(np.argmax(ends)), start, end, stage, op, compute,   # the first of equals
-        on_sms[arrays.op_reg])
+        arrays.op_on_sms)
     link_bytes = np.zeros(len(cluster.links))
     for key, scale in arrays.link_terms.items():
         (links, unit), _ = prices.units[key]

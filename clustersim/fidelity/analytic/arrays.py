@@ -28,6 +28,8 @@ from clustersim.fidelity.analytic.kernel import (CALL, COMPUTE, ENTRY, LOCAL, ME
                                                  RECV, SEND)
 from clustersim.fidelity.analytic.templates import (REGISTERS, epilogue_template,
                                                     prologue_template, slot_template)
+from clustersim.result.overlap import slows_compute
+from clustersim.step.frameworks import FRAMEWORKS
 from clustersim.step.stepplan import MAIN
 from clustersim.workload.groups import PAIRED_AXES, home_stage
 
@@ -64,6 +66,8 @@ class TimelineArrays:
     mem_bytes: list = field(repr=False)
     link_terms: dict = field(repr=False)
     reg_names: tuple = field(default=(), repr=False)   # register index -> stream name
+    # per op: communication that takes SMs from the compute beside it (result.overlap)
+    op_on_sms: np.ndarray | None = field(default=None, repr=False)
 
     def kernel_args(self) -> tuple:
         return (self.seq_ptr, self.seq_inst, self.seq_mb, self.inst_ptr, self.inst_exit,
@@ -113,30 +117,39 @@ class _Structure:
         self.code, self.regs, self.dur, self.keys, self.main, self.deps = [], [], [], [], [], []
         self.inst_ptr = [0]
         self.exits: list = []
-        self.requests: list = []    # (op index, kind, stage, item, runs, adds link bytes)
+        self.prices_asked: dict[tuple, int] = {}   # price request -> its index
+        self.requests: list = []    # (op index, price index, count, link scale, per call)
         self.arrays = self._arrays()
 
     def _op(self, s: int, op, times: int):
         """``(code, duration, key)`` of one template op on stage ``s``, which runs ``times``
         times in the step; ops with a price are listed in ``requests`` (duration 0 here)."""
-        item, plan, j = op.item, self.plan, len(self.code)
+        item, plan = op.item, self.plan
         if op.kind == "compute":
             return COMPUTE, item.work.seconds, 0
         if op.kind == "call":
             home = home_stage(item.family.axis, s, plan.pp)
             # a paired call runs once for its two stages: its bytes count on one
-            self.requests.append((j, "call", s, item, times, s == home))
+            self._request(("call", s, item.family, item.op, item.bytes), item.count,
+                          item.bytes * item.count * times if s == home else 0.0, True)
             if item.family.axis in PAIRED_AXES:
                 return MEET, 0.0, self.meets.setdefault((item.name, home), len(self.meets))
             return CALL, 0.0, 0
         if op.kind == "offload":
-            self.requests.append((j, "offload", s, item, times, True))
+            self._request(("offload", s, item.where, item.to_device, item.bytes), 1, times, False)
             return CALL, 0.0, 0
         base = ((item.what == "grad") * self.vstages + item.vstage) * self.m
         if item.direction == "send":
             return SEND, 0.0, base
-        self.requests.append((j, "recv", s, item, times, True))
+        self._request(("recv", s, item.peer, item.bytes), 1, times, False)
         return RECV, 0.0, base
+
+    def _request(self, price: tuple, count: int, scale: float, per_call: bool) -> None:
+        """The op about to be added takes ``count`` times the seconds of ``price`` (a
+        unique request: ops of several templates often share one); its link bytes are
+        ``scale`` bytes (``per_call``) or ``scale`` times the wire bytes per pair."""
+        u = self.prices_asked.setdefault(price, len(self.prices_asked))
+        self.requests.append((len(self.code), u, count, scale, per_call))
 
     def instance(self, s: int, template, times: int) -> tuple[int, float, float]:
         """Add ``template`` for stage ``s``; ``(instance id, flops, memory bytes)`` of one
@@ -182,6 +195,9 @@ class _Structure:
         flat = [d for ds in self.deps for d in ds]
         seq_ptr = np.cumsum([0] + [len(x) for x in insts])
         sizes = np.diff(self.inst_ptr)
+        names = tuple(sorted(_REGS, key=_REGS.get))
+        framework = FRAMEWORKS[self.step.training.framework]
+        on_sms = np.array([slows_compute(name, framework) for name in names], np.bool_)
         return TimelineArrays(
             seq_ptr.astype(np.int64), np.concatenate(insts).astype(np.int64),
             np.concatenate(mbs).astype(np.int64), np.array(self.inst_ptr, np.int64),
@@ -192,21 +208,24 @@ class _Structure:
             n_regs, 2 * self.vstages * self.m + 1, len(self.meets),
             int(sizes.max()) if len(sizes) else 1,
             max(len(sp.prologue) for sp in self.step.stages), list(flops), list(mem),
-            {}, tuple(sorted(_REGS, key=_REGS.get)))
+            {}, names, on_sms[np.array(self.regs, np.int64)])
 
     def priced(self, prices) -> TimelineArrays:
-        """The arrays at ``prices``: each listed op's duration, and the link bytes."""
-        dur, terms, plan = self.arrays.op_dur.copy(), {}, self.plan
-        for j, kind, s, item, times, counted in self.requests:
+        """The arrays at ``prices``: each listed op's duration, and the link bytes (added in
+        op order, as the ops were before the requests were shared)."""
+        plan, asked = self.plan, []
+        for kind, s, *what in self.prices_asked:
             if kind == "call":
-                seconds, unit = prices.collective(plan, item.family, s, item.op, item.bytes)
-                dur[j] = seconds * item.count
-                nbytes = item.bytes * item.count * times if counted else 0.0
+                asked.append(prices.collective(plan, what[0], s, what[1], what[2]) + (0.0,))
+            elif kind == "offload":
+                asked.append(prices.offload(plan, s, *what))
             else:
-                seconds, unit, wire = (
-                    prices.offload(plan, s, item.where, item.to_device, item.bytes)
-                    if kind == "offload" else prices.hop(plan, item.peer, s, item.bytes))
-                dur[j], nbytes = seconds, wire * times
+                asked.append(prices.hop(plan, what[0], s, what[1]))
+        dur, terms = self.arrays.op_dur.copy(), {}
+        for j, u, count, scale, per_call in self.requests:
+            seconds, unit, wire = asked[u]
+            dur[j] = seconds * count if per_call else seconds
+            nbytes = scale if per_call else wire * scale
             if unit is not None and nbytes:
                 terms[unit] = terms.get(unit, 0.0) + nbytes
         return replace(self.arrays, op_dur=dur, link_terms=terms)
