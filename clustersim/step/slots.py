@@ -77,6 +77,11 @@ class StageContext:
         t, plan = self.training, self.plan
         if plan.schedule == "dualpipe":   # two directions over the same p model stages
             plan = replace(plan, virtual_stages=1, stage_layers=plan.stage_layers[:plan.pp])
+        # chunk_work reads the layer sharding, micro-batch, sequence and stage layers alone:
+        # the rest of the plan is set to its defaults so that plans that differ in their
+        # batch, data parallelism or ZeRO share the cached work (bent for speed)
+        plan = replace(plan, dp=1, shard_group=0, zero=0, num_microbatches=1, global_batch=1,
+                       placement=ParallelPlan.placement)
         return chunk_work(self.model, plan, model_stage(self.plan.schedule, stage, chunk,
                                                         self.plan.pp),
                           self.device, t.precision, t.recompute, self.mem_bw_Bps,
