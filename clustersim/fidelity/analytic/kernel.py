@@ -123,16 +123,17 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
     while remaining > 0:
         progress = False
         for s in range(n_stages):
-            while pos[s] < seq_ptr[s + 1]:
-                inst = seq_inst[pos[s]]
-                j = inst_ptr[inst] + opi[s]
+            # the stage's place in locals, written back when it waits (bent for speed: array
+            # elements would be reloaded after every store to an interval array)
+            p, o, stop = pos[s], opi[s], seq_ptr[s + 1]
+            while p < stop:
+                inst = seq_inst[p]
+                j = inst_ptr[inst] + o
                 if j == inst_ptr[inst + 1]:           # instance done: its exit registers
-                    _exit_instance(s, inst, seq_mb[pos[s]] == -2, inst_ptr, inst_exit, reg,
+                    _exit_instance(s, inst, seq_mb[p] == -2, inst_ptr, inst_exit, reg,
                                    local, entry, pro)
-                    pos[s] += 1
-                    opi[s] = 0
-                    progress = True
-                    if pos[s] == seq_ptr[s + 1]:
+                    p, o, progress = p + 1, 0, True
+                    if p == stop:
                         remaining -= 1
                     else:
                         for r in range(n_regs):   # a loop, not a slice copy
@@ -144,13 +145,12 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                     if state[s, dep_col[d]] > start:
                         start = state[s, dep_col[d]]
                 if code == SEND:
-                    key = op_key[j] + seq_mb[pos[s]]
+                    key = op_key[j] + seq_mb[p]
                     send[key, 0], send[key, 1], send[key, 2] = start, s, r
-                    opi[s] += 1
-                    progress = True
+                    o, progress = o + 1, True
                     continue
                 if code == RECV:
-                    key = op_key[j] + seq_mb[pos[s]]
+                    key = op_key[j] + seq_mb[p]
                     if send[key, 0] < 0.0:
                         break                            # the sender has not sent yet
                     start, end, sender = _receive(send, key, start, op_dur[j], last_send,
@@ -164,15 +164,15 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
                         break                            # waiting for the other stage
                 else:
                     end = start + op_dur[j]
-                local[s, j - inst_ptr[inst]] = end
+                local[s, o] = end
                 reg[s, r] = end
                 if end > stage_end[s]:
                     stage_end[s] = end
                 iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, s
                 iv_compute[n_iv], iv_op[n_iv] = op_main[j], j
                 n_iv += 1
-                opi[s] += 1
-                progress = True
+                o, progress = o + 1, True
+            pos[s], opi[s] = p, o
         if not progress:   # a deadlock: ok is False
             break
     return (stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], iv_op[:n_iv],
