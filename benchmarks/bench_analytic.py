@@ -3,7 +3,7 @@
 Speed: scenarios per second on one core over a plan search for GPT-3 175B and Llama 3 70B on
 1,024 H100s (DGX H100 nodes on an NDR fat-tree): tp x pp x micro-batch x schedule x ZeRO x
 sequence parallelism x three scale-out bandwidths, each scenario ``resolve_plan`` +
-``plan_step`` (the step plan, its memory included) + ``estimate_step`` (target >= 1,000/s
+``plan_step`` (the step plan, its memory included) + ``estimate_step`` (target >= 5,000/s
 after warm-up). Three figures: the first pass (it builds the collective profiles of every
 group family of the sweep: the collectives layer's cost, paid once per cluster and family),
 the steady state (the same families, new plans: another global batch), and the steady state

@@ -22,6 +22,7 @@ recv act from stage 0 16.0 MiB (compute); tp_all_reduce_0 x32 all_reduce 64.0 Mi
 from __future__ import annotations
 
 from clustersim.errors import InputError
+from clustersim.hardware.compute import compute_params
 from clustersim.step.epilogue import stage_epilogue
 from clustersim.step.schedules import held_microbatches, in_flight_microbatches
 from clustersim.step.slots import StageContext, stage_slots
@@ -70,13 +71,36 @@ def _offload_memory(cluster, where: str) -> float | None:
 
 def plan_step(model, plan: ParallelPlan, cluster, training) -> StepPlan:
     """The :class:`StepPlan` of one training step of ``model`` under ``plan`` on
-    ``cluster`` (its device times the compute; ``training`` is the experiment's section)."""
+    ``cluster`` (its device times the compute; ``training`` is the experiment's section).
+
+    The cluster enters only through its device, its memory bandwidth and the offload
+    memory, so the step plan is kept for those (a sweep over the network prices the same
+    plan on several clusters): equal inputs give the same :class:`StepPlan` object. The
+    device's compute parameters are part of the key by identity: a calibration trial
+    replaces them (:func:`clustersim.calibrate.training.trial_values`)."""
     if len(cluster.devices) < plan.devices:
         raise ValueError(f"the plan needs {plan.devices} devices, the cluster has "
                          f"{len(cluster.devices)}")
-    ctx = StageContext.of(model, plan, training, cluster.device,
-                       cluster.memory_bw_Bps(cluster.devices[0]))
     host_dram = _offload_memory(cluster, training.offload.optimizer)
+    params = compute_params(cluster.device)
+    key = (model, plan, training.model_dump_json(), cluster.device,
+           cluster.memory_bw_Bps(cluster.devices[0]), host_dram, id(params))
+    found = _STEPS.get(key)
+    if found is None or found[0] is not params:
+        if len(_STEPS) >= 64:   # a sweep revisits a plan soon or never: keep it bounded
+            _STEPS.pop(next(iter(_STEPS)))
+        found = _STEPS[key] = (params, _plan_step(model, plan, training, *key[3:6]))
+    return found[1]
+
+
+# (model, plan, training JSON, device, memory bandwidth, host DRAM, id of the device's compute
+# parameters) -> (those parameters, the step plan)
+_STEPS: dict = {}
+
+
+def _plan_step(model, plan: ParallelPlan, training, device, mem_bw_Bps: float,
+               host_dram: float | None) -> StepPlan:
+    ctx = StageContext.of(model, plan, training, device, mem_bw_Bps)
     stages = []
     for s in range(plan.pp):
         slots, order, prologue = stage_slots(ctx, s)

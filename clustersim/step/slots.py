@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+import numpy as np
+
 from clustersim.step.dataparallel import (MAX_PIECES, StageGradients, across_blocks,
                                           chunk_buckets, split_count, stage_gradients)
 from clustersim.step.frameworks import FRAMEWORKS, Framework, Overlap, effective_overlap
@@ -80,6 +82,11 @@ class StageContext:
         elif plan.schedule == "zb-v":     # the V's 2p chunks back in model order
             layers = plan.stage_layers
             plan = replace(plan, stage_layers=layers[:plan.pp] + layers[plan.pp:][::-1])
+        # chunk_work reads the layer sharding, micro-batch, sequence and stage layers alone:
+        # the rest of the plan is set to its defaults so that plans that differ in their
+        # batch, data parallelism or ZeRO share the cached work (bent for speed)
+        plan = replace(plan, dp=1, shard_group=0, zero=0, num_microbatches=1, global_batch=1,
+                       placement=ParallelPlan.placement)
         return chunk_work(self.model, plan, model_stage(self.plan.schedule, stage, chunk,
                                                         self.plan.pp),
                           self.device, t.precision, t.recompute, self.mem_bw_Bps,
@@ -302,20 +309,41 @@ def _slot_order(name: str, p: int, m: int, v: int, stage: int, waiting: frozense
                 gradient_kind: str, grad_overlap: bool) -> tuple[tuple, tuple]:
     """``(keys, order)`` of a stage's schedule: the distinct slots as ``(kind, chunk, first,
     last, paired)`` in order of first appearance, and the ``(key index, micro-batch)`` of
-    every action (cached: a sweep repeats the same schedules with new prices)."""
-    actions = schedule(name, p, m, v)[stage]
+    every action (cached: a sweep repeats the same schedules with new prices). Bent for
+    speed: numpy over the actions (a schedule has thousands) instead of a loop."""
+    kinds, chunk, mb = _action_arrays(name, p, m, v, stage)
     first_f, last_b = _first_and_last(name, p, m, v, stage)
     pairs = paired_actions(name, p, m, v)[stage]
-    index: dict[tuple, int] = {}
-    order = []
-    for pos, (kind, c, mb) in enumerate(actions):
-        first = kind == "F" and mb == first_f[c] and c in waiting
-        # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
-        # overlap the reduce waits for the whole pipeline (stage_epilogue)
-        last = kind == gradient_kind and mb == last_b[c] and grad_overlap
-        key = index.setdefault((kind, c, first, last, pos in pairs), len(index))
-        order.append((key, mb))
-    return tuple(index), tuple(order)
+    at_first = np.array([first_f.get(c, -1) for c in range(v)], np.int64)[chunk]
+    at_last = np.array([last_b.get(c, -1) for c in range(v)], np.int64)[chunk]
+    first = (kinds == _KINDS.index("F")) & (mb == at_first) & np.isin(chunk, list(waiting))
+    # a chunk's last backward reduces its gradient buckets as they fill (overlap); without
+    # overlap the reduce waits for the whole pipeline (stage_epilogue)
+    last = (kinds == _KINDS.index(gradient_kind)) & (mb == at_last) & bool(grad_overlap)
+    paired = np.zeros(len(mb), np.bool_)
+    paired[list(pairs)] = True
+    code = (((kinds * v + chunk) * 2 + first) * 2 + last) * 2 + paired
+    distinct, where, inverse = np.unique(code, return_index=True, return_inverse=True)
+    rank = np.empty(len(distinct), np.int64)   # a key's index: its order of first appearance
+    rank[np.argsort(where, kind="stable")] = np.arange(len(distinct))
+    keys = [None] * len(distinct)
+    for i, k in zip(rank.tolist(), where.tolist()):
+        keys[i] = (_KINDS[kinds[k]], int(chunk[k]), bool(first[k]), bool(last[k]),
+                   bool(paired[k]))
+    return tuple(keys), tuple(zip(rank[inverse.ravel()].tolist(), mb.tolist()))
+
+
+_KINDS = ("F", "B", "W")
+
+
+@lru_cache(maxsize=1024)
+def _action_arrays(name: str, p: int, m: int, v: int, stage: int):
+    """A stage's schedule as arrays: each action's kind (index in ``_KINDS``), chunk and
+    micro-batch."""
+    actions = schedule(name, p, m, v)[stage]
+    kinds = np.array([_KINDS.index(k) for k, _, _ in actions], np.int64)
+    rest = np.array([(c, b) for _, c, b in actions], np.int64).reshape(-1, 2)
+    return kinds, rest[:, 0], rest[:, 1]
 
 
 def _slot(ctx, stage, kind, c, work, grads, waits, buckets, n_buckets, last, share,

@@ -200,6 +200,8 @@ class ModelSpec:
     @property
     def moe_layers(self) -> int:
         """How many layers have an MoE MLP (0 for a dense model)."""
+        if self.moe is None:   # read per plan in a sweep: skip the count for a dense model
+            return 0
         return sum(self.is_moe_layer(i) for i in range(self.layers))
 
     @property

@@ -30,12 +30,11 @@ import numpy as np
 
 from clustersim.engine.core import Deadlock
 from clustersim.fidelity.analytic.arrays import encode
-from clustersim.fidelity.analytic.kernel import breakdown_kernel, timeline_kernel
+from clustersim.fidelity.analytic.kernel import (critical_breakdown_kernel,
+                                                 timeline_kernel)
 from clustersim.fidelity.analytic.prices import prices_for
 
 from clustersim.result.outcome import StepOutcome
-from clustersim.result.overlap import slows_compute
-from clustersim.step.frameworks import FRAMEWORKS
 
 __all__ = ["estimate_step"]
 
@@ -50,21 +49,28 @@ def estimate_step(step, cluster, simulation=None, trace: bool = False) -> StepOu
         raise Deadlock("deadlock: the step plan cannot finish (a receive whose send never "
                        "comes, or a call one of its stages never posts)")
     step_s = float(ends.max())
-    critical = int(np.argmax(ends))   # the first of equals
-    mine = stage == critical
-    compute_s, comm_s, exposed = breakdown_kernel(start[mine], end[mine], compute[mine])
-    framework = FRAMEWORKS[step.training.framework]
-    on_sms = np.array([slows_compute(name, framework)
-                       for name in arrays.reg_names])[arrays.op_reg[op]]
-    both = mine & (compute | on_sms)
-    _, sm_s, sm_exposed = breakdown_kernel(start[both], end[both], compute[both])
-    link_bytes = np.zeros(len(cluster.links))
-    for key, scale in arrays.link_terms.items():
-        (links, unit), _ = prices.units[key]
-        link_bytes[links] += unit * scale
+    compute_s, comm_s, exposed, sm_s, sm_exposed = critical_breakdown_kernel(
+        int(np.argmax(ends)), start, end, stage, op, compute,   # the first of equals
+        arrays.op_on_sms)
+    link_bytes = _link_bytes(prices, arrays.link_terms, len(cluster.links))
     ranks = [s.ranks for s in step.stages]
     return StepOutcome(
         step_time_s=step_s, compute_s=compute_s, comm_s=comm_s, exposed_comm_s=exposed,
         bubble_s=max(0.0, step_s - compute_s - exposed), hidden_sm_comm_s=sm_s - sm_exposed,
         flops=float(np.dot(ranks, arrays.flops)),
         mem_bytes=float(np.dot(ranks, arrays.mem_bytes)), link_bytes=link_bytes)
+
+
+def _link_bytes(prices, terms: dict, n_links: int) -> np.ndarray:
+    """Bytes per link over the step: each link unit times the bytes it scales by, summed in
+    the order of ``terms`` (one ``bincount`` instead of an indexed add per unit: the same
+    sums, each link's in the same order)."""
+    if not terms:
+        return np.zeros(n_links)
+    links, weights = [], []
+    for key, scale in terms.items():
+        (idx, unit), _ = prices.units[key]
+        links.append(idx)
+        weights.append(unit * scale)
+    return np.bincount(np.concatenate(links), weights=np.concatenate(weights),
+                       minlength=n_links).astype(np.float64, copy=False)

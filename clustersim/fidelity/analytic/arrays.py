@@ -19,7 +19,7 @@ memory bytes follow from how often each instance runs, so the kernel needs only 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +28,8 @@ from clustersim.fidelity.analytic.kernel import (CALL, COMPUTE, ENTRY, LOCAL, ME
                                                  RECV, SEND)
 from clustersim.fidelity.analytic.templates import (REGISTERS, epilogue_template,
                                                     prologue_template, slot_template)
+from clustersim.result.overlap import slows_compute
+from clustersim.step.frameworks import FRAMEWORKS
 from clustersim.step.stepplan import MAIN
 from clustersim.workload.groups import PAIRED_AXES, home_stage
 
@@ -64,6 +66,8 @@ class TimelineArrays:
     mem_bytes: list = field(repr=False)
     link_terms: dict = field(repr=False)
     reg_names: tuple = field(default=(), repr=False)   # register index -> stream name
+    # per op: communication that takes SMs from the compute beside it (result.overlap)
+    op_on_sms: np.ndarray | None = field(default=None, repr=False)
 
     def kernel_args(self) -> tuple:
         return (self.seq_ptr, self.seq_inst, self.seq_mb, self.inst_ptr, self.inst_exit,
@@ -72,68 +76,99 @@ class TimelineArrays:
                 self.n_meets, self.max_ops, self.n_prologue)
 
 
-class _Encoder:
-    def __init__(self, step, prices):
-        self.step, self.plan, self.prices = step, step.plan, prices
+# Stream and register name -> register index, shared by every encoding so that a template is
+# mapped to registers once (bent for speed); registers a step never uses stay at 0.
+_REGS: dict[str, int] = {name: i for i, name in enumerate((MAIN,) + REGISTERS)}
+
+
+def _reg(name: str) -> int:
+    return _REGS.setdefault(name, len(_REGS))
+
+
+def _template_code(template) -> tuple:
+    """A template's registers, dependencies and exit registers as indices (kept per template:
+    slot templates are shared by every stage and plan)."""
+    found = _CODES.get(id(template))
+    if found is None or found[0] is not template:
+        regs = tuple(_reg(op.stream) for op in template.ops)
+        deps = tuple(tuple((_REF[kind], _reg(val) if kind == "entry" else val)
+                           for kind, val in op.deps) for op in template.ops)
+        exits = tuple((_reg(name), val if kind == "local" else -1 - _reg(val))
+                      for name, (kind, val) in template.exit.items())
+        main = tuple(op.kind == "compute" and op.stream == MAIN for op in template.ops)
+        if len(_CODES) > 16384:
+            _CODES.clear()
+        found = _CODES[id(template)] = (template, regs, deps, exits, main)
+    return found[1:]
+
+
+_CODES: dict = {}   # id(template) -> (template, registers, dependencies, exits, main)
+
+
+class _Structure:
+    """Everything of a step's encoding but its prices (kept per step plan: a sweep prices one
+    plan on several clusters); ``requests`` lists the ops a price sets, in op order."""
+
+    def __init__(self, step):
+        self.step, self.plan = step, step.plan
         self.m = step.plan.num_microbatches
         self.vstages = step.plan.pp * step.plan.virtual_stages
-        self.regs: dict[str, int] = {name: i for i, name in enumerate((MAIN,) + REGISTERS)}
         self.meets: dict[tuple, int] = {}   # (name, home stage) -> meet index
-        self.ops: list = []          # (code, reg, dur, key, main, deps)
+        self.code, self.regs, self.dur, self.keys, self.main, self.deps = [], [], [], [], [], []
         self.inst_ptr = [0]
         self.exits: list = []
-        self.terms: dict = {}
-
-    def reg(self, name: str) -> int:
-        return self.regs.setdefault(name, len(self.regs))
-
-    def _scale(self, unit, nbytes: float) -> None:
-        if unit is not None and nbytes:
-            self.terms[unit] = self.terms.get(unit, 0.0) + nbytes
+        self.prices_asked: dict[tuple, int] = {}   # price request -> its index
+        self.requests: list = []    # (op index, price index, count, link scale, per call)
+        self.arrays = self._arrays()
 
     def _op(self, s: int, op, times: int):
         """``(code, duration, key)`` of one template op on stage ``s``, which runs ``times``
-        times in the step; adds its link bytes."""
+        times in the step; ops with a price are listed in ``requests`` (duration 0 here)."""
         item, plan = op.item, self.plan
         if op.kind == "compute":
             return COMPUTE, item.work.seconds, 0
         if op.kind == "call":
-            seconds, unit = self.prices.collective(plan, item.family, s, item.op, item.bytes)
-            paired = item.family.axis in PAIRED_AXES
             home = home_stage(item.family.axis, s, plan.pp)
-            if s == home:   # a paired call runs once for its two stages
-                self._scale(unit, item.bytes * item.count * times)
-            if paired:
-                return MEET, seconds * item.count, self.meets.setdefault((item.name, home),
-                                                                         len(self.meets))
-            return CALL, seconds * item.count, 0
+            # a paired call runs once for its two stages: its bytes count on one
+            self._request(("call", s, item.family, item.op, item.bytes), item.count,
+                          item.bytes * item.count * times if s == home else 0.0, True)
+            if item.family.axis in PAIRED_AXES:
+                return MEET, 0.0, self.meets.setdefault((item.name, home), len(self.meets))
+            return CALL, 0.0, 0
         if op.kind == "offload":
-            seconds, unit, wire = self.prices.offload(plan, s, item.where, item.to_device,
-                                                      item.bytes)
-            self._scale(unit, wire * times)
-            return CALL, seconds, 0
+            self._request(("offload", s, item.where, item.to_device, item.bytes), 1, times, False)
+            return CALL, 0.0, 0
         base = ((item.what == "grad") * self.vstages + item.vstage) * self.m
         if item.direction == "send":
             return SEND, 0.0, base
-        seconds, unit, wire = self.prices.hop(plan, item.peer, s, item.bytes)
-        self._scale(unit, wire * times)
-        return RECV, seconds, base
+        self._request(("recv", s, item.peer, item.bytes), 1, times, False)
+        return RECV, 0.0, base
+
+    def _request(self, price: tuple, count: int, scale: float, per_call: bool) -> None:
+        """The op about to be added takes ``count`` times the seconds of ``price`` (a
+        unique request: ops of several templates often share one); its link bytes are
+        ``scale`` bytes (``per_call``) or ``scale`` times the wire bytes per pair."""
+        u = self.prices_asked.setdefault(price, len(self.prices_asked))
+        self.requests.append((len(self.code), u, count, scale, per_call))
 
     def instance(self, s: int, template, times: int) -> tuple[int, float, float]:
-        """Add ``template`` priced for stage ``s``; ``(instance id, flops, memory bytes)``
-        of one run of it."""
+        """Add ``template`` for stage ``s``; ``(instance id, flops, memory bytes)`` of one
+        run of it."""
         flops = mem = 0.0
+        regs, deps, exits, main = _template_code(template)
         for op in template.ops:
             code, dur, key = self._op(s, op, times)
             if code == COMPUTE:
                 flops += op.item.work.flops
                 mem += op.item.work.bytes
-            deps = [(_REF[kind], self.reg(val) if kind == "entry" else val)
-                    for kind, val in op.deps]
-            self.ops.append((code, self.reg(op.stream), dur, key,
-                             code == COMPUTE and op.stream == MAIN, deps))
-        self.inst_ptr.append(len(self.ops))
-        self.exits.append({self.reg(name): ref for name, ref in template.exit.items()})
+            self.code.append(code)
+            self.dur.append(dur)
+            self.keys.append(key)
+        self.regs += regs
+        self.deps += deps
+        self.main += main
+        self.inst_ptr.append(len(self.code))
+        self.exits.append(exits)
         return len(self.inst_ptr) - 2, flops, mem
 
     def stage(self, sp):
@@ -149,32 +184,51 @@ class _Encoder:
         return (np.concatenate(([first], ids[slot_of], [last])),
                 np.concatenate(([-2], microbatch, [-1])), flops + f, mem + b)
 
-    def arrays(self) -> TimelineArrays:
+    def _arrays(self) -> TimelineArrays:
         insts, mbs, flops, mem = zip(*(self.stage(sp) for sp in self.step.stages))
-        n_regs = len(self.regs)
-        n_inst = len(self.inst_ptr) - 1
-        inst_exit = np.empty((n_inst, n_regs), dtype=np.int64)
-        for i, exits in enumerate(self.exits):
-            for r in range(n_regs):
-                kind, val = exits.get(r, ("entry", None))
-                inst_exit[i, r] = val if kind == "local" else -1 - (
-                    r if val is None else self.regs[val])
-        code, reg, dur, key, main, deps = zip(*self.ops) if self.ops else ((),) * 6
-        dep_ptr = np.cumsum([0] + [len(d) for d in deps])
-        flat = [d for ds in deps for d in ds]
+        n_regs = len(_REGS)
+        inst_exit = np.tile(-1 - np.arange(n_regs, dtype=np.int64), (len(self.exits), 1))
+        for i, exits in enumerate(self.exits):   # registers not listed keep their value
+            for r, val in exits:
+                inst_exit[i, r] = val
+        dep_ptr = np.cumsum([0] + [len(d) for d in self.deps])
+        flat = [d for ds in self.deps for d in ds]
         seq_ptr = np.cumsum([0] + [len(x) for x in insts])
         sizes = np.diff(self.inst_ptr)
+        names = tuple(sorted(_REGS, key=_REGS.get))
+        framework = FRAMEWORKS[self.step.training.framework]
+        on_sms = np.array([slows_compute(name, framework) for name in names], np.bool_)
         return TimelineArrays(
             seq_ptr.astype(np.int64), np.concatenate(insts).astype(np.int64),
             np.concatenate(mbs).astype(np.int64), np.array(self.inst_ptr, np.int64),
-            inst_exit, np.array(code, np.int64), np.array(reg, np.int64),
-            np.array(dur, np.float64), np.array(key, np.int64), np.array(main, np.bool_),
-            dep_ptr.astype(np.int64), np.array([k for k, _ in flat], np.int64),
-            np.array([v for _, v in flat], np.int64), n_regs,
-            2 * self.vstages * self.m + 1, len(self.meets),
+            inst_exit, np.array(self.code, np.int64), np.array(self.regs, np.int64),
+            np.array(self.dur, np.float64), np.array(self.keys, np.int64),
+            np.array(self.main, np.bool_), dep_ptr.astype(np.int64),
+            np.array([k for k, _ in flat], np.int64), np.array([v for _, v in flat], np.int64),
+            n_regs, 2 * self.vstages * self.m + 1, len(self.meets),
             int(sizes.max()) if len(sizes) else 1,
             max(len(sp.prologue) for sp in self.step.stages), list(flops), list(mem),
-            self.terms, tuple(sorted(self.regs, key=self.regs.get)))
+            {}, names, on_sms[np.array(self.regs, np.int64)])
+
+    def priced(self, prices) -> TimelineArrays:
+        """The arrays at ``prices``: each listed op's duration, and the link bytes (added in
+        op order, as the ops were before the requests were shared)."""
+        plan, asked = self.plan, []
+        for kind, s, *what in self.prices_asked:
+            if kind == "call":
+                asked.append(prices.collective(plan, what[0], s, what[1], what[2]) + (0.0,))
+            elif kind == "offload":
+                asked.append(prices.offload(plan, s, *what))
+            else:
+                asked.append(prices.hop(plan, what[0], s, what[1]))
+        dur, terms = self.arrays.op_dur.copy(), {}
+        for j, u, count, scale, per_call in self.requests:
+            seconds, unit, wire = asked[u]
+            dur[j] = seconds * count if per_call else seconds
+            nbytes = scale if per_call else wire * scale
+            if unit is not None and nbytes:
+                terms[unit] = terms.get(unit, 0.0) + nbytes
+        return replace(self.arrays, op_dur=dur, link_terms=terms)
 
 
 @lru_cache(maxsize=1024)
@@ -186,5 +240,14 @@ def _order_arrays(order: tuple, n_slots: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def encode(step, prices) -> TimelineArrays:
-    """The kernel's arrays for ``step`` at ``prices`` (a :class:`.prices.Prices`)."""
-    return _Encoder(step, prices).arrays()
+    """The kernel's arrays for ``step`` at ``prices`` (a :class:`.prices.Prices`); the
+    step's structure is kept per step plan."""
+    known = _STRUCTURES.get(id(step))
+    if known is None or known[0] is not step:
+        if len(_STRUCTURES) >= 64:   # a sweep revisits a plan soon or never
+            _STRUCTURES.pop(next(iter(_STRUCTURES)))
+        known = _STRUCTURES[id(step)] = (step, _Structure(step))
+    return known[1].priced(prices)
+
+
+_STRUCTURES: dict = {}   # id(step) -> (step, its _Structure)

@@ -22,19 +22,10 @@ import numpy as np
 from clustersim._numba import njit
 
 __all__ = ["COMPUTE", "CALL", "RECV", "SEND", "MEET", "LOCAL", "ENTRY", "PROLOGUE",
-           "timeline_kernel", "breakdown_kernel"]
+           "timeline_kernel", "breakdown_kernel", "critical_breakdown_kernel"]
 
 COMPUTE, CALL, RECV, SEND, MEET = 0, 1, 2, 3, 4      # op codes (offloads are calls)
 LOCAL, ENTRY, PROLOGUE = 0, 1, 2                     # what a dependency refers to
-
-
-@njit
-def _dep_time(kind, val, local, entry, pro):
-    if kind == LOCAL:
-        return local[val]
-    if kind == ENTRY:
-        return entry[val]
-    return pro[val]
 
 
 @njit
@@ -43,8 +34,22 @@ def _interval_arrays(seq_ptr, seq_inst, inst_ptr):
     total = 0
     for k in range(seq_ptr[-1]):
         total += inst_ptr[seq_inst[k] + 1] - inst_ptr[seq_inst[k]]
-    return (np.zeros(2 * total), np.zeros(2 * total), np.zeros(2 * total, dtype=np.int64),
-            np.zeros(2 * total, dtype=np.bool_), np.zeros(2 * total, dtype=np.int64))
+    n = 2 * total   # left uninitialised: only the first n_iv are written, and returned
+    return (np.empty(n), np.empty(n), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.bool_),
+            np.empty(n, dtype=np.int64))
+
+
+@njit
+def _stage_state(n_stages, n_regs, max_ops, n_prologue, dep_kind, dep_val):
+    """Per stage one row holding its op ends (``local``), entry registers and prologue calls
+    side by side, and each dependency's column in it: a dependency is one read at a column
+    known in advance (bent for speed: a call per read cost more than the rest of an op)."""
+    state = np.zeros((n_stages, max_ops + n_regs + n_prologue + 1))
+    local, entry = state[:, :max_ops], state[:, max_ops:max_ops + n_regs]
+    pro = state[:, max_ops + n_regs:]
+    dep_col = dep_val + np.where(dep_kind == LOCAL, 0, max_ops + np.where(dep_kind == ENTRY, 0,
+                                                                          n_regs))
+    return state, local, entry, pro, dep_col
 
 
 @njit
@@ -59,13 +64,13 @@ def _exit_instance(s, inst, is_prologue, inst_ptr, inst_exit, reg, local, entry,
 
 
 @njit
-def _receive(sent, start, duration, last_send, stage_end):
-    """``(start, end, sender)`` of a receive whose send ``sent`` (ready time, stage,
+def _receive(send, key, start, duration, last_send, stage_end):
+    """``(start, end, sender)`` of a receive whose send ``send[key]`` (ready time, stage,
     register) has been posted: after the send and after the sender's previous transfer on the
     same register (one link, in order)."""
-    sender, sreg = int(sent[1]), int(sent[2])
-    if sent[0] > start:
-        start = sent[0]
+    sender, sreg = int(send[key, 1]), int(send[key, 2])
+    if send[key, 0] > start:
+        start = send[key, 0]
     if last_send[sender, sreg] > start:
         start = last_send[sender, sreg]
     end = start + duration
@@ -76,19 +81,19 @@ def _receive(sent, start, duration, last_send, stage_end):
 
 
 @njit
-def _meet(call, s, start, duration):
-    """``(start, end)`` of a call two stages meet on (``call``: post time, posting stage,
-    start, end); ``end < 0`` while stage ``s`` waits for the other: the first to post
+def _meet(meet, k, s, start, duration):
+    """``(start, end)`` of call ``k`` two stages meet on (``meet[k]``: post time, posting
+    stage, start, end); ``end < 0`` while stage ``s`` waits for the other: the first to post
     waits, the second runs the call for both."""
-    if call[3] >= 0.0:                           # the call has run
-        return call[2], call[3]
-    if call[1] < 0:                              # first to post
-        call[0], call[1] = start, s
+    if meet[k, 3] >= 0.0:                        # the call has run
+        return meet[k, 2], meet[k, 3]
+    if meet[k, 1] < 0:                           # first to post
+        meet[k, 0], meet[k, 1] = start, s
         return start, -1.0
-    if call[1] == s:                             # still waiting
+    if meet[k, 1] == s:                          # still waiting
         return start, -1.0
-    start = max(start, call[0])                  # second: the call runs now
-    call[2], call[3] = start, start + duration
+    start = max(start, meet[k, 0])               # second: the call runs now
+    meet[k, 2], meet[k, 3] = start, start + duration
     return start, start + duration
 
 
@@ -105,9 +110,8 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
     register ``r'`` it started with); op fields per op, dependencies as CSR."""
     n_stages = seq_ptr.shape[0] - 1
     reg = np.zeros((n_stages, n_regs))
-    entry = np.zeros((n_stages, n_regs))
-    local = np.zeros((n_stages, max_ops))
-    pro = np.zeros((n_stages, n_prologue + 1))
+    state, local, entry, pro, dep_col = _stage_state(n_stages, n_regs, max_ops, n_prologue,
+                                                     dep_kind, dep_val)
     pos, n_iv = seq_ptr[:-1].copy(), 0
     opi = np.zeros(n_stages, dtype=np.int64)
     stage_end = np.zeros(n_stages)
@@ -119,56 +123,56 @@ def timeline_kernel(seq_ptr, seq_inst, seq_mb, inst_ptr, inst_exit, op_code, op_
     while remaining > 0:
         progress = False
         for s in range(n_stages):
-            while pos[s] < seq_ptr[s + 1]:
-                inst = seq_inst[pos[s]]
-                j = inst_ptr[inst] + opi[s]
+            # the stage's place in locals, written back when it waits (bent for speed: array
+            # elements would be reloaded after every store to an interval array)
+            p, o, stop = pos[s], opi[s], seq_ptr[s + 1]
+            while p < stop:
+                inst = seq_inst[p]
+                j = inst_ptr[inst] + o
                 if j == inst_ptr[inst + 1]:           # instance done: its exit registers
-                    _exit_instance(s, inst, seq_mb[pos[s]] == -2, inst_ptr, inst_exit, reg,
+                    _exit_instance(s, inst, seq_mb[p] == -2, inst_ptr, inst_exit, reg,
                                    local, entry, pro)
-                    pos[s] += 1
-                    opi[s] = 0
-                    progress = True
-                    if pos[s] == seq_ptr[s + 1]:
+                    p, o, progress = p + 1, 0, True
+                    if p == stop:
                         remaining -= 1
                     else:
-                        entry[s, :] = reg[s, :]
+                        for r in range(n_regs):   # a loop, not a slice copy
+                            entry[s, r] = reg[s, r]
                     continue
                 code, r = op_code[j], op_reg[j]
                 start = reg[s, r] if code != SEND else 0.0
                 for d in range(dep_ptr[j], dep_ptr[j + 1]):
-                    t = _dep_time(dep_kind[d], dep_val[d], local[s], entry[s], pro[s])
-                    if t > start:
-                        start = t
+                    if state[s, dep_col[d]] > start:
+                        start = state[s, dep_col[d]]
                 if code == SEND:
-                    key = op_key[j] + seq_mb[pos[s]]
+                    key = op_key[j] + seq_mb[p]
                     send[key, 0], send[key, 1], send[key, 2] = start, s, r
-                    opi[s] += 1
-                    progress = True
+                    o, progress = o + 1, True
                     continue
                 if code == RECV:
-                    key = op_key[j] + seq_mb[pos[s]]
+                    key = op_key[j] + seq_mb[p]
                     if send[key, 0] < 0.0:
                         break                            # the sender has not sent yet
-                    start, end, sender = _receive(send[key], start, op_dur[j], last_send,
+                    start, end, sender = _receive(send, key, start, op_dur[j], last_send,
                                                   stage_end)
                     iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, sender
-                    iv_op[n_iv] = j
+                    iv_compute[n_iv], iv_op[n_iv] = False, j
                     n_iv += 1
                 elif code == MEET:
-                    start, end = _meet(meet[op_key[j]], s, start, op_dur[j])
+                    start, end = _meet(meet, op_key[j], s, start, op_dur[j])
                     if end < 0.0:
                         break                            # waiting for the other stage
                 else:
                     end = start + op_dur[j]
-                local[s, j - inst_ptr[inst]] = end
+                local[s, o] = end
                 reg[s, r] = end
                 if end > stage_end[s]:
                     stage_end[s] = end
                 iv_start[n_iv], iv_end[n_iv], iv_stage[n_iv] = start, end, s
                 iv_compute[n_iv], iv_op[n_iv] = op_main[j], j
                 n_iv += 1
-                opi[s] += 1
-                progress = True
+                o, progress = o + 1, True
+            pos[s], opi[s] = p, o
         if not progress:   # a deadlock: ok is False
             break
     return (stage_end, iv_start[:n_iv], iv_end[:n_iv], iv_stage[:n_iv], iv_op[:n_iv],
@@ -216,3 +220,28 @@ def breakdown_kernel(start, end, compute):
         else:
             k += 1
     return compute_s, comm_s, comm_s - covered
+
+
+@njit
+def critical_breakdown_kernel(critical, start, end, stage, op, compute, op_on_sms):
+    """``(compute_s, comm_s, exposed_comm_s, sm_comm_s, sm_exposed_s)`` of stage
+    ``critical``: :func:`breakdown_kernel` of its intervals, and of its compute with the
+    communication that runs on SMs (``op_on_sms`` per op) alone. One pass here, not boolean
+    masks over every stage's intervals in numpy (they cost as much as the timeline)."""
+    n = 0
+    for k in range(stage.shape[0]):
+        n += stage[k] == critical
+    lo, hi, is_c = np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_)
+    sm_lo, sm_hi, sm_c = np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_)
+    i = m = 0
+    for k in range(stage.shape[0]):
+        if stage[k] != critical:
+            continue
+        lo[i], hi[i], is_c[i] = start[k], end[k], compute[k]
+        i += 1
+        if compute[k] or op_on_sms[op[k]]:
+            sm_lo[m], sm_hi[m], sm_c[m] = start[k], end[k], compute[k]
+            m += 1
+    compute_s, comm_s, exposed = breakdown_kernel(lo, hi, is_c)
+    _, sm_s, sm_exposed = breakdown_kernel(sm_lo[:m], sm_hi[:m], sm_c[:m])
+    return compute_s, comm_s, exposed, sm_s, sm_exposed

@@ -94,13 +94,34 @@ class _Prologue:
         return ("prologue", k)
 
 
+@dataclass(frozen=True)
+class _Items:
+    """What the prologue's and epilogue's lowerings read of a stage (a cache key)."""
+
+    stage: int
+    prologue: tuple = ()
+    epilogue: tuple = ()
+
+
 def prologue_template(stage) -> Template:
     """The template of a stage's prologue (its ops depend on nothing)."""
-    rank = _entry()
-    return _record(lower_prologue(rank, stage, []), rank)
+    return _prologue_template(_Items(stage.stage, prologue=stage.prologue))
 
 
 def epilogue_template(stage) -> Template:
     """The template of a stage's epilogue."""
+    return _epilogue_template(_Items(stage.stage, epilogue=stage.epilogue))
+
+
+@lru_cache(maxsize=4096)
+def _prologue_template(items: _Items) -> Template:
+    """(cached: the plans of a sweep share their prologues)"""
     rank = _entry()
-    return _record(lower_epilogue(rank, stage), rank)
+    return _record(lower_prologue(rank, items, []), rank)
+
+
+@lru_cache(maxsize=4096)
+def _epilogue_template(items: _Items) -> Template:
+    """(cached: plans that differ in their batch alone share their epilogues)"""
+    rank = _entry()
+    return _record(lower_epilogue(rank, items), rank)
