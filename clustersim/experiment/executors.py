@@ -22,10 +22,11 @@ reference.
 - ``auto`` (the ``clustersim run`` default): in this process while the sweep is short, the
   rest on a ``local`` pool once it is not. A spawned worker costs ``POOL_START_S`` before its
   first result (a fresh interpreter, the imports, the cluster built again), which is longer
-  than a small sweep takes in the process that has already paid for them; after each
-  scenario, the time per scenario so far predicts the rest, and the pool takes over when
-  sharing the rest among the workers saves more than it costs to start them. A scenario run
-  in this process has no worker to die for it: ``local`` keeps every scenario apart.
+  than a small sweep takes in the process that has already paid for them; from the second
+  scenario on (the first is mostly those one-off costs), the last scenario's time predicts
+  the rest, and the pool takes over when sharing the rest among the workers saves more than
+  it costs to start them. A scenario run in this process has no worker to die for it:
+  ``local`` keeps every scenario apart.
 
 >>> from clustersim.experiment.scenario import Scenario
 >>> from clustersim.config.experiment import ExperimentConfig
@@ -265,15 +266,19 @@ def run_auto(scenarios: Iterable[Scenario], run_fn: RunFunction, workers: int | 
     a local pool (see the module docstring)."""
     pending = deque(scenarios)
     workers = workers or default_workers()
-    spent_s, ran = 0.0, 0
+    last_s: float | None = None  # the first scenario's time is mostly one-off costs
+    ran = 0
     while pending:
-        if ran and _pool_pays(spent_s / ran, len(pending), workers):
+        if last_s is not None and _pool_pays(last_s, len(pending), workers):
             yield from run_local(pending, run_fn, workers)
             return
         start = time.perf_counter()
         outcome = run_one(run_fn, pending.popleft())
-        spent_s += time.perf_counter() - start  # before the yield: the caller's time is not ours
+        elapsed_s = time.perf_counter() - start  # before the yield: the caller's time is not ours
         ran += 1
+        # A worker pays the one-offs again (imports, cluster, numba kernels: compiled on a
+        # cold cache), so only a later scenario's time says what the rest will cost.
+        last_s = elapsed_s if ran >= 2 else None
         yield outcome
 
 
