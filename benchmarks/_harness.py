@@ -15,8 +15,9 @@ A case is a function returning a dict of figures; the child prints it as one JSO
 the parent reads back. Run a single case by hand with ``python bench_x.py --case NAME``.
 
 A script started with ``--quick`` (``python -m benchmarks --quick`` does) runs each timed
-case in one fresh interpreter instead of ``run_best``'s several, and skips the traced runs:
-the same figures, less sure of the least disturbed run, no tracemalloc peak.
+case in one fresh interpreter instead of ``run_best``'s several, skips the traced runs (no
+tracemalloc peak), and starts no case once the script has run ``QUICK_BUDGET_S``: a case left
+out prints as an error saying so.
 
 >>> fmt_s(0.01234), fmt_mb(3 * 2**20)
 ('0.0123 s', '3 MiB')
@@ -34,11 +35,13 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ROOT", "QUICK", "warm_numba", "maxrss_B", "case_main", "run_case", "fmt_s",
+__all__ = ["ROOT", "QUICK", "QUICK_BUDGET_S", "warm_numba", "maxrss_B", "case_main", "run_case", "fmt_s",
            "fmt_mb", "verdict", "Timer", "machine_note", "run_best"]
 
 ROOT = Path(__file__).resolve().parent.parent  # benchmarks run from a source checkout
 QUICK = "--quick" in sys.argv and "--case" not in sys.argv  # the script's own flag, not a case's
+QUICK_BUDGET_S = 15.0  # under --quick, no case starts after the script has run this long
+_STARTED = time.perf_counter()
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -106,6 +109,9 @@ def run_case(script: str, name: str, traced: bool = False, timeout_s: float = 18
     (``{}`` for a traced run under ``--quick``: the figure is left out)."""
     if traced and QUICK:
         return {}
+    if QUICK and time.perf_counter() - _STARTED > QUICK_BUDGET_S:
+        return {"error": f"left out by --quick (the script's first {QUICK_BUDGET_S:.0f} s "
+                         "are spent)"}
     cmd = [sys.executable, script, "--case", name] + (["--traced"] if traced else [])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
