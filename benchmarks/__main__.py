@@ -12,11 +12,12 @@ Two kinds of case, each run in fresh processes:
   (``_harness.py``).
 
 Peak RSS is the operating system's figure for the finished child (``os.wait4``), the
-largest process among those it waited for. ``--quick`` (about a minute on two cores) runs
-the whole-process cases warm twice and cold once, and each script with ``--quick``: one
-process per timed case instead of three and no traced runs (``_harness.QUICK``). Every
-figure goes to a CSV (default ``results/benchmarks.csv``); the table printed at the end is
-the one README's Speed section shows.
+largest process among those it waited for. ``--quick`` (2 minutes on a shared 2-core
+machine) runs the whole-process cases warm twice and cold once, and each script with
+``--quick``: one process per timed case instead of three, no traced runs, no case started
+after the script's first 15 s (``_harness.QUICK``). Every figure goes to a CSV (default
+``results/benchmarks.csv``); the table printed at the end is the one README's Speed section
+shows.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def script(path: Path, mode: str) -> Outcome:
     missed = sum("MISSED" in line for line in lines)
     outcome.verdict = (f"exit {r.code}" if r.code else
                        f"{missed} MISSED" if missed else "ok")
-    outcome.target = f"{sum(bool(_FIGURE.search(line)) for line in lines)} figures"
+    outcome.target = f"{sum(bool(_FIGURE.search(line)) for line in lines)} with a target"
     return outcome
 
 
@@ -248,7 +249,8 @@ def write_csv(path: Path, outcomes: list[Outcome], mode: str, where: str) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split(
         "\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute on two cores")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer runs per case (2 minutes on a shared 2-core machine)")
     parser.add_argument("--csv", type=Path, default=ROOT / "results" / "benchmarks.csv")
     parser.add_argument("--only", nargs="*", metavar="NAME",
                         help="cases or scripts whose name contains one of these")
