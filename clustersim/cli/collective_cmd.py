@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 
-import numpy as np
-
 from clustersim.cli.overrides import add_set_argument, parse_sets
 from clustersim.errors import InputError
 from clustersim.units import UnitError, parse
@@ -142,6 +140,7 @@ def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
     over the runner-up; ``nccl``: chosen by NCCL's beliefs, and how it compares with the
     fastest), as a DataFrame."""
     # imported on use: `clustersim --help` loads every subcommand module
+    import numpy as np
     import pandas as pd
 
     from clustersim.collectives.select import candidate_times, price
