@@ -14,6 +14,11 @@ Every case of a benchmark runs in a fresh interpreter, twice:
 A case is a function returning a dict of figures; the child prints it as one JSON line that
 the parent reads back. Run a single case by hand with ``python bench_x.py --case NAME``.
 
+A script started with ``--quick`` (``python -m benchmarks --quick`` does) runs each timed
+case in one fresh interpreter instead of ``run_best``'s several, skips the traced runs (no
+tracemalloc peak), and starts no case once the script has run ``QUICK_BUDGET_S``: a case left
+out prints as an error saying so.
+
 >>> fmt_s(0.01234), fmt_mb(3 * 2**20)
 ('0.0123 s', '3 MiB')
 """
@@ -30,10 +35,13 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ROOT", "warm_numba", "maxrss_B", "case_main", "run_case", "fmt_s", "fmt_mb",
-           "verdict", "Timer", "machine_note", "run_best"]
+__all__ = ["ROOT", "QUICK", "QUICK_BUDGET_S", "warm_numba", "maxrss_B", "case_main", "run_case", "fmt_s",
+           "fmt_mb", "verdict", "Timer", "machine_note", "run_best"]
 
 ROOT = Path(__file__).resolve().parent.parent  # benchmarks run from a source checkout
+QUICK = "--quick" in sys.argv and "--case" not in sys.argv  # the script's own flag, not a case's
+QUICK_BUDGET_S = 15.0  # under --quick, no case starts after the script has run this long
+_STARTED = time.perf_counter()
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -97,7 +105,13 @@ def case_main(cases: dict[str, Callable[[], dict]]) -> bool:
 
 
 def run_case(script: str, name: str, traced: bool = False, timeout_s: float = 1800) -> dict:
-    """Run one case of ``script`` in a fresh interpreter; its figures, or ``{"error": ...}``."""
+    """Run one case of ``script`` in a fresh interpreter; its figures, or ``{"error": ...}``
+    (``{}`` for a traced run under ``--quick``: the figure is left out)."""
+    if traced and QUICK:
+        return {}
+    if QUICK and time.perf_counter() - _STARTED > QUICK_BUDGET_S:
+        return {"error": f"left out by --quick (the script's first {QUICK_BUDGET_S:.0f} s "
+                         "are spent)"}
     cmd = [sys.executable, script, "--case", name] + (["--traced"] if traced else [])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
@@ -113,7 +127,8 @@ def run_case(script: str, name: str, traced: bool = False, timeout_s: float = 18
 def run_best(script: str, name: str, key: Callable[[dict], float], runs: int = 3) -> dict:
     """The run with the smallest ``key`` of ``runs`` fresh-interpreter runs of a case (the
     machine is shared: the best run is the one least disturbed by others); ``runs`` is kept
-    in the figures."""
+    in the figures (one run under ``--quick``)."""
+    runs = 1 if QUICK else runs
     best: dict = {}
     for _ in range(runs):
         r = run_case(script, name)

@@ -16,7 +16,7 @@ reduce_scatter and all_to_all, 1 otherwise).
 
 from __future__ import annotations
 
-import numpy as np
+import csv
 
 from clustersim.cli.overrides import add_set_argument, parse_sets
 from clustersim.errors import InputError
@@ -24,8 +24,8 @@ from clustersim.units import UnitError, parse
 
 HELP = "nccl-tests-style table of one collective (time, algbw, busbw per size) on a topology"
 
-__all__ = ["HELP", "add_arguments", "run", "parse_sizes", "collective_table", "explain_table",
-           "COLUMNS"]
+__all__ = ["HELP", "add_arguments", "run", "parse_sizes", "collective_rows", "collective_table",
+           "explain_table", "format_rows", "COLUMNS"]
 
 COLUMNS = ("size_bytes", "time_us", "algbw_GBps", "busbw_GBps", "algorithm")
 _MAX_SIZES = 4096
@@ -85,12 +85,10 @@ def parse_sizes(text: str) -> list[float]:
     return [one(s) for s in text.split(",")]
 
 
-def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
-                     skew: float = 1.0):
-    """The table as a DataFrame (columns COLUMNS)."""
-    # imported on use (pandas, numba): `clustersim --help` loads every subcommand module
-    import pandas as pd
-
+def collective_rows(cluster, group, op: str, sizes, algorithm: str = "auto",
+                    skew: float = 1.0) -> list[tuple]:
+    """The table's rows, one tuple per size (columns COLUMNS)."""
+    # imported on use (numba, networkx): `clustersim --help` loads every subcommand module
     from clustersim.collectives.op_types import bus_factor, check_op
     from clustersim.collectives.select import price
 
@@ -100,8 +98,44 @@ def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
     rows = []
     for s, t, a in zip(sizes, times, algos):
         algbw = s / t / 1e9 if t > 0 else float("inf")
-        rows.append((int(s), t * 1e6, algbw, algbw * factor, a))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+        rows.append((int(s), float(t) * 1e6, float(algbw), float(algbw * factor), str(a)))
+    return rows
+
+
+def collective_table(cluster, group, op: str, sizes, algorithm: str = "auto",
+                     skew: float = 1.0):
+    """The table as a DataFrame (columns COLUMNS)."""
+    # pandas on use: the command itself prints and writes the rows without it (0.3 s)
+    import pandas as pd
+
+    return pd.DataFrame(collective_rows(cluster, group, op, sizes, algorithm, skew),
+                        columns=list(COLUMNS))
+
+
+def format_rows(rows: list[tuple], columns) -> str:
+    """Rows as ``DataFrame.to_string(index=False)`` prints them with floats to 2 decimals
+    (the same text, without importing pandas for it): every column right-justified, one
+    space apart, a numeric column's header one space wider than its name.
+
+    >>> print(format_rows([(1024, 5.5, "ring/ll")], ("size_bytes", "time_us", "algorithm")))
+     size_bytes  time_us algorithm
+           1024     5.50   ring/ll
+    """
+    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows)
+               for i in range(len(columns))]
+    header = [(" " if num else "") + name for name, num in zip(columns, numeric)]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)]
+    lines = [header] + cells
+    return "\n".join(" ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def _write_csv(path: str, rows: list[tuple], columns) -> None:
+    """The rows as CSV; a float is written by repr, as pandas' ``to_csv`` writes it."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
 
 
 def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
@@ -109,6 +143,7 @@ def explain_table(cluster, group, op: str, sizes, algorithm: str = "auto"):
     over the runner-up; ``nccl``: chosen by NCCL's beliefs, and how it compares with the
     fastest), as a DataFrame."""
     # imported on use: `clustersim --help` loads every subcommand module
+    import numpy as np
     import pandas as pd
 
     from clustersim.collectives.select import candidate_times, price
@@ -150,10 +185,10 @@ def run(args) -> int:
         raise InputError(f"a collective on {ranks} device moves nothing (its bandwidth would "
                          f"be inf/NaN); give --devices or --ranks of 2 or more")
     group = cluster.devices[:ranks]
-    table = collective_table(cluster, group, args.op, sizes, args.algorithm, args.skew)
+    rows = collective_rows(cluster, group, args.op, sizes, args.algorithm, args.skew)
     print(f"# {args.op} on {ranks} of {len(cluster.devices)} x {cluster.device.name} "
           f"({cluster.name})")
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    print(format_rows(rows, COLUMNS))
     if getattr(args, "explain", False):
         why = explain_table(cluster, group, args.op, sizes, args.algorithm)
         rule = ("chosen as NCCL's tuner believes (tuning.cc), charged at this model's price"
@@ -161,6 +196,6 @@ def run(args) -> int:
         print(f"\n# why: every candidate's time (us); {rule}")
         print(why.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        _write_csv(args.csv, rows, COLUMNS)
         print(f"wrote {args.csv}")
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 import traceback
 
@@ -49,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or no real file behind stdout
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0 done, 2 bad input, 1 anything else)."""
     args = build_parser().parse_args(argv)
@@ -61,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        if _stdout_closed():  # `clustersim ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            return 0
+        traceback.print_exc()  # another pipe (a worker's, multiprocessing's): our problem
+        return 1
     except Exception:  # anything else is our bug: show it in full
         traceback.print_exc()
         return 1

@@ -45,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default: output.dir, else results/<name>)")
     parser.add_argument("--workers", type=_positive, metavar="N",
                         help="parallel worker processes (default: number of cores)")
-    parser.add_argument("--executor", choices=("local", "dask", "serial"),
-                        help="local process pool (default), dask.distributed, or serial in "
-                             "this process; --scheduler implies dask")
+    parser.add_argument("--executor", choices=("auto", "local", "dask", "serial"),
+                        help="auto (default: in this process while the sweep is short, then "
+                             "a local pool), local process pool, dask.distributed, or serial "
+                             "in this process; --scheduler implies dask")
     parser.add_argument("--scheduler", metavar="ADDR",
                         help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: start "
                              "a local dask cluster)")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from clustersim.experiment.runner import run_experiment
     from clustersim.experiment.sweep import MAX_SCENARIOS
 
-    executor = args.executor or ("dask" if args.scheduler else "local")
+    executor = args.executor or ("dask" if args.scheduler else "auto")
     if args.scheduler and executor != "dask":
         raise InputError(f"--scheduler needs --executor dask (got --executor {executor})")
     frame = run_experiment(args.experiment, out_dir=args.out, workers=args.workers,

@@ -19,6 +19,14 @@ reference.
   machines need clustersim and the run function's module installed. Dask re-runs the tasks of
   a lost worker and gives up after a few deaths (``KilledWorker``), which becomes an error row.
 - ``serial``: one after another in this process, for debuggers and profilers.
+- ``auto`` (the ``clustersim run`` default): in this process while the sweep is short, the
+  rest on a ``local`` pool once it is not. A spawned worker costs ``POOL_START_S`` before its
+  first result (a fresh interpreter, the imports, the cluster built again), which is longer
+  than a small sweep takes in the process that has already paid for them; from the second
+  scenario on (the first is mostly those one-off costs), the last scenario's time predicts
+  the rest, and the pool takes over when sharing the rest among the workers saves more than
+  it costs to start them. A scenario run in this process has no worker to die for it:
+  ``local`` keeps every scenario apart.
 
 >>> from clustersim.experiment.scenario import Scenario
 >>> from clustersim.config.experiment import ExperimentConfig
@@ -40,6 +48,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,11 +62,16 @@ from clustersim.experiment.columns import STATUSES, error_row, normalise_row
 from clustersim.experiment.scenario import Scenario
 
 __all__ = ["Outcome", "RunFunction", "EXECUTORS", "default_workers", "check_options",
-           "run_one", "run_scenarios", "run_serial", "run_local", "run_dask"]
+           "run_one", "run_scenarios", "run_serial", "run_local", "run_dask", "run_auto",
+           "POOL_START_S"]
 
 RunFunction = Callable[[Scenario], Mapping[str, Any]]
 _IN_FLIGHT_PER_WORKER = 2  # keeps every worker busy while the driver stores a result
 _SCHEDULER_TIMEOUT = "10s"
+# Wall seconds from starting a spawn pool to its workers' first results: interpreter, imports
+# (numpy, pandas, numba kernels from cache, the simulator) and the cluster built again,
+# measured at 1.5-2.5 s on 2 cores; `auto` hands scenarios to a pool only when that pays.
+POOL_START_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -232,8 +246,44 @@ def run_dask(scenarios: Iterable[Scenario], run_fn: RunFunction, workers: int | 
                 client.cancel(list(futures))
 
 
+def _pool_pays(seconds_each: float, left: int, workers: int) -> bool:
+    """Whether ``left`` scenarios of ``seconds_each`` finish sooner on a fresh pool of
+    ``workers`` processes than one after another here.
+
+    >>> _pool_pays(0.1, 3, 2), _pool_pays(2.0, 10, 2), _pool_pays(5.0, 10, 1)
+    (False, True, False)
+    """
+    workers = min(workers, left)
+    if workers < 2:
+        return False
+    serial_s = seconds_each * left
+    return POOL_START_S + serial_s / workers < serial_s
+
+
+def run_auto(scenarios: Iterable[Scenario], run_fn: RunFunction, workers: int | None = None,
+             **_: Any) -> Iterator[Outcome]:
+    """Scenarios in this process while that is faster than starting a pool, then the rest on
+    a local pool (see the module docstring)."""
+    pending = deque(scenarios)
+    workers = workers or default_workers()
+    last_s: float | None = None  # the first scenario's time is mostly one-off costs
+    ran = 0
+    while pending:
+        if last_s is not None and _pool_pays(last_s, len(pending), workers):
+            yield from run_local(pending, run_fn, workers)
+            return
+        start = time.perf_counter()
+        outcome = run_one(run_fn, pending.popleft())
+        elapsed_s = time.perf_counter() - start  # before the yield: the caller's time is not ours
+        ran += 1
+        # A worker pays the one-offs again (imports, cluster, numba kernels: compiled on a
+        # cold cache), so only a later scenario's time says what the rest will cost.
+        last_s = elapsed_s if ran >= 2 else None
+        yield outcome
+
+
 EXECUTORS: dict[str, Callable[..., Iterator[Outcome]]] = {
-    "local": run_local, "dask": run_dask, "serial": run_serial}
+    "local": run_local, "dask": run_dask, "serial": run_serial, "auto": run_auto}
 
 
 def run_scenarios(scenarios: Iterable[Scenario], run_fn: RunFunction, executor: str = "local",

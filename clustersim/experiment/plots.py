@@ -36,11 +36,33 @@ _PARTS = (("compute_s", "compute", "#4C72B0"), ("exposed_comm_s", "exposed commu
           "#DD8452"), ("bubble_s", "pipeline bubble", "#8C8C8C"))
 
 
-def _figure(width: float, height: float):
-    # matplotlib on use (~0.7 s to import); no pyplot: no global backend state to disturb
+# Margins are set from the text they hold rather than by matplotlib's constrained layout,
+# which measures every label again at each save (a third of the drawing time). Inches, at
+# the default 10-point text: a label character is at most ~0.09 in wide, a line ~0.2 in high.
+_CHAR_IN = 0.09
+_TITLE_IN = 0.4
+_XAXIS_IN = 0.5     # tick labels and the x label
+_LEGEND_IN = 0.3    # one row of a legend under the axes
+
+
+def _figure(width: float, height: float, left_in: float = 0.9, bottom_in: float = _XAXIS_IN,
+            right_in: float = 0.3):
+    """A figure with one axes, its margins in inches (the defaults fit a y label)."""
+    # matplotlib on use (~0.3 s to import); no pyplot: no global backend state to disturb
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left_in / width, right=1 - right_in / width,
+                        bottom=bottom_in / height, top=1 - _TITLE_IN / height)
+    return fig
+
+
+def _bar_figure(labels: Sequence[str], width: float = 9):
+    """A figure for one horizontal bar per label, the labels on the left, a legend below."""
+    left_in = 0.25 + _CHAR_IN * max((len(s) for s in labels), default=1)
+    height = 1.2 + 0.3 * len(labels)
+    return _figure(width, height, left_in=min(left_in, 0.6 * width),
+                   bottom_in=_XAXIS_IN + _LEGEND_IN)
 
 
 def _has(frame, column: str) -> bool:
@@ -73,7 +95,8 @@ def step_time_breakdown(frame, path: Path) -> bool:
         return False
     rows = rows[rows[[p[0] for p in parts]].notna().any(axis=1)]
     rows, note = _fastest(rows)
-    fig = _figure(9, 1.2 + 0.3 * len(rows))
+    labels = [_label(s) for s in rows["scenario"]]
+    fig = _bar_figure(labels)
     ax = fig.add_subplot()
     y = range(len(rows))  # positions, not labels: two names may shorten to the same label
     left = [0.0] * len(rows)
@@ -86,18 +109,17 @@ def step_time_breakdown(frame, path: Path) -> bool:
                 for t, s in zip(rows["step_time_s"].tolist(), left)]
         if any(r > 0 for r in rest):
             ax.barh(y, rest, left=left, label="other", color="#CCB974")
-    _save_per_scenario(fig, ax, rows["scenario"], "time per step (s)",
-                       "Step time breakdown" + note, path)
+    _save_per_scenario(fig, ax, labels, "time per step (s)", "Step time breakdown" + note, path)
     return True
 
 
-def _save_per_scenario(fig, ax, scenarios, xlabel: str, title: str, path: Path) -> None:
+def _save_per_scenario(fig, ax, labels, xlabel: str, title: str, path: Path) -> None:
     """Finish a horizontal bar chart with one bar per scenario (first on top) and save it."""
-    ax.set_yticks(range(len(scenarios)), [_label(s) for s in scenarios])
+    ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    fig.legend(loc="outside lower center", ncol=4, fontsize="small", frameon=False)
+    fig.legend(loc="lower center", ncol=4, fontsize="small", frameon=False)
     fig.savefig(path, dpi=110)
 
 
@@ -175,12 +197,13 @@ def memory_against_capacity(frame, path: Path) -> bool:
     capacity = (rows["memory_capacity_gib"].tolist() if "memory_capacity_gib" in rows.columns
                 else [math.nan] * len(rows))
     colours = ["#C44E52" if p > c else "#4C72B0" for p, c in zip(peak, capacity)]  # NaN: False
-    fig = _figure(9, 1.2 + 0.3 * len(rows))
+    labels = [_label(s) for s in rows["scenario"]]
+    fig = _bar_figure(labels)
     ax = fig.add_subplot()
     ax.barh(y, peak, color=colours, label="peak memory")
     if not all(math.isnan(c) for c in capacity):
         ax.scatter(capacity, y, marker="|", s=300, color="black", label="capacity")
-    _save_per_scenario(fig, ax, rows["scenario"], "memory per device (GiB)",
+    _save_per_scenario(fig, ax, labels, "memory per device (GiB)",
                        "Peak memory against capacity" + note, path)
     return True
 

@@ -103,7 +103,8 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
 
     ``source`` is a path to an experiment file, or a mapping of an already-loaded one.
     ``executor`` is ``local`` (a process pool of ``workers`` processes), ``dask`` (the
-    scheduler at ``scheduler``, else a local dask cluster) or ``serial``. ``resume`` keeps the
+    scheduler at ``scheduler``, else a local dask cluster), ``serial``, or ``auto`` (this
+    process while the sweep is short, then a local pool: ``executors.run_auto``). ``resume`` keeps the
     scenarios an earlier run of the same experiment already stored in the output directory.
     ``progress`` shows a progress bar (default: when stderr is a terminal). ``run_fn`` replaces
     :func:`clustersim.experiment.scenario.run_scenario` (it must be importable by the workers).

@@ -45,3 +45,19 @@ def test_bad_requests_exit_2_with_one_line(capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_table_prints_and_writes_as_pandas_would(tmp_path):
+    from clustersim.cli.collective_cmd import COLUMNS, _write_csv, format_rows
+    from clustersim.network import build_cluster
+    from clustersim.cli.collective_cmd import collective_rows, parse_sizes
+
+    cluster = build_cluster("dgx-h100", 16, {})
+    rows = collective_rows(cluster, cluster.devices, "all_reduce", parse_sizes("1:8GiB"))
+    rows.append((0, 0.0, float("inf"), float("inf"), "none"))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    assert format_rows(rows, COLUMNS) == frame.to_string(
+        index=False, float_format=lambda x: f"{x:.2f}")
+    _write_csv(tmp_path / "a.csv", rows, COLUMNS)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

@@ -124,3 +124,21 @@ def test_progress_bar_counts_done_failed_and_left(tmp_path, write_experiment, ca
                    run_fn=fake_runs.flaky_run)
     shown = capsys.readouterr().err.replace("\r", "\n")
     assert "3/3" in shown and "failed 1, left 0" in shown
+
+
+def test_auto_runs_a_short_sweep_here_and_hands_a_long_one_to_a_pool(tmp_path, monkeypatch,
+                                                                        write_experiment):
+    from clustersim.experiment import executors
+
+    path = write_experiment(GRID)
+    serial = _run(path, tmp_path / "serial", executor="serial", run_fn=fake_runs.ok_run)
+    started = []
+    real_pool = executors._new_pool
+    monkeypatch.setattr(executors, "_new_pool", lambda n: started.append(n) or real_pool(n))
+    short = _run(path, tmp_path / "short", executor="auto", workers=2, run_fn=fake_runs.ok_run)
+    assert started == []  # 12 instant scenarios: a pool would only cost its start-up
+    pd.testing.assert_frame_equal(short, serial)
+    monkeypatch.setattr(executors, "POOL_START_S", 0.0)  # every pool pays
+    pooled = _run(path, tmp_path / "pooled", executor="auto", workers=2, run_fn=fake_runs.ok_run)
+    assert started == [2]
+    pd.testing.assert_frame_equal(pooled, serial)
