@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from annotated_types import Gt
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from clustersim.units import format_quantity, parse
 
@@ -33,7 +32,7 @@ def _not_a_boolean(value):
 
 # Whole numbers the user writes (parallel degrees, counts, indices); Count is positive.
 Whole = Annotated[int, BeforeValidator(_not_a_boolean)]
-Count = Annotated[int, BeforeValidator(_not_a_boolean), Gt(0)]
+Count = Annotated[int, BeforeValidator(_not_a_boolean), Field(gt=0)]
 
 
 def _quantity(kind: str, allow_zero: bool = False):
