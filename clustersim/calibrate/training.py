@@ -28,10 +28,8 @@ import numpy as np
 import pandas as pd
 
 from clustersim.calibrate.nelder_mead import nelder_mead, squash, unsquash
-from clustersim.fidelity.analytic import templates
-from clustersim.hardware import compute, power
+from clustersim.hardware import compute
 from clustersim.validate.training import CONFLICTING_ROWS, load_runs, predict_runs
-from clustersim.workload import chunks
 
 __all__ = ["TRAINING_FIT_PLAN", "BOUNDS", "held_out", "family_rows", "current_values",
            "trial_values", "fit_training", "training_report", "cross_validate"]
@@ -83,15 +81,10 @@ def current_values(family: str, params) -> dict[str, float]:
     return out
 
 
-# Everything that memoises a compute time or what it is made of: cleared around a trial.
-_CACHES = (power.joules_per_flop, chunks.chunk_work, chunks.optimizer_work,
-           templates.slot_template)
-
-
 def _forget() -> None:
+    # every cache of a compute time or what it is made of registers with the compute model
+    # (hardware.compute.calibrated_cache); step plans and templates are keyed by value
     compute.clear_caches()
-    for cache in _CACHES:
-        cache.cache_clear()
 
 
 @contextmanager

@@ -44,7 +44,7 @@ from clustersim.config.yamlio import load_yaml_file
 from clustersim.errors import InputError, InputErrors
 from clustersim.hardware.memory_power import budgeted_memory_power_W
 
-__all__ = ["ComputeParams", "compute_params", "compute_families", "clear_caches",
+__all__ = ["calibrated_cache", "ComputeParams", "compute_params", "compute_families", "clear_caches",
            "gemm_efficiency", "attention_efficiency", "op_time_s", "OP_KINDS"]
 
 OP_KINDS = ("gemm", "attention", "elementwise", "embedding", "optimizer")
@@ -189,11 +189,37 @@ def compute_params(device) -> ComputeParams:
     return _family_of(device.name)
 
 
+# Caches of results that depend on the families' values but whose arguments do not name
+# them (a device's J/FLOP, a chunk's work): clear_caches forgets them with the families.
+_CALIBRATED: list = []
+
+
+def calibrated_cache(maxsize: int):
+    """``functools.lru_cache`` for a function whose result depends on the compute families'
+    values (``compute.yaml``) while its arguments do not name them, so that
+    :func:`clear_caches` forgets it too, as a calibration trial needs.
+
+    >>> @calibrated_cache(maxsize=8)
+    ... def seconds(x):
+    ...     return x * 2.0
+    >>> seconds(1.0), seconds in _CALIBRATED
+    (2.0, True)
+    """
+    def wrap(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+        _CALIBRATED.append(cached)
+        return cached
+    return wrap
+
+
 def clear_caches() -> None:
-    """Forget every memoised family and GEMM efficiency (after a family's values changed, as
-    a calibration trial does)."""
+    """Forget every memoised family and GEMM efficiency, and every cache built on them
+    (:func:`calibrated_cache`), after a family's values changed, as a calibration trial
+    does."""
     _family_of.cache_clear()
     _gemm_eff.cache_clear()
+    for cache in _CALIBRATED:
+        cache.cache_clear()
 
 
 @functools.lru_cache(maxsize=65536)

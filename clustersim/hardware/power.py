@@ -36,18 +36,17 @@ True
 
 from __future__ import annotations
 
-import functools
 
 from clustersim.errors import InputError
 from clustersim.hardware.catalog import device_presets
-from clustersim.hardware.compute import compute_params, power_limited_clock
+from clustersim.hardware.compute import calibrated_cache, compute_params, power_limited_clock
 from clustersim.hardware.memory_power import (budgeted_memory_power_W, joules_per_memory_byte,
                                               memory_power_at_peak_W)
 
 __all__ = ["memory_power_at_peak_W", "joules_per_flop", "joules_per_memory_byte"]
 
 
-@functools.lru_cache(maxsize=256)
+@calibrated_cache(maxsize=256)
 def joules_per_flop(device, dtype: str) -> float:
     """Dynamic energy of one FLOP of ``dtype`` at the device's sustained rate (see the module
     docstring for the derivation).

@@ -16,11 +16,10 @@ merged into one with a repeat count (``Comm.count``).
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from clustersim.hardware.compute import op_time_s
+from clustersim.hardware.compute import calibrated_cache, op_time_s
 from clustersim.workload.attention import attention_core
 from clustersim.workload.comms import (embedding_comms, layer_comms, logits_comms,
                                        ring_attention_steps)
@@ -135,7 +134,7 @@ def _bf16_layers_in_chunk(plan: ParallelPlan, virtual_stage: int,
     return min(plan.stage_layers[virtual_stage], head + tail)
 
 
-@functools.lru_cache(maxsize=4096)
+@calibrated_cache(maxsize=4096)
 def chunk_work(model: ModelSpec, plan: ParallelPlan, virtual_stage: int, device,
                precision: str, recompute: str, mem_bw_Bps: float | None = None, *,
                attention: str = "flash", fp8: FP8Options | None = None) -> ChunkWork:
@@ -262,7 +261,7 @@ def fp8_weight_casts(model: ModelSpec, plan: ParallelPlan, stage: int,
     return ops
 
 
-@functools.lru_cache(maxsize=1024)
+@calibrated_cache(maxsize=1024)
 def optimizer_work(model: ModelSpec, plan: ParallelPlan, stage: int, device, precision: str,
                    optimizer: str = "adam", mem_bw_Bps: float | None = None,
                    states_on_device: bool = True, fp8: FP8Options | None = None) -> Work:
