@@ -154,9 +154,11 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
     collective (protocol, efficiency and per-step latency as nccl-tests measured them); to or
     from a memory endpoint (offload), the raw bytes and the route's latency.
 
-    Messages of one size between endpoints of the same kind through the same fabric cost the
-    same, so ``cache`` (a dict the caller keeps for one cluster) holds one price per fabric,
-    size and destination kind: pipeline sends repeat every micro-batch.
+    A message's latency depends on its route (a pair under one leaf switch pays fewer hops
+    than one across the spine), so ``cache`` (a dict the caller keeps for one cluster) holds
+    one price per pair and size: pipeline sends repeat every micro-batch between the same
+    pairs. (Keyed by fabric alone, a cross-spine pair took the same-leaf price of whichever
+    pair was priced first, so results depended on what ran before.)
 
     >>> from clustersim.network import build_cluster
     >>> cluster = build_cluster("dgx-h100", devices=16)
@@ -168,7 +170,7 @@ def p2p_cost(cluster, src, dst, size_B: float, cache: dict | None = None
     if src not in G or dst not in G:
         missing = src if src not in G else dst
         raise ValueError(f"p2p_cost: {missing!r} is not a node of the cluster")
-    key = (cluster.router.shared_fabric(src, dst), size_B, G.nodes[dst]["kind"])
+    key = (src, dst, size_B)
     found = None if cache is None else cache.get(key)
     if found is None:
         found = _p2p_cost(cluster, src, dst, size_B)

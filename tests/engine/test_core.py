@@ -116,3 +116,19 @@ def test_representative_and_all_ranks_agree_on_symmetric_programs(stages, width)
     full = simulate(pipeline_program(cluster, stages, width, False), cluster, RawComm(cluster))
     assert rep.step_time_s == pytest.approx(full.step_time_s, rel=0.01)
     assert rep.link_bytes.sum() == pytest.approx(full.link_bytes.sum())
+
+
+def test_a_shared_p2p_cache_prices_each_route_as_its_own():
+    """A pair across the spine pays more hops than one under a leaf: a price cache shared by
+    every call of a cluster must not hand one pair's latency to the other (issue 17: results
+    depended on what was priced first)."""
+    from clustersim.engine.comm import p2p_cost  # noqa: local, beside its one use
+    from clustersim.network import build_cluster  # noqa: as above
+    cluster = build_cluster("dgx-h100", devices=1024)
+    near, far = cluster.devices[8], cluster.devices[1000]
+    alone = [p2p_cost(cluster, cluster.devices[0], d, 2**20) for d in (near, far)]
+    assert alone[1][1] > alone[0][1]
+    cache: dict = {}
+    for order in ((far, near), (near, far)):
+        got = {d: p2p_cost(cluster, cluster.devices[0], d, 2**20, cache) for d in order}
+        assert [got[near], got[far]] == alone
