@@ -160,11 +160,13 @@ def run_experiment(source: str | Path | Mapping | YamlDocument, out_dir: str | P
         bar.close()  # before the message, so it gets a line of its own
         _log.warning("interrupted: %d of %d scenarios are stored in %s; run again with "
                      "--resume to finish", sum(map(store.has, parts.values())), sweep.size, out)
+        store.close()
         raise
     finally:
         bar.close()
 
     frame = store.combine(list(parts.values()), sweep.swept_keys)
+    store.close()
     try:
         write_report(out, frame, sweep.base, sweep.swept_keys, plots=sweep.base.output.plots)
     except Exception as exc:  # the results are safe; a report problem must not lose them

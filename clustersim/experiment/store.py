@@ -36,6 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:   # Windows has no advisory file locks: one run per directory is the user's
+    fcntl = None
+
+from clustersim.errors import InputError
 from clustersim.experiment.columns import normalise_row, result_frame
 from clustersim.version import __version__
 
@@ -92,23 +98,55 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _lock(directory: Path):
+    """The open, exclusively locked ``directory/.lock``; an InputError when another run holds
+    it (None where the system has no advisory locks)."""
+    if fcntl is None:
+        return None
+    handle = open(directory / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(f"another run is writing {directory} (its .lock is held); wait for "
+                         f"it to finish or choose another --out") from None
+    return handle
+
+
 class ResultStore:
     """Finished scenarios under ``directory/parts``; combined into results files at the end.
 
     Without ``resume`` the parts of an earlier run (and its results files) are removed first.
+    A store holds the directory's lock (``.lock``, an advisory ``flock`` the system drops
+    when the process ends) until :meth:`close`: a second run into the same directory is an
+    InputError instead of deleting the first's parts. A directory that cannot be written is
+    an InputError naming it.
     """
 
     def __init__(self, directory: str | Path, resume: bool = False):
         self.directory = Path(directory)
         self.parts = self.directory / "parts"
-        self.parts.mkdir(parents=True, exist_ok=True)
-        for leftover in self.parts.glob(".*.tmp"):  # a write cut short by a crash
-            leftover.unlink(missing_ok=True)
-        if not resume:
-            for old in self.parts.glob("*.json"):
-                old.unlink()
-            for name in ("results.parquet", "results.csv"):
-                (self.directory / name).unlink(missing_ok=True)
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.directory)
+            for leftover in self.parts.glob(".*.tmp"):  # a write cut short by a crash
+                leftover.unlink(missing_ok=True)
+            for leftover in self.directory.glob(".results.*.tmp"):
+                leftover.unlink(missing_ok=True)
+            if not resume:
+                for old in self.parts.glob("*.json"):
+                    old.unlink()
+                for name in ("results.parquet", "results.csv"):
+                    (self.directory / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot write results to {self.directory}: "
+                             f"{exc.strerror or exc}; choose another --out") from None
+
+    def close(self) -> None:
+        """Release the directory's lock (also released when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def has(self, part: PartId) -> bool:
         """Whether this scenario, with this configuration, is already stored."""

@@ -8,6 +8,7 @@ import os
 import pytest
 
 import fake_runs
+from clustersim.errors import InputError
 from clustersim.experiment.runner import run_experiment
 from clustersim.experiment.store import PartId, ResultStore, config_hash
 
@@ -31,6 +32,7 @@ def test_a_part_is_whole_or_absent(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not store.has(other)
     assert any(p.name.endswith(".tmp") for p in store.parts.iterdir())
+    store.close()   # the crashed run's process is gone, and its lock with it
     ResultStore(tmp_path, resume=True)  # reopening clears what the crash left half-written
     assert sorted(p.name for p in store.parts.iterdir()) == [part.filename]
 
@@ -113,3 +115,17 @@ def _scenarios(path):
     from clustersim.experiment.sweep import expand
 
     return expand(load_yaml_file(path)).scenarios
+
+
+def test_one_run_at_a_time_writes_a_directory(tmp_path):
+    """A second run into a directory another run is writing is refused (it used to delete
+    the first's parts); once the first is done the directory is free again. A directory
+    that cannot be made (``--out`` naming a file) is one located message."""
+    first = ResultStore(tmp_path)
+    with pytest.raises(InputError, match="another run is writing"):
+        ResultStore(tmp_path, resume=True)
+    first.close()
+    ResultStore(tmp_path, resume=True).close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot write results to .*file.*choose another --out"):
+        ResultStore(tmp_path / "file")
