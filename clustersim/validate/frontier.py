@@ -28,8 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from clustersim.config.experiment import ExperimentConfig
-from clustersim.experiment.scenario import Scenario, run_scenario
+from clustersim.validate.runs import predict_step
 
 __all__ = ["DATA_FILE", "SOURCES", "SCHEDULES", "KNOWN_OOM", "CONFLICTING_ROWS", "load_runs",
            "row_source", "row_config", "measured_step_s", "measured_memory_gib", "predict_runs",
@@ -181,18 +180,12 @@ def predict_runs(frame: pd.DataFrame | None = None, fidelity: str = "flow") -> p
     out = []
     for _, row in frame.iterrows():
         cfg = row_config(row)
-        cfg["simulation"] = {"fidelity": fidelity}
-        result = run_scenario(Scenario(0, cfg["name"], ExperimentConfig.model_validate(cfg)))
-        measured = measured_step_s(row)
-        predicted = result.get("step_time_s")
-        error = (predicted - measured) / measured if predicted else float("nan")
+        result, columns = predict_step(cfg, measured_step_s(row), fidelity)
         out.append({"id": row["id"], "family": row["family"], "model": row["model"],
                     "devices": int(row["num_accel"]), "tp": int(row["TP"]),
                     "pp": int(row["PP"]), "dp": int(row["DP"]),
                     "schedule": row["schedule"], "precision": cfg["training"]["precision"],
-                    "measured_step_s": measured, "predicted_step_s": predicted,
-                    "error": error, "status": result["status"], "mfu": result.get("mfu"),
-                    **{k: result.get(k) for k in _BREAKDOWN},
+                    **columns, **{k: result.get(k) for k in _BREAKDOWN},
                     "measured_memory_gib": measured_memory_gib(row),
                     "conflicting": row["id"] in CONFLICTING_ROWS})
     return pd.DataFrame(out)

@@ -29,9 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from clustersim.config.experiment import ExperimentConfig
-from clustersim.experiment.scenario import Scenario, run_scenario
 from clustersim.validate import frontier
+from clustersim.validate.runs import predict_step
 from clustersim.workload.flops import megatron_flops_per_iteration
 from clustersim.workload.models import ModelSpec
 
@@ -184,17 +183,10 @@ def predict_runs(frame: pd.DataFrame | None = None, fidelity: str = "flow") -> p
     frame = load_runs() if frame is None else frame
     out = []
     for _, row in frame.iterrows():
-        cfg = row_config(row)
-        cfg["simulation"] = {"fidelity": fidelity}
-        result = run_scenario(Scenario(0, cfg["name"], ExperimentConfig.model_validate(cfg)))
-        measured = measured_step_s(row)
-        predicted = result.get("step_time_s")
-        error = (predicted - measured) / measured if predicted else float("nan")
+        _, columns = predict_step(row_config(row), measured_step_s(row), fidelity)
         out.append({"id": row["id"], "model": row["model"], "devices": int(row["num_accel"]),
-                    "tp": int(row["TP"]), "pp": int(row["PP"]),
-                    "measured_step_s": measured, "predicted_step_s": predicted,
-                    "error": error, "status": result["status"],
-                    "mfu": result.get("mfu"), "source": row_source(row),
+                    "tp": int(row["TP"]), "pp": int(row["PP"]), **columns,
+                    "source": row_source(row),
                     "conflicting": row["id"] in CONFLICTING_ROWS})
     return pd.DataFrame(out)
 
