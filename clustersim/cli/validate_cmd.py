@@ -17,6 +17,20 @@ HELP = "predict the bundled published measurements and report the error of every
 __all__ = ["HELP", "add_arguments", "run"]
 
 
+
+def _errors(stats) -> str:
+    """``N rows, median |error| x%, max |error| y%`` of a validation summary."""
+    return (f"{stats['rows']} rows, median |error| {stats['median_abs_error']:.1%}, "
+            f"max |error| {stats['max_abs_error']:.1%}")
+
+
+def _print_summary(summary, why_apart: str) -> None:
+    """The summary line, then each row reported apart with its error and ``why_apart``."""
+    print(f"summary: {_errors(summary)}")
+    for row_id, error in summary["conflicting"].items():
+        print(f"  apart: {row_id} {error:+.1%} ({why_apart})")
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--csv", default=None, metavar="FILE",
                         help="also write every row (both tables) to FILE")
@@ -84,12 +98,8 @@ def run(args) -> int:
         _print_table(train, ["id", "model", "devices", "tp", "pp", "measured_step_s",
                              "predicted_step_s", "error", "status"],
                      f"training runs ({args.fidelity}): predicted vs measured step time")
-        summary = summarize(train)
-        print(f"summary: {summary['rows']} rows, median |error| "
-              f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
-        for row_id, error in summary["conflicting"].items():
-            print(f"  apart: {row_id} {error:+.1%} (its published figure contradicts its "
-                  "stated configuration: clustersim.validate.training.CONFLICTING_ROWS)")
+        _print_summary(summarize(train), "its published figure contradicts its stated "
+                       "configuration: clustersim.validate.training.CONFLICTING_ROWS")
         tables.append(train.assign(table="training"))
     if args.only in (None, "frontier"):
         from clustersim.validate.frontier import frontier_validation
@@ -103,13 +113,9 @@ def run(args) -> int:
                      "step time")
         summary = frontier_summary(front)
         for family, fam in summary["families"].items():
-            print(f"  {family}: {fam['rows']} rows, median |error| "
-                  f"{fam['median_abs_error']:.1%}, max |error| {fam['max_abs_error']:.1%}")
-        print(f"summary: {summary['rows']} rows, median |error| "
-              f"{summary['median_abs_error']:.1%}, max |error| {summary['max_abs_error']:.1%}")
-        for row_id, error in summary["conflicting"].items():
-            print(f"  apart: {row_id} {error:+.1%} (its stated configuration contradicts first "
-                  "principles: clustersim.validate.frontier.CONFLICTING_ROWS)")
+            print(f"  {family}: {_errors(fam)}")
+        _print_summary(summary, "its stated configuration contradicts first principles: "
+                       "clustersim.validate.frontier.CONFLICTING_ROWS")
         tables.append(front.assign(table="frontier"))
     if args.only in (None, "energy"):
         from clustersim.validate.energy import energy_validation
