@@ -50,10 +50,11 @@ def test_each_microbatch_runs_forward_then_backward_once_per_chunk(name, p, m, v
             seen.add((kind, c, mb))
 
 
-@pytest.mark.parametrize("name,p,m,v", SHAPES)
-def test_the_schedule_runs_on_a_pipeline_without_deadlock(name, p, m, v):
-    """Replay: every action waits for its input from the neighbouring virtual stage."""
-    acts, done, pos = schedule(name, p, m, v), set(), [0] * p
+def _replay(name, p, m, v):
+    """Run the schedule on a pipeline: every action waits for its stage and for its input
+    from the neighbouring virtual stage; unit-time F, B and W of a whole stage (a chunk takes
+    1 / v). The step's length; an AssertionError names the positions where it deadlocks."""
+    acts, end, pos, free = schedule(name, p, m, v), {}, [0] * p, [0.0] * p
     while any(pos[s] < len(acts[s]) for s in range(p)):
         moved = False
         for s in range(p):
@@ -61,12 +62,19 @@ def test_the_schedule_runs_on_a_pipeline_without_deadlock(name, p, m, v):
                 kind, c, mb = acts[s][pos[s]]
                 src = (previous_virtual_stage(s, c, p, name) if kind == "F"
                        else next_virtual_stage(s, c, p, v, name) if kind == "B" else None)
-                if src is not None and (kind, *src, mb) not in done:
+                if src is not None and (kind, *src, mb) not in end:
                     break
-                done.add((kind, s, c, mb))
+                start = max(free[s], end[(kind, *src, mb)] if src is not None else 0.0)
+                free[s] = end[(kind, s, c, mb)] = start + 1 / v
                 pos[s] += 1
                 moved = True
         assert moved, f"{name} deadlocks at {pos}"
+    return max(free)
+
+
+@pytest.mark.parametrize("name,p,m,v", SHAPES)
+def test_the_schedule_runs_on_a_pipeline_without_deadlock(name, p, m, v):
+    assert _replay(name, p, m, v) > 0
 
 
 @pytest.mark.parametrize("name,p,m,v", SHAPES)
@@ -169,7 +177,49 @@ def test_a_dualpipe_plan_holds_two_model_stages_a_device():
     assert [plan.layers_on_stage(s) for s in range(4)] == [16] * 4
 
 
-def _unit_makespan(name, p, m, v):
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 20), (8, 16), (8, 20), (16, 40)])
+def test_dualpipe_in_flight_and_parameters(p, m):
+    """DeepSeek-V3 report, Table 2: DualPipe keeps PP + 1 micro-batches of activations (in
+    units of one model stage's) on every device, and each device holds two model stages:
+    s for the micro-batches entering at stage 0 and p - 1 - s for the others."""
+    for s in range(p):
+        # in_flight_microbatches counts whole stages, here two model stages
+        assert 2 * in_flight_microbatches("dualpipe", s, p, m, 2) == p + 1
+        assert sum(held_microbatches("dualpipe", s, p, m, 2)) == p + 1
+    assert [model_stage("dualpipe", s, c, p) for s in (0, p - 1) for c in (0, 1)] == \
+        [0, p - 1, p - 1, 0]
+
+
+def test_dualpipe_pairs_a_forward_with_a_backward_of_the_other_direction():
+    p, m = 8, 20
+    for s, (order, pairs) in enumerate(zip(schedule("dualpipe", p, m, 2),
+                                           paired_actions("dualpipe", p, m, 2))):
+        assert pairs and len(pairs) % 2 == 0
+        for i in sorted(pairs)[::2]:
+            (k1, c1, _), (k2, c2, _) = order[i], order[i + 1]
+            assert (k1, k2) == ("F", "B") and c1 != c2
+
+
+@pytest.mark.parametrize("parallelism,global_batch,says", [
+    ({"pp": 3, "schedule": "dualpipe"}, 24, "even pp"),
+    ({"pp": 4, "schedule": "dualpipe"}, 6, "at least 2 x pp = 8"),
+    ({"pp": 4, "schedule": "dualpipe", "virtual_stages": 3}, 8, "leave virtual_stages out"),
+    ({"pp": 4, "schedule": "zb-h1", "virtual_stages": 2}, 8, "1f1b-interleaved"),
+])
+def test_impossible_schedules_are_refused_with_the_fix(parallelism, global_batch, says):
+    t = TrainingConfig(global_batch=global_batch, parallelism=parallelism)
+    with pytest.raises(Infeasible, match=says.replace("(", r"\(")):
+        resolve_plan(t, get_model("llama3-8b"), parallelism["pp"])
+
+
+def test_a_dualpipe_plan_holds_two_model_stages_a_device():
+    t = TrainingConfig(global_batch=8, parallelism={"pp": 4, "schedule": "dualpipe"})
+    plan = resolve_plan(t, get_model("llama3-8b"), 4)
+    assert plan.virtual_stages == 2 and plan.stage_layers == (8, 8, 8, 8) * 2
+    assert [plan.layers_on_stage(s) for s in range(4)] == [16] * 4
+
+
+def _replay(name, p, m, v):
     """Replay with unit-time F, B and W of a whole stage (a chunk takes 1 / v), each action
     as soon as its stage is free and its input has arrived: the step's length."""
     acts, end, pos, free = schedule(name, p, m, v), {}, [0] * p, [0.0] * p
@@ -196,7 +246,7 @@ def test_zb_v_keeps_1f1b_memory_and_idles_only_for_the_fill(p, m):
     assert [in_flight_microbatches("zb-v", s, p, m, 2) for s in range(p)] == [p] * p
     assert in_flight_microbatches("1f1b", 0, p, m) == p
     work = 3 * m   # F + B + W of every micro-batch, unit time each
-    assert _unit_makespan("zb-v", p, m, 2) - work == pytest.approx((p - 1) / 2)
-    assert _unit_makespan("zb-h1", p, m, 1) - work == pytest.approx(p - 1)
+    assert _replay("zb-v", p, m, 2) - work == pytest.approx((p - 1) / 2)
+    assert _replay("zb-h1", p, m, 1) - work == pytest.approx(p - 1)
     assert [model_stage("zb-v", s, c, p) for s in (0, p - 1) for c in (0, 1)] == \
         [0, 2 * p - 1, p - 1, p]
