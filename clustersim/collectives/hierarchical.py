@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from clustersim.collectives.group_structure import sub_lattice
-from clustersim.collectives.phase import Phase, make_phase
+from clustersim.collectives.phase import Phase
 from clustersim.collectives.ring import ring_phase
 from clustersim.errors import InputError
 

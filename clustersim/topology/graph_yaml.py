@@ -39,8 +39,7 @@ from clustersim.config.quantities import (Bandwidth, Count, EnergyPerBit, NonNeg
                                           NonNegativeTime, Size)
 from clustersim.config.validation import StrictModel, validate
 from clustersim.errors import InputError, InputErrors, unknown_name
-from clustersim.hardware.catalog import (device_presets, get_device, get_switch,
-                                         link_presets, switch_presets)
+from clustersim.hardware.catalog import device_presets, get_switch, link_presets, switch_presets
 from clustersim.topology.gpu_cluster import resolve_device
 from clustersim.topology.graph import (COMPUTE_KINDS, NODE_KINDS, add_link, add_node,
                                        link_tech, new_graph)

@@ -18,8 +18,7 @@ from typing import Any
 import networkx as nx
 from pydantic import Field
 
-from clustersim.config.quantities import (Bandwidth, Count, NonNegativePower, NonNegativeTime,
-                                          Size)
+from clustersim.config.quantities import Bandwidth, Count, NonNegativeTime, Size
 from clustersim.config.validation import StrictModel
 from clustersim.topology.fattree import add_fat_tree
 from clustersim.topology.gpu_cluster import HostParams, resolve_device

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from clustersim.fidelity.lowering import (Registers, Request, lower_epilogue, lower_prologue,
                                           lower_slot)
-from clustersim.step.stepplan import MAIN, Slot
+from clustersim.step.stepplan import Slot
 
 __all__ = ["TemplateOp", "Template", "slot_template", "prologue_template",
            "epilogue_template", "REGISTERS"]
