@@ -77,11 +77,8 @@ class StageContext:
     def chunk(self, stage: int, chunk: int) -> ChunkWork:
         """The work of ``chunk`` of ``stage`` for one micro-batch."""
         t, plan = self.training, self.plan
-        if plan.schedule == "dualpipe":   # two directions over the same p model stages
-            plan = replace(plan, virtual_stages=1, stage_layers=plan.stage_layers[:plan.pp])
-        elif plan.schedule == "zb-v":     # the V's 2p chunks back in model order
-            layers = plan.stage_layers
-            plan = replace(plan, stage_layers=layers[:plan.pp] + layers[plan.pp:][::-1])
+        layers = plan.model_stage_layers   # chunk_work indexes the model's stages in order
+        plan = replace(plan, virtual_stages=len(layers) // plan.pp, stage_layers=layers)
         # chunk_work reads the layer sharding, micro-batch, sequence and stage layers alone:
         # the rest of the plan is set to its defaults so that plans that differ in their
         # batch, data parallelism or ZeRO share the cached work (bent for speed)

@@ -98,6 +98,24 @@ class ParallelPlan:
         """Indices (pipeline order) of the virtual stages physical ``stage`` runs."""
         return tuple(range(stage, self.pp * self.virtual_stages, self.pp))
 
+    @property
+    def model_stage_layers(self) -> tuple[int, ...]:
+        """Layers of each model stage in model order: ``stage_layers`` itself, but DualPipe's
+        two directions run the same ``pp`` model stages (the first half) and ZB-V's second
+        arm runs its chunks back up the stages (:func:`_check_dualpipe`, :func:`_check_zb_v`
+        lay them out so).
+
+        >>> ParallelPlan(pp=2, virtual_stages=2, schedule="zb-v",
+        ...              stage_layers=(1, 2, 4, 3)).model_stage_layers
+        (1, 2, 3, 4)
+        """
+        layers, pp = self.stage_layers, self.pp
+        if self.schedule == "dualpipe":
+            return layers[:pp]
+        if self.schedule == "zb-v":
+            return layers[:pp] + layers[pp:][::-1]
+        return layers
+
     def layers_on_stage(self, stage: int) -> int:
         """Transformer layers held by physical pipeline ``stage`` (all its virtual stages)."""
         if not 0 <= stage < self.pp:
